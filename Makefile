@@ -1,0 +1,42 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Everything else builds on `setup`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# The CPU build: a bare `pip install torch` would pull a CUDA build of several GB.
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+ADDON ?= addons/fastspeech-en
+DEMO_TEXT ?= Hello! This is tts neuron, speaking one sentence with its default voice.
+
+.PHONY: setup demo test test-all lint voice-untrained clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)" \
+		|| $(PY) -m pip install --quiet "$(TORCH_SPEC)" --index-url $(TORCH_INDEX)
+	$(PY) -m pip install --quiet -e ".[dev,eval]"
+	touch $@
+
+demo: setup
+	$(VENV)/bin/tts-neuron synthesize --addon $(ADDON) --text "$(DEMO_TEXT)" --out demo.wav --timings
+	@echo "wrote demo.wav"
+
+test: setup
+	$(PY) -m pytest -q
+
+test-all: setup
+	$(PY) -m pytest -q -m ""
+
+lint: setup
+	$(VENV)/bin/ruff check tts_neuron compile tests benchmarks docs/examples
+	$(VENV)/bin/ruff format --check tts_neuron compile tests benchmarks docs/examples
+	$(VENV)/bin/mypy tts_neuron compile
+
+voice-untrained: setup
+	$(PY) -m compile.untrained_voice --out $(ADDON)
+
+clean:
+	rm -rf $(VENV) demo.wav .pytest_cache .mypy_cache .ruff_cache

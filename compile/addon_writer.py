@@ -1,0 +1,84 @@
+"""Writes an addon folder: each network's parameters as safetensors plus one validated addon.json."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import save_file
+from torch import nn
+
+from tts_neuron.addon import ADDON_FILE, FORMAT_VERSION, load_addon
+from tts_neuron.audio import AudioConfig
+
+SEED_STACK: list[dict[str, Any]] = [
+    {
+        "type": "StreamablePipeline",
+        "sequence_block": {"type": "Encoders"},
+        "streamable_block": {
+            "type": "StreamableStack",
+            "stack": [{"type": "Upsampler"}, {"type": "Decoder"}],
+        },
+    }
+]
+"""The seed article's stack, verbatim: text to mel frames."""
+
+SPEAKING_STACK: list[dict[str, Any]] = [*SEED_STACK, {"type": "GriffinLim"}]
+"""The seed's stack followed by a vocoder: text to audio."""
+
+
+@dataclass
+class NetworkEntry:
+    network: nn.Module
+    architecture: str
+    role: str
+    inputs: list[str]
+    outputs: list[str]
+    config: dict[str, Any]
+
+
+def write_addon(
+    root: Path,
+    *,
+    name: str,
+    description: str,
+    trained: bool,
+    symbols: list[str],
+    networks: dict[str, NetworkEntry],
+    stacks: dict[str, list[dict[str, Any]]],
+    default_stack: str,
+    audio: AudioConfig | None = None,
+    language: str = "en-us",
+) -> Path:
+    """Write `root/addon.json` and `root/networks/<name>.safetensors`, then load it back to validate it."""
+    (root / "networks").mkdir(parents=True, exist_ok=True)
+    declared = {}
+    for net_name, entry in networks.items():
+        relative = f"networks/{net_name}.safetensors"
+        state = {key: value.detach().cpu().contiguous() for key, value in entry.network.state_dict().items()}
+        save_file(state, str(root / relative))
+        declared[net_name] = {
+            "architecture": entry.architecture,
+            "role": entry.role,
+            "inputs": entry.inputs,
+            "outputs": entry.outputs,
+            "config": entry.config,
+            "parameters": relative,
+        }
+    config = {
+        "format": FORMAT_VERSION,
+        "name": name,
+        "description": description,
+        "trained": trained,
+        "language": language,
+        "audio": (audio or AudioConfig()).to_dict(),
+        "symbols": symbols,
+        "networks": declared,
+        "stacks": stacks,
+        "default_stack": default_stack,
+    }
+    (root / ADDON_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    load_addon(root)
+    return root

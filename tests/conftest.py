@@ -1,0 +1,60 @@
+"""Shared fixtures: a tiny addon with random weights, written in seconds, so the whole stack runs in CI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from compile.addon_writer import SEED_STACK, SPEAKING_STACK, write_addon
+from compile.fastspeech_voice import fastspeech_networks
+from compile.symbols import collect_symbols
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "docs" / "examples"
+
+TINY_SIZES = {"channels": 16, "encoder_layers": 1, "decoder_channels": 16, "decoder_layers": 2}
+COVERAGE_TEXT = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Pack my box with five dozen liquor jugs!",
+    "How vexingly quick daft zebras jump?",
+    "She sells sea shells by the sea shore, and the thousand ships were measured in June.",
+    "Would you, could you, on a boat? Yes, with joy, although the voice is choked.",
+]
+
+
+def write_tiny_addon(root: Path, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    symbols = collect_symbols(COVERAGE_TEXT)
+    return write_addon(
+        root,
+        name="tiny",
+        description="test fixture with random weights",
+        trained=False,
+        symbols=symbols,
+        networks=fastspeech_networks(len(symbols), **TINY_SIZES),
+        stacks={"cpu": SPEAKING_STACK, "mel": SEED_STACK},
+        default_stack="cpu",
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_addon_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A read-only-by-convention tiny addon; copy it (`addon_copy`) before changing it."""
+    return write_tiny_addon(tmp_path_factory.mktemp("addon") / "tiny")
+
+
+@pytest.fixture
+def addon_copy(tiny_addon_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of the tiny addon that a test may break."""
+    return Path(shutil.copytree(tiny_addon_dir, tmp_path / "tiny"))
+
+
+def edit_addon_json(root: Path, edit) -> None:  # type: ignore[no-untyped-def]
+    path = root / "addon.json"
+    config = json.loads(path.read_text())
+    edit(config)
+    path.write_text(json.dumps(config))

@@ -1,0 +1,210 @@
+"""The abstractions and built-in blocks, each on its own, with streamed output checked against offline."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tts_neuron.audio import AudioConfig, GriffinLim, spectral_convergence
+from tts_neuron.blocks.acoustic import Decoder, Upsampler, durations_to_frames, upsample
+from tts_neuron.blocks.base import (
+    Chunk,
+    Features,
+    SequenceBlock,
+    SequenceBlockContainer,
+    StreamableBlock,
+    StreamablePipeline,
+    StreamableStack,
+)
+from tts_neuron.blocks.buffer import FrameBuffer
+from tts_neuron.blocks.vocoder import GriffinLimVocoder
+from tts_neuron.models.fastspeech import MelDecoder
+
+
+def split(data: torch.Tensor, sizes: list[int]) -> Iterator[Chunk]:
+    """Cut `data` into chunks of the given sizes (cycled), the last one final."""
+    start, i = 0, 0
+    while True:
+        stop = min(start + sizes[i % len(sizes)], len(data))
+        yield Chunk(data[start:stop], start, stop == len(data))
+        if stop == len(data):
+            return
+        start, i = stop, i + 1
+
+
+def joined(chunks: Iterator[Chunk]) -> tuple[torch.Tensor, list[Chunk]]:
+    got = list(chunks)
+    assert got, "a stream yields at least its final chunk"
+    assert [c.final for c in got] == [False] * (len(got) - 1) + [True]
+    for before, after in zip(got, got[1:], strict=False):
+        assert after.start == before.end, "chunks are contiguous"
+    assert got[0].start == 0
+    return torch.cat([c.data for c in got]), got
+
+
+def log_durations(frames: list[int]) -> torch.Tensor:
+    return torch.log1p(torch.tensor([frames], dtype=torch.float32))  # [1, N]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    frames=st.lists(st.integers(0, 12), min_size=1, max_size=25),
+    first=st.integers(1, 20),
+    size=st.integers(1, 40),
+)
+def test_upsampler_frames_do_not_depend_on_chunk_sizes(frames: list[int], first: int, size: int) -> None:
+    encodings = torch.randn(1, len(frames), 3)
+    features = {"encodings": encodings, "log_durations": log_durations(frames)}
+    out, chunks = joined(Upsampler(chunk_frames=size, first_chunk_frames=first).stream(None, features))
+    expected = torch.repeat_interleave(encodings[0], torch.tensor(frames), dim=0)
+    assert torch.equal(out, expected)
+    assert all(c.data.shape[0] <= (first if i == 0 else size) for i, c in enumerate(chunks))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    frames=st.lists(st.integers(0, 9), min_size=1, max_size=20),
+    cuts=st.lists(st.integers(0, 200), max_size=8),
+)
+def test_upsample_any_partition_equals_whole(frames: list[int], cuts: list[int]) -> None:
+    encodings = torch.randn(len(frames), 2)
+    ends = torch.cumsum(torch.tensor(frames), 0)
+    total = int(ends[-1])
+    bounds = sorted({0, total, *(c % (total + 1) for c in cuts)})
+    pieces = [upsample(encodings, ends, a, b) for a, b in zip(bounds, bounds[1:], strict=False)]
+    whole = torch.repeat_interleave(encodings, torch.tensor(frames), dim=0)
+    assert torch.equal(torch.cat(pieces) if pieces else whole[:0], whole)
+
+
+def test_durations_to_frames_rounds_scales_and_clamps() -> None:
+    logd = log_durations([0, 1, 4, 250])[0]
+    assert durations_to_frames(logd, 1.0, 100).tolist() == [0, 1, 4, 100]
+    assert durations_to_frames(logd, 2.0, 1000).tolist() == [0, 2, 8, 500]
+    assert durations_to_frames(torch.tensor([-3.0]), 1.0, 10).tolist() == [0]
+
+
+def test_upsampler_zero_frames_still_ends_the_utterance() -> None:
+    features = {"encodings": torch.randn(1, 2, 3), "log_durations": log_durations([0, 0])}
+    (chunk,) = Upsampler().stream(None, features)
+    assert chunk.final and chunk.data.shape == (0, 3)
+
+
+@pytest.mark.parametrize("length_scale", [0.0, 11.0])
+def test_upsampler_refuses_bad_length_scale(length_scale: float) -> None:
+    with pytest.raises(ValueError, match="length_scale"):
+        Upsampler(length_scale=length_scale)
+
+
+def make_decoder(layers: int = 3, kernel_size: int = 5) -> Decoder:
+    torch.manual_seed(1)
+    net = MelDecoder(in_channels=4, channels=8, layers=layers, kernel_size=kernel_size, n_mels=5).eval()
+    return Decoder("decoder", net, ["frames", "frame_mask"], ["mel"])
+
+
+@settings(max_examples=40, deadline=None)
+@given(length=st.integers(1, 90), sizes=st.lists(st.integers(1, 30), min_size=1, max_size=5))
+def test_decoder_streamed_equals_offline(length: int, sizes: list[int]) -> None:
+    decoder = make_decoder()
+    frames = torch.randn(length, 4)
+    out, _ = joined(decoder.stream(split(frames, sizes), {}))
+    assert out.shape == (length, 5)
+    torch.testing.assert_close(out, decoder.decode(frames), rtol=1e-5, atol=1e-5)
+
+
+def test_decoder_radius_comes_from_the_network() -> None:
+    assert make_decoder(layers=3, kernel_size=5).radius == 6
+
+
+def test_decoder_streams_before_the_utterance_ends() -> None:
+    decoder = make_decoder()
+    pulled: list[int] = []
+
+    def upstream() -> Iterator[Chunk]:
+        for chunk in split(torch.randn(100, 4), [10]):
+            pulled.append(chunk.end)
+            yield chunk
+
+    first = next(decoder.stream(upstream(), {}))
+    assert first.start == 0 and not first.final
+    assert pulled[-1] < 100, "the first mel chunk came before the whole utterance was upsampled"
+    assert first.end == pulled[-1] - decoder.radius
+
+
+def test_frame_buffer_refuses_gaps_and_dropped_frames() -> None:
+    buffer = FrameBuffer()
+    buffer.append(Chunk(torch.zeros(5, 2), 0, False))
+    with pytest.raises(ValueError, match="contiguous"):
+        buffer.append(Chunk(torch.zeros(5, 2), 7, False))
+    buffer.drop_before(3)
+    with pytest.raises(IndexError):
+        buffer.window(2, 4)
+    assert buffer.window(3, 5).shape == (2, 2)
+
+
+class Record(SequenceBlock):
+    def __init__(self, name: str, log: list[str]) -> None:
+        self.name, self.log = name, log
+
+    def __call__(self, features: Features) -> Features:
+        self.log.append(self.name)
+        return {**features, self.name: torch.tensor(len(self.log))}
+
+
+class Count(StreamableBlock):
+    """Emits `n` one-frame chunks, or adds 1 to each upstream chunk."""
+
+    def __init__(self, n: int = 3) -> None:
+        self.n = n
+
+    def stream(self, upstream: Iterator[Chunk] | None, features: Features) -> Iterator[Chunk]:
+        if upstream is None:
+            return (Chunk(torch.full((1,), float(i)), i, i == self.n - 1) for i in range(self.n))
+        return (Chunk(c.data + 1, c.start, c.final) for c in upstream)
+
+
+def test_container_runs_children_in_order_and_keeps_features() -> None:
+    log: list[str] = []
+    out = SequenceBlockContainer([Record("a", log), Record("b", log)])({"x": torch.zeros(1)})
+    assert log == ["a", "b"] and set(out) == {"x", "a", "b"} and int(out["b"]) == 2
+
+
+def test_stack_pipes_blocks_in_order() -> None:
+    out, _ = joined(StreamableStack([Count(4), Count(), Count()]).stream(None, {}))
+    assert out.tolist() == [2.0, 3.0, 4.0, 5.0]
+
+
+def test_pipeline_runs_its_sequence_block_only_when_pulled() -> None:
+    log: list[str] = []
+    stream = StreamablePipeline(Record("enc", log), Count(2)).stream(None, {})
+    assert log == []
+    next(stream)
+    assert log == ["enc"]
+
+
+def test_a_nested_stack_stands_where_one_block_stands() -> None:
+    nested = StreamableStack([Count(3), StreamableStack([Count(), Count()])])
+    assert joined(nested.stream(None, {}))[0].tolist() == [2.0, 3.0, 4.0]
+
+
+def test_griffin_lim_block_streams_contiguous_audio_close_to_offline() -> None:
+    cfg = AudioConfig()
+    torch.manual_seed(0)
+    # a smooth, speech-like log-mel: a few formant-like bumps drifting over 200 frames
+    t = torch.linspace(0, 1, 200)[:, None]
+    bands = torch.arange(cfg.n_mels)[None, :].float()
+    mel = (
+        -6
+        + 4 * torch.exp(-((bands - 10 - 8 * torch.sin(6 * t)) ** 2) / 20)
+        + 3 * torch.exp(-((bands - 35) ** 2) / 40)
+    )
+    block = GriffinLimVocoder(
+        cfg, torch.device("cpu"), window_frames=48, context_frames=16, crossfade_frames=4
+    )
+    streamed, _ = joined(block.stream(split(mel, [17, 40]), {}))
+    assert streamed.shape == (200 * cfg.hop_length,)
+    offline = GriffinLim(cfg)(mel)
+    assert spectral_convergence(offline, streamed, cfg) < 0.35

@@ -1,0 +1,122 @@
+"""The Python API end to end on the tiny addon: streaming, offline equivalence, bad text, long text."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import tts_neuron
+from tts_neuron.blocks.acoustic import durations_to_frames
+from tts_neuron.errors import StackError, TargetUnavailableError, TextError
+from tts_neuron.frontend.espeak import Espeak
+
+SENTENCE = "The quick brown fox jumps over the lazy dog."
+
+
+@pytest.fixture(scope="module")
+def voice(tiny_addon_dir: Path) -> tts_neuron.Voice:
+    return tts_neuron.load(tiny_addon_dir)
+
+
+def test_synthesize_returns_float32_audio_of_whole_frames(voice: tts_neuron.Voice) -> None:
+    audio = voice.synthesize(SENTENCE)
+    assert audio.dtype == np.float32 and audio.ndim == 1
+    assert len(audio) > 0 and len(audio) % voice.addon.audio.hop_length == 0
+    assert np.isfinite(audio).all()
+    assert voice.sample_rate == 22050
+
+
+def test_stream_yields_several_chunks_that_join_to_synthesize(voice: tts_neuron.Voice) -> None:
+    chunks = list(voice.stream(SENTENCE + " " + SENTENCE))
+    assert len(chunks) > 2
+    np.testing.assert_array_equal(np.concatenate(chunks), voice.synthesize(SENTENCE + " " + SENTENCE))
+
+
+def test_streamed_mel_equals_whole_sentence_decoding(voice: tts_neuron.Voice) -> None:
+    """The runtime's chunked mel equals running the networks on the whole sentence at once."""
+    mel: list[np.ndarray] = []
+    list(voice.stream(SENTENCE, mel.append))
+    streamed = np.concatenate(mel)
+
+    (sentence,) = voice.frontend.sentences(SENTENCE)
+    addon = voice.addon
+    tokens = torch.tensor([sentence.tokens])
+    mask = torch.ones_like(tokens, dtype=torch.float32)
+    with torch.inference_mode():
+        encodings = addon.network("text_encoder")(tokens, mask)
+        frames = durations_to_frames(addon.network("duration_predictor")(encodings, mask)[0], 1.0, 100)
+        upsampled = torch.repeat_interleave(encodings[0], frames, dim=0)[None]
+        offline = addon.network("decoder")(upsampled, torch.ones(1, upsampled.shape[1]))[0].numpy()
+    assert streamed.shape == offline.shape
+    np.testing.assert_allclose(streamed, offline, rtol=1e-4, atol=1e-4)
+
+
+def test_a_stack_that_ends_at_mel(tiny_addon_dir: Path) -> None:
+    voice = tts_neuron.load(tiny_addon_dir, stack="mel")
+    chunks = list(voice.chunks(SENTENCE))
+    assert all(c.data.ndim == 2 and c.data.shape[1] == 80 for c in chunks)
+    with pytest.raises(StackError, match="ends at frames, not audio"):
+        next(voice.stream(SENTENCE))
+
+
+@pytest.mark.parametrize("text", ["", "   \n\t ", "!!! ... ???", "🙂🙂🎉", "\x00\x01\x02"])
+def test_nothing_to_say_is_a_text_error(voice: tts_neuron.Voice, text: str) -> None:
+    with pytest.raises(TextError):
+        voice.synthesize(text)
+
+
+def test_text_must_be_a_string(voice: tts_neuron.Voice) -> None:
+    with pytest.raises(TextError, match="must be a str"):
+        voice.synthesize(b"bytes")  # type: ignore[arg-type]
+
+
+def test_unreadable_characters_are_dropped_with_a_warning(
+    voice: tts_neuron.Voice, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        audio = voice.synthesize("Hello 🙂 world \x07 日本")
+    assert len(audio) > 0
+    assert "dropped characters" in caplog.text
+
+
+def test_phonemes_outside_the_symbol_table_are_dropped_with_a_warning(
+    tiny_addon_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    voice = tts_neuron.load(tiny_addon_dir)
+    voice.frontend._ids.pop("s")  # a symbol table that lacks /s/
+    with caplog.at_level(logging.WARNING):
+        sentence = voice.frontend.phonemize("Sister Susie sits.")
+    assert "s" not in sentence.phonemes and sentence.tokens
+    assert "dropped phoneme 's'" in caplog.text
+
+
+def test_long_text_streams_sentence_by_sentence(
+    voice: tts_neuron.Voice, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    espeak = Espeak.get()
+    original = espeak.synthesize
+    monkeypatch.setattr(
+        espeak, "synthesize", lambda text, voice="en-us": calls.append(text) or original(text, voice)
+    )
+    text = ("This is one sentence of a very long text. " * 2500)[:100_000]
+    first = list(itertools.islice(voice.stream(text), 3))
+    assert len(first) == 3 and len(calls) == 1, "the first audio needed only the first sentence"
+
+
+def test_targets_without_a_runtime_are_refused(tiny_addon_dir: Path) -> None:
+    with pytest.raises(TargetUnavailableError, match="neuron"):
+        tts_neuron.load(tiny_addon_dir, target="neuron")
+    if not torch.cuda.is_available():
+        with pytest.raises(TargetUnavailableError, match="CUDA"):
+            tts_neuron.load(tiny_addon_dir, target="cuda")
+
+
+def test_unknown_stack_name(tiny_addon_dir: Path) -> None:
+    with pytest.raises(StackError, match="no stack 'gpu'; it has \\['cpu', 'mel'\\]"):
+        tts_neuron.load(tiny_addon_dir, stack="gpu")

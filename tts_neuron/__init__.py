@@ -1,0 +1,34 @@
+"""tts_neuron: voices of different architectures in one streaming runtime, built from blocks by a JSON
+stack, and compiled at fixed bucketed shapes for AWS Inferentia2 with CPU and GPU fallbacks."""
+
+from tts_neuron.blocks import (
+    Chunk,
+    SequenceBlock,
+    SequenceBlockContainer,
+    StreamableBlock,
+    StreamablePipeline,
+    StreamableStack,
+)
+from tts_neuron.errors import AddonError, StackError, TargetUnavailableError, TextError, TTSNeuronError
+from tts_neuron.registry import known_blocks, register_block
+from tts_neuron.voice import Voice, load
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AddonError",
+    "Chunk",
+    "SequenceBlock",
+    "SequenceBlockContainer",
+    "StackError",
+    "StreamableBlock",
+    "StreamablePipeline",
+    "StreamableStack",
+    "TTSNeuronError",
+    "TargetUnavailableError",
+    "TextError",
+    "Voice",
+    "known_blocks",
+    "load",
+    "register_block",
+]

@@ -1,0 +1,242 @@
+"""An addon: one voice as a folder with `addon.json` and its networks.
+
+Each network is an architecture name, its constructor arguments and a safetensors file of parameters.
+We chose registered module code plus safetensors over exported graphs because safetensors cannot run
+code (pickled checkpoints can, and are refused), it loads the same on torch 2.9 and 2.13 (serialised
+exported programs are tied to the torch version that wrote them), and the compile host needs the module
+code anyway to trace each network at every bucket.
+
+Every error names the file and the field, e.g. `addons/x/addon.json: networks.decoder.parameters: ...`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
+from torch import nn
+
+from tts_neuron.audio import AudioConfig
+from tts_neuron.errors import AddonError
+from tts_neuron.frontend import PAD_SYMBOL
+from tts_neuron.models import create_network
+
+ADDON_FILE = "addon.json"
+FORMAT_VERSION = 1
+NETWORK_ROLES = ("encoder", "decoder", "vocoder")
+_PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """One network of the addon, as addon.json declares it."""
+
+    name: str
+    architecture: str
+    role: str
+    """"encoder" (run by Encoders, in declaration order), "decoder" or "vocoder"."""
+    inputs: list[str]
+    """Feature names passed positionally to forward()."""
+    outputs: list[str]
+    """Feature names given to forward()'s results."""
+    config: dict[str, Any]
+    parameters: Path
+
+
+@dataclass
+class Addon:
+    """A validated addon. Networks are loaded on first use and cached."""
+
+    root: Path
+    name: str
+    description: str
+    trained: bool
+    language: str
+    audio: AudioConfig
+    symbols: list[str]
+    networks: dict[str, NetworkSpec]
+    stacks: dict[str, Any]
+    default_stack: str
+    _loaded: dict[str, nn.Module] = field(default_factory=dict, repr=False)
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / ADDON_FILE
+
+    def networks_with_role(self, role: str) -> list[NetworkSpec]:
+        return [spec for spec in self.networks.values() if spec.role == role]
+
+    def network(self, name: str) -> nn.Module:
+        """The network in eval mode with its parameters loaded (on CPU; blocks move it where they run)."""
+        if name not in self._loaded:
+            if name not in self.networks:
+                raise AddonError(
+                    f"{self.config_path}: networks: no network '{name}'; has {sorted(self.networks)}"
+                )
+            self._loaded[name] = self._load_network(self.networks[name])
+        return self._loaded[name]
+
+    def _load_network(self, spec: NetworkSpec) -> nn.Module:
+        where = f"{self.config_path}: networks.{spec.name}"
+        try:
+            module = create_network(spec.architecture, spec.config)
+        except (TypeError, ValueError) as err:
+            raise AddonError(f"{where}: cannot build '{spec.architecture}' from its config: {err}") from None
+        state = read_parameters(spec.parameters)
+        try:
+            module.load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            summary = " ".join(str(err).split())[:300]
+            raise AddonError(
+                f"{spec.parameters}: parameters do not match networks.{spec.name}: {summary}"
+            ) from None
+        return module.eval()
+
+    def parameter_count(self, name: str) -> int:
+        """Parameters in a network's file, read from the safetensors header without loading it."""
+        path = self.networks[name].parameters
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return sum(_numel(f.get_slice(key).get_shape()) for key in f.keys())  # noqa: SIM118
+        except (SafetensorError, OSError) as err:
+            raise AddonError(f"{path}: not a readable safetensors file: {err}") from None
+
+
+def _numel(shape: list[int]) -> int:
+    n = 1
+    for size in shape:
+        n *= size
+    return n
+
+
+def read_parameters(path: Path) -> dict[str, torch.Tensor]:
+    """Load a safetensors file; anything else (a pickle above all) is refused with a clear error."""
+    if path.suffix in _PICKLE_SUFFIXES:
+        raise AddonError(f"{path}: pickled checkpoints run arbitrary code and are refused; use safetensors")
+    try:
+        with path.open("rb") as f:
+            head = f.read(9)
+    except FileNotFoundError:
+        raise AddonError(f"{path}: network file not found") from None
+    except OSError as err:
+        raise AddonError(f"{path}: cannot read network file: {err}") from None
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        raise AddonError(
+            f"{path}: this is a pickled torch checkpoint, refused because it runs arbitrary code"
+        )
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise AddonError(f"{path}: corrupt or not a safetensors file: {err}") from None
+
+
+class _Reader:
+    """Typed access to a JSON object that reports the file and field path of whatever is wrong."""
+
+    def __init__(self, file: Path, obj: Any, path: str = "") -> None:
+        self.file, self.obj, self.path = file, obj, path
+        if not isinstance(obj, dict):
+            self.fail(f"expected an object, got {type(obj).__name__}")
+
+    def fail(self, message: str, key: str | None = None) -> None:
+        where = ".".join(p for p in (self.path, key) if p) or "(top level)"
+        raise AddonError(f"{self.file}: {where}: {message}")
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+        if key not in self.obj:
+            if default is ...:
+                self.fail("missing", key)
+            return default
+        value = self.obj[key]
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float)):
+            names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            self.fail(f"expected {names}, got {type(value).__name__} {json.dumps(value)[:60]}", key)
+        return value
+
+    def child(self, key: str) -> _Reader:
+        return _Reader(self.file, self.get(key, dict), ".".join(p for p in (self.path, key) if p))
+
+    def strings(self, key: str) -> list[str]:
+        values = self.get(key, list)
+        if not values or not all(isinstance(v, str) and v for v in values):
+            self.fail("expected a non-empty list of non-empty strings", key)
+        return list(values)
+
+
+def load_addon(root: str | Path) -> Addon:
+    """Read and validate `root/addon.json`; network files are checked to exist, and loaded on first use."""
+    root = Path(root)
+    file = root / ADDON_FILE
+    if not root.is_dir():
+        raise AddonError(f"{root}: addon folder not found")
+    try:
+        raw = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AddonError(f"{file}: missing; an addon folder holds an {ADDON_FILE}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise AddonError(f"{file}: cannot read: {err}") from None
+    except json.JSONDecodeError as err:
+        raise AddonError(f"{file}: invalid JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
+
+    top = _Reader(file, raw)
+    version = top.get("format", int)
+    if version != FORMAT_VERSION:
+        top.fail(f"unsupported format {version}; this tts_neuron reads format {FORMAT_VERSION}", "format")
+    try:
+        audio = AudioConfig.from_dict(top.get("audio", dict))
+    except (TypeError, ValueError) as err:
+        raise AddonError(f"{file}: audio: {err}") from None
+    symbols = top.strings("symbols")
+    if symbols[0] != PAD_SYMBOL:
+        top.fail(f"the first symbol must be '{PAD_SYMBOL}'", "symbols")
+    if len(set(symbols)) != len(symbols):
+        top.fail("symbols repeat", "symbols")
+
+    networks_obj = top.child("networks")
+    networks: dict[str, NetworkSpec] = {}
+    for name in networks_obj.obj:
+        net = networks_obj.child(name)
+        role = net.get("role", str)
+        if role not in NETWORK_ROLES:
+            net.fail(f"unknown role '{role}'; one of {', '.join(NETWORK_ROLES)}", "role")
+        params_file = (root / net.get("parameters", str)).resolve()
+        if not params_file.is_relative_to(root.resolve()):
+            net.fail("must be a path inside the addon folder", "parameters")
+        if not params_file.is_file():
+            net.fail(f"network file not found: {params_file}", "parameters")
+        networks[name] = NetworkSpec(
+            name=name,
+            architecture=net.get("architecture", str),
+            role=role,
+            inputs=net.strings("inputs"),
+            outputs=net.strings("outputs"),
+            config=net.get("config", dict, {}),
+            parameters=params_file,
+        )
+    if not networks:
+        networks_obj.fail("an addon declares at least one network")
+
+    stacks = top.get("stacks", dict)
+    if not stacks or not all(isinstance(s, list) and s for s in stacks.values()):
+        top.fail("expected an object of named, non-empty stack lists", "stacks")
+    default_stack = top.get("default_stack", str)
+    if default_stack not in stacks:
+        top.fail(f"'{default_stack}' is not one of the stacks {sorted(stacks)}", "default_stack")
+
+    return Addon(
+        root=root,
+        name=top.get("name", str),
+        description=top.get("description", str, ""),
+        trained=top.get("trained", bool),
+        language=top.get("language", str, "en-us"),
+        audio=audio,
+        symbols=symbols,
+        networks=networks,
+        stacks=stacks,
+        default_stack=default_stack,
+    )

@@ -1,0 +1,188 @@
+"""Blocks of a duration-based acoustic model with dynamic shapes: the CPU and GPU fallbacks.
+
+Encoders runs every encoder network on a whole sentence; the Upsampler repeats each phoneme's encoding
+for its predicted frames and hands frames out on demand; the Decoder turns frames into mel frames with
+exactly its receptive field of context, so its streamed output equals decoding the whole utterance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from tts_neuron.blocks.base import (
+    Chunk,
+    Features,
+    SequenceBlock,
+    SequenceBlockContainer,
+    StreamableBlock,
+    construct,
+)
+from tts_neuron.blocks.buffer import FrameBuffer
+from tts_neuron.errors import StackError
+from tts_neuron.stack import BuildContext
+
+
+def _network_by_role(ctx: BuildContext, role: str, name: str | None) -> str:
+    """The network a block runs: the one named in the stack, or the addon's only network of that role."""
+    if name is not None:
+        if name not in ctx.addon.networks:
+            raise StackError(
+                f"{ctx.path}: the addon has no network '{name}'; it has {sorted(ctx.addon.networks)}"
+            )
+        return name
+    candidates = ctx.addon.networks_with_role(role)
+    if len(candidates) != 1:
+        names = [spec.name for spec in candidates]
+        raise StackError(f"{ctx.path}: name the {role} network to use with 'network'; the addon has {names}")
+    return candidates[0].name
+
+
+class Encoder(SequenceBlock):
+    """Runs one network on whole-sentence features, mapping feature names to its inputs and outputs."""
+
+    def __init__(self, name: str, network: nn.Module, inputs: list[str], outputs: list[str]) -> None:
+        self.name, self.network, self.inputs, self.outputs = name, network, inputs, outputs
+
+    @classmethod
+    def build(cls, params: dict[str, Any], ctx: BuildContext) -> Encoder:
+        name = _network_by_role(ctx, "encoder", params.pop("network", None))
+        return construct(cls, params, ctx.path, **_network_args(ctx, name))
+
+    def __call__(self, features: Features) -> Features:
+        missing = [key for key in self.inputs if key not in features]
+        if missing:
+            raise StackError(
+                f"encoder '{self.name}' needs features {missing}; it was given {sorted(features)}"
+            )
+        with torch.inference_mode():
+            results = self.network(*(features[key] for key in self.inputs))
+        results = results if isinstance(results, tuple) else (results,)
+        return {**features, **dict(zip(self.outputs, results, strict=True))}
+
+    def describe(self) -> str:
+        return f"Encoder '{self.name}' ({', '.join(self.inputs)} -> {', '.join(self.outputs)})"
+
+
+def _network_args(ctx: BuildContext, name: str) -> dict[str, Any]:
+    spec = ctx.addon.networks[name]
+    network = ctx.addon.network(name).to(ctx.device)
+    return {"name": name, "network": network, "inputs": spec.inputs, "outputs": spec.outputs}
+
+
+class Encoders(SequenceBlockContainer):
+    """One Encoder for every encoder network the addon declares, run in declaration order."""
+
+    @classmethod
+    def build(cls, params: dict[str, Any], ctx: BuildContext) -> Encoders:
+        specs = ctx.addon.networks_with_role("encoder")
+        if not specs:
+            raise StackError(f"{ctx.path}: Encoders found no network with role 'encoder' in the addon")
+        encoders = [Encoder(**_network_args(ctx, spec.name)) for spec in specs]
+        return construct(cls, params, ctx.path, blocks=encoders)
+
+
+def durations_to_frames(log_durations: torch.Tensor, length_scale: float, max_frames: int) -> torch.Tensor:
+    """log(1 + frames) per phoneme [N] to frame counts [N], scaled by `length_scale` (>1 is slower)."""
+    frames = torch.round(torch.expm1(log_durations.float()).clamp(min=0) * length_scale)
+    return frames.clamp(max=max_frames).long()
+
+
+class Upsampler(StreamableBlock):
+    """Repeats each phoneme's encoding for its predicted number of frames, a chunk at a time.
+
+    The first chunk is small so that audio starts early; later ones are larger to amortise per-call costs.
+    """
+
+    def __init__(
+        self,
+        chunk_frames: int = 64,
+        first_chunk_frames: int = 24,
+        length_scale: float = 1.0,
+        max_frames_per_phoneme: int = 100,
+        encodings: str = "encodings",
+        durations: str = "log_durations",
+    ) -> None:
+        if chunk_frames < 1 or first_chunk_frames < 1:
+            raise ValueError("chunk sizes must be at least one frame")
+        if not 0.1 <= length_scale <= 10:
+            raise ValueError(f"length_scale must be in [0.1, 10], got {length_scale}")
+        self.chunk_frames, self.first_chunk_frames = chunk_frames, first_chunk_frames
+        self.length_scale, self.max_frames_per_phoneme = length_scale, max_frames_per_phoneme
+        self.encodings_key, self.durations_key = encodings, durations
+
+    def stream(self, upstream: Iterator[Chunk] | None, features: Features) -> Iterator[Chunk]:
+        for key in (self.encodings_key, self.durations_key):
+            if key not in features:
+                raise StackError(f"Upsampler needs feature '{key}'; it was given {sorted(features)}")
+        encodings = features[self.encodings_key][0]  # [N, C]
+        frames = durations_to_frames(
+            features[self.durations_key][0], self.length_scale, self.max_frames_per_phoneme
+        )
+        return self._chunks(encodings, frames.to(encodings.device))
+
+    def _chunks(self, encodings: torch.Tensor, frames: torch.Tensor) -> Iterator[Chunk]:
+        ends = torch.cumsum(frames, 0)  # [N]: end frame of each phoneme
+        total = int(ends[-1]) if len(ends) else 0
+        start, size = 0, self.first_chunk_frames
+        while True:
+            stop = min(start + size, total)
+            yield Chunk(upsample(encodings, ends, start, stop), start, stop == total)
+            if stop == total:
+                return
+            start, size = stop, self.chunk_frames
+
+    def describe(self) -> str:
+        return f"Upsampler (chunks {self.first_chunk_frames}, then {self.chunk_frames} frames)"
+
+
+def upsample(encodings: torch.Tensor, ends: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """Frames [start, stop) of the upsampled sequence: frame t belongs to the first phoneme ending after t."""
+    # encodings: [N, C], ends: [N] cumulative frame counts -> [stop - start, C]
+    positions = torch.arange(start, stop, device=encodings.device)
+    return encodings[torch.searchsorted(ends, positions, right=True)]
+
+
+class Decoder(StreamableBlock):
+    """Mel frames from upsampled frames, decoding each new stretch with its receptive field of context."""
+
+    def __init__(self, name: str, network: nn.Module, inputs: list[str], outputs: list[str]) -> None:
+        self.name, self.network = name, network
+        self.radius: int = getattr(network, "receptive_radius", 0)
+
+    @classmethod
+    def build(cls, params: dict[str, Any], ctx: BuildContext) -> Decoder:
+        name = _network_by_role(ctx, "decoder", params.pop("network", None))
+        return construct(cls, params, ctx.path, **_network_args(ctx, name))
+
+    def stream(self, upstream: Iterator[Chunk] | None, features: Features) -> Iterator[Chunk]:
+        if upstream is None:
+            raise StackError("Decoder needs a block before it that makes frames (an Upsampler)")
+        return self._decode(upstream)
+
+    def _decode(self, upstream: Iterator[Chunk]) -> Iterator[Chunk]:
+        buffer, emitted = FrameBuffer(), 0
+        for chunk in upstream:
+            buffer.append(chunk)
+            # Frames before `ready` have all the right context they need.
+            ready = buffer.end if chunk.final else buffer.end - self.radius
+            if ready > emitted or chunk.final:
+                lo = max(0, emitted - self.radius)
+                mel = self.decode(buffer.window(lo, buffer.end))  # [T, n_mels]
+                yield Chunk(mel[emitted - lo : ready - lo], emitted, chunk.final)
+                emitted = max(emitted, ready)
+                buffer.drop_before(emitted - self.radius)
+            if chunk.final:
+                return
+
+    def decode(self, frames: torch.Tensor) -> torch.Tensor:
+        """Decode a window of frames [T, C] as one utterance: [T, n_mels]."""
+        with torch.inference_mode():
+            mask = torch.ones(1, frames.shape[0], device=frames.device)
+            return self.network(frames.unsqueeze(0), mask)[0]
+
+    def describe(self) -> str:
+        return f"Decoder '{self.name}' (receptive field +/-{self.radius} frames)"

@@ -1,0 +1,166 @@
+"""The two abstractions of the framework and their three specialisations.
+
+A SequenceBlock transforms named tensors all at once (an encoder runs on a whole sentence). A
+StreamableBlock produces chunks on demand: `stream()` returns a lazy iterator, so nothing is computed
+until the block after it asks for the next chunk. Containers are blocks themselves, so a whole nested
+stack can stand wherever a single block stands.
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import torch
+
+from tts_neuron.errors import StackError
+
+if TYPE_CHECKING:
+    from tts_neuron.stack import BuildContext
+
+Features = dict[str, torch.Tensor]
+"""Named tensors passed between SequenceBlocks, batch of one: tokens [1, N], encodings [1, N, C], ..."""
+
+B = TypeVar("B", bound="Block")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of one utterance, as a StreamableBlock hands it to the next one."""
+
+    data: torch.Tensor
+    """Frames [T, C] (encodings, mel) or audio samples [S]."""
+    start: int
+    """Index of data[0] within the utterance, in frames or samples."""
+    final: bool
+    """True on the last chunk of the utterance."""
+
+    @property
+    def end(self) -> int:
+        return self.start + self.data.shape[0]
+
+
+class Block(ABC):  # noqa: B024 - shared base; the two abstractions below declare the methods
+    """What both abstractions share: construction from a stack entry and a description for `inspect`."""
+
+    @classmethod
+    def build(cls: type[B], params: dict[str, Any], ctx: BuildContext) -> B:
+        """Make the block from its stack entry (without "type"). Blocks that need networks override this."""
+        return construct(cls, params, ctx.path)
+
+    def children(self) -> list[Block]:
+        return []
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+def construct(cls: type[B], params: Mapping[str, Any], path: str, **extra: Any) -> B:
+    """Call `cls(**params, **extra)`; a parameter mismatch becomes an error that names the stack entry."""
+    try:
+        inspect.signature(cls).bind(**params, **extra)
+    except TypeError as err:
+        accepted = [p for p in inspect.signature(cls).parameters if p not in extra]
+        raise StackError(
+            f"{path}: {cls.__name__}: {err}; accepted parameters: {accepted or 'none'}"
+        ) from None
+    try:
+        return cls(**params, **extra)
+    except (TypeError, ValueError) as err:
+        raise StackError(f"{path}: {cls.__name__}: {err}") from None
+
+
+class SequenceBlock(Block):
+    """Takes named tensors and returns them with its own outputs added."""
+
+    @abstractmethod
+    def __call__(self, features: Features) -> Features: ...
+
+
+class StreamableBlock(Block):
+    """Produces chunks on demand from the chunks of the block before it and/or a SequenceBlock's output."""
+
+    @abstractmethod
+    def stream(self, upstream: Iterator[Chunk] | None, features: Features) -> Iterator[Chunk]:
+        """Return a lazy iterator over this block's chunks for one utterance, ending with a final chunk."""
+
+
+class SequenceBlockContainer(SequenceBlock):
+    """Runs nested SequenceBlocks in order, each seeing the outputs of those before it."""
+
+    def __init__(self, blocks: list[SequenceBlock]) -> None:
+        self.blocks = blocks
+
+    @classmethod
+    def build(cls, params: dict[str, Any], ctx: BuildContext) -> SequenceBlockContainer:
+        specs = params.pop("blocks", None)
+        if not isinstance(specs, list):
+            raise StackError(f"{ctx.path}: {cls.__name__} needs a list 'blocks'")
+        blocks = [ctx.build(spec, f"blocks[{i}]", SequenceBlock) for i, spec in enumerate(specs)]
+        return construct(cls, params, ctx.path, blocks=blocks)
+
+    def __call__(self, features: Features) -> Features:
+        for block in self.blocks:
+            features = block(features)
+        return features
+
+    def children(self) -> list[Block]:
+        return list(self.blocks)
+
+
+class StreamableStack(StreamableBlock):
+    """Runs StreamableBlocks as a pipeline: each one pulls from the one before it."""
+
+    def __init__(self, stack: list[StreamableBlock]) -> None:
+        if not stack:
+            raise ValueError("a StreamableStack needs at least one block")
+        self.stack = stack
+
+    @classmethod
+    def build(cls, params: dict[str, Any], ctx: BuildContext) -> StreamableStack:
+        specs = params.pop("stack", None)
+        if not isinstance(specs, list):
+            raise StackError(f"{ctx.path}: {cls.__name__} needs a list 'stack'")
+        stack = [ctx.build(spec, f"stack[{i}]", StreamableBlock) for i, spec in enumerate(specs)]
+        return construct(cls, params, ctx.path, stack=stack)
+
+    def stream(self, upstream: Iterator[Chunk] | None, features: Features) -> Iterator[Chunk]:
+        for block in self.stack:
+            upstream = block.stream(upstream, features)
+        assert upstream is not None  # the constructor refuses an empty stack
+        return upstream
+
+    def children(self) -> list[Block]:
+        return list(self.stack)
+
+
+class StreamablePipeline(StreamableBlock):
+    """Exactly one SequenceBlock and one StreamableBlock: a whole acoustic model."""
+
+    def __init__(self, sequence_block: SequenceBlock, streamable_block: StreamableBlock) -> None:
+        self.sequence_block = sequence_block
+        self.streamable_block = streamable_block
+
+    @classmethod
+    def build(cls, params: dict[str, Any], ctx: BuildContext) -> StreamablePipeline:
+        for key in ("sequence_block", "streamable_block"):
+            if key not in params:
+                raise StackError(f"{ctx.path}: {cls.__name__} needs '{key}'")
+        sequence_block = ctx.build(params.pop("sequence_block"), "sequence_block", SequenceBlock)
+        streamable_block = ctx.build(params.pop("streamable_block"), "streamable_block", StreamableBlock)
+        return construct(
+            cls, params, ctx.path, sequence_block=sequence_block, streamable_block=streamable_block
+        )
+
+    def stream(self, upstream: Iterator[Chunk] | None, features: Features) -> Iterator[Chunk]:
+        # Lazy: the SequenceBlock runs when the first chunk is asked for, not when the stack is wired.
+        def run() -> Iterator[Chunk]:
+            yield from self.streamable_block.stream(upstream, self.sequence_block(dict(features)))
+
+        return run()
+
+    def children(self) -> list[Block]:
+        return [self.sequence_block, self.streamable_block]

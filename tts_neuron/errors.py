@@ -1,0 +1,21 @@
+"""Exceptions of the public API: one type per kind of bad input, so callers can tell them apart."""
+
+
+class TTSNeuronError(Exception):
+    """Base of every error tts_neuron raises on purpose; the CLI turns these into one line and exit 2."""
+
+
+class AddonError(TTSNeuronError):
+    """An addon folder, its addon.json, or one of its network files is missing, malformed or unsafe."""
+
+
+class StackError(AddonError):
+    """A stack (from addon.json or a stack file) names an unknown block or gives a block bad parameters."""
+
+
+class TextError(TTSNeuronError, ValueError):
+    """The text has nothing that can be spoken (empty, whitespace, only punctuation or emoji)."""
+
+
+class TargetUnavailableError(TTSNeuronError):
+    """The requested target (cuda, neuron) has no runtime on this host."""

@@ -1,0 +1,154 @@
+"""espeak-ng through its C API, loaded from the `espeakng-loader` wheel (library and data inside it).
+
+We synthesise rather than only transcribe, because the phoneme events of synthesis carry each phoneme's
+start sample: the runtime reads the phoneme names, the training recipe also keeps the audio and the
+timings, and both see exactly the same phoneme sequence. libespeak-ng holds global state, so every call
+goes through one process-wide lock.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tts_neuron.errors import TTSNeuronError
+
+_AUDIO_OUTPUT_SYNCHRONOUS = 2
+_INITIALIZE_PHONEME_EVENTS = 0x0001
+_CHARS_UTF8 = 1
+_EVENT_LIST_TERMINATED = 0
+_EVENT_WORD = 1
+_EVENT_PHONEME = 7
+
+
+class _EventId(ctypes.Union):
+    _fields_ = [("number", ctypes.c_int), ("name", ctypes.c_char_p), ("string", ctypes.c_char * 8)]
+
+
+class _Event(ctypes.Structure):
+    _fields_ = [
+        ("type", ctypes.c_int),
+        ("unique_identifier", ctypes.c_uint),
+        ("text_position", ctypes.c_int),
+        ("length", ctypes.c_int),
+        ("audio_position", ctypes.c_int),
+        ("sample", ctypes.c_int),
+        ("user_data", ctypes.c_void_p),
+        ("id", _EventId),
+    ]
+
+
+_SynthCallback = ctypes.CFUNCTYPE(
+    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event)
+)
+
+
+@dataclass(frozen=True)
+class Phoneme:
+    """One phoneme as espeak-ng emits it: its mnemonic (stress marks included) and where it starts."""
+
+    name: str
+    start: int
+    """First audio sample of the phoneme; the next phoneme's start is its end."""
+    word: int
+    """Index of the word it belongs to within the synthesised text (-1 before the first word)."""
+
+
+@dataclass(frozen=True)
+class Synthesis:
+    audio: np.ndarray
+    """int16 samples at `sample_rate`."""
+    phonemes: list[Phoneme]
+    sample_rate: int
+
+
+class EspeakError(TTSNeuronError):
+    """libespeak-ng could not be loaded or initialised."""
+
+
+class Espeak:
+    """The process-wide espeak-ng instance. Use `Espeak.get(voice)`."""
+
+    _lock = threading.Lock()
+    _instance: Espeak | None = None
+
+    def __init__(self) -> None:
+        try:
+            import espeakng_loader
+        except ImportError as err:  # pragma: no cover - a dependency of the package
+            raise EspeakError("espeak-ng is missing: pip install espeakng-loader") from err
+        try:
+            self._lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        except OSError as err:
+            raise EspeakError(f"cannot load libespeak-ng: {err}") from err
+        # espeak_Initialize wants the folder that *contains* espeak-ng-data.
+        data_parent = str(Path(espeakng_loader.get_data_path()).parent).encode()
+        lib = self._lib
+        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        lib.espeak_SetSynthCallback.argtypes = [_SynthCallback]
+        lib.espeak_Synth.argtypes = [
+            ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
+            ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
+        ]  # fmt: skip
+        self.sample_rate = lib.espeak_Initialize(
+            _AUDIO_OUTPUT_SYNCHRONOUS, 0, data_parent, _INITIALIZE_PHONEME_EVENTS
+        )
+        if self.sample_rate <= 0:
+            raise EspeakError(
+                f"espeak_Initialize failed ({self.sample_rate}) with data in {data_parent.decode()}"
+            )
+        self._voice: str | None = None
+        self._samples: list[np.ndarray] = []
+        self._events: list[tuple[int, str, int]] = []
+        self._callback = _SynthCallback(self._on_synth)  # kept alive as long as the instance
+        lib.espeak_SetSynthCallback(self._callback)
+
+    @classmethod
+    def get(cls) -> Espeak:
+        with cls._lock:
+            if cls._instance is None:
+                cls._instance = Espeak()
+            return cls._instance
+
+    def _on_synth(self, wav: ctypes._Pointer, n_samples: int, events: ctypes._Pointer) -> int:
+        if n_samples > 0:
+            self._samples.append(np.ctypeslib.as_array(wav, shape=(n_samples,)).copy())
+        i = 0
+        while events[i].type != _EVENT_LIST_TERMINATED:
+            event = events[i]
+            if event.type == _EVENT_PHONEME:
+                self._events.append(
+                    (_EVENT_PHONEME, event.id.string.decode("utf-8", "replace"), event.sample)
+                )
+            elif event.type == _EVENT_WORD:
+                self._events.append((_EVENT_WORD, "", event.sample))
+            i += 1
+        return 0
+
+    def synthesize(self, text: str, voice: str = "en-us") -> Synthesis:
+        """Speak `text` (one sentence, already normalised) and return its audio and phoneme timings."""
+        data = text.encode("utf-8") + b"\0"
+        with self._lock:
+            if voice != self._voice:
+                if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
+                    raise EspeakError(f"espeak-ng has no voice '{voice}'")
+                self._voice = voice
+            self._samples, self._events = [], []
+            status = self._lib.espeak_Synth(data, len(data), 0, 0, 0, _CHARS_UTF8, None, None)
+            samples, events = self._samples, self._events
+            self._samples, self._events = [], []
+        if status != 0:
+            raise EspeakError(f"espeak_Synth failed with status {status}")
+        audio = np.concatenate(samples) if samples else np.zeros(0, dtype=np.int16)
+        phonemes, word = [], -1
+        for kind, name, start in events:
+            if kind == _EVENT_WORD:
+                word += 1
+            elif name:
+                phonemes.append(Phoneme(name, start, word))
+        return Synthesis(audio.astype(np.int16), phonemes, self.sample_rate)

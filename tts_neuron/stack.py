@@ -1,0 +1,88 @@
+"""Builds blocks from a stack: the JSON list that says how an addon's blocks connect.
+
+A stack is a list of StreamableBlock entries run in order (a StreamableStack). Each entry is an object
+with a "type" (see `tts_neuron.registry`) and that block's parameters; containers nest entries. Errors
+name the JSON path of the bad entry, e.g. `stacks.cpu[0].streamable_block.stack[1]`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import torch
+
+from tts_neuron.blocks.base import Block, SequenceBlock, StreamableBlock, StreamableStack
+from tts_neuron.errors import StackError
+from tts_neuron.registry import resolve_block
+
+if TYPE_CHECKING:
+    from tts_neuron.addon import Addon
+
+K = TypeVar("K", SequenceBlock, StreamableBlock)
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a block may need while it is built: the addon (networks, audio settings), where to run, and
+    where in the JSON it was declared."""
+
+    addon: Addon
+    device: torch.device
+    path: str
+
+    def build(self, spec: Any, key: str, kind: type[K]) -> K:
+        """Build a nested entry found at `key` below this one and check it is the kind the parent needs."""
+        path = f"{self.path}.{key}" if not key.startswith("[") else f"{self.path}{key}"
+        return build_block(spec, replace(self, path=path), kind)
+
+
+def build_block(spec: Any, ctx: BuildContext, kind: type[K]) -> K:
+    if not isinstance(spec, dict):
+        raise StackError(
+            f"{ctx.path}: a block entry must be an object with a 'type', got {json.dumps(spec)[:80]}"
+        )
+    params = dict(spec)
+    name = params.pop("type", None)
+    if not isinstance(name, str) or not name:
+        raise StackError(f"{ctx.path}: a block entry needs a string 'type'")
+    cls = resolve_block(name, ctx.path)
+    if not issubclass(cls, kind):
+        raise StackError(f"{ctx.path}: '{name}' is a {_kind_of(cls)}, but a {kind.__name__} is needed here")
+    block: Block = cls.build(params, ctx)
+    assert isinstance(block, kind)
+    return block
+
+
+def build_stack(spec: Any, ctx: BuildContext) -> StreamableStack:
+    """A stack list (or an object with a "stack" list, as in a stack file) to one StreamableStack."""
+    if isinstance(spec, dict) and "stack" in spec:
+        spec = spec["stack"]
+    if not isinstance(spec, list) or not spec:
+        raise StackError(f"{ctx.path}: a stack is a non-empty list of block entries")
+    return StreamableStack([ctx.build(entry, f"[{i}]", StreamableBlock) for i, entry in enumerate(spec)])
+
+
+def read_stack_file(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise StackError(f"{path}: stack file not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise StackError(f"{path}: cannot read stack file: {err}") from None
+    except json.JSONDecodeError as err:
+        raise StackError(f"{path}: invalid JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
+
+
+def _kind_of(cls: type) -> str:
+    return "SequenceBlock" if issubclass(cls, SequenceBlock) else "StreamableBlock"
+
+
+def describe_tree(block: Block, indent: str = "") -> list[str]:
+    """The block tree as indented lines, for `tts-neuron inspect`."""
+    lines = [indent + block.describe()]
+    for child in block.children():
+        lines += describe_tree(child, indent + "  ")
+    return lines
