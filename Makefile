@@ -8,7 +8,7 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 ADDON ?= addons/fastspeech-en
 DEMO_TEXT ?= Hello! This is tts neuron, speaking one sentence with its default voice.
 
-.PHONY: setup demo test test-all lint voice-untrained clean
+.PHONY: setup demo test test-all lint teacher voice voice-untrained eval clean
 
 setup: $(VENV)/.installed
 
@@ -34,6 +34,19 @@ lint: setup
 	$(VENV)/bin/ruff check tts_neuron compile tests benchmarks docs/examples
 	$(VENV)/bin/ruff format --check tts_neuron compile tests benchmarks docs/examples
 	$(VENV)/bin/mypy tts_neuron compile
+
+# espeak-ng teacher data (not committed; about two minutes), then the trained voice (about 40 minutes on
+# 2 cores), then its intelligibility against espeak-ng's own.
+teacher: setup
+	$(PY) -m compile.teacher --out data/teacher
+
+voice: setup
+	test -f data/teacher/meta.json || $(PY) -m compile.teacher --out data/teacher
+	$(PY) -m compile.train_fastspeech --data data/teacher --out $(ADDON)
+
+eval: setup
+	test -f data/teacher/meta.json || $(PY) -m compile.teacher --out data/teacher
+	$(PY) benchmarks/intelligibility.py --addon $(ADDON) --data data/teacher --out benchmarks/results
 
 voice-untrained: setup
 	$(PY) -m compile.untrained_voice --out $(ADDON)

@@ -43,7 +43,7 @@ class _WavWriter:
                 self._file = self.path.open("wb")  # noqa: SIM115 - closed by close()
             except OSError as err:
                 raise TTSNeuronError(f"{self.path}: cannot write: {err.strerror}") from None
-            self._wav = wave.open(self._file, "wb")
+            self._wav = wave.open(self._file, "wb")  # noqa: SIM115 - closed by close()
             self._wav.setnchannels(1)
             self._wav.setsampwidth(2)
             self._wav.setframerate(self.sample_rate)

@@ -16,7 +16,7 @@ from tts_neuron.frontend.espeak import Espeak
 from tts_neuron.frontend.normalize import normalize
 from tts_neuron.frontend.sentences import has_speakable, split_sentences
 
-__all__ = ["PAD_SYMBOL", "Frontend", "Sentence"]
+__all__ = ["PAD_SYMBOL", "Frontend", "Sentence", "prepare_text"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -44,6 +44,16 @@ def _readable(char: str) -> bool:
     except ValueError:
         return False
     return unicodedata.category(char)[0] in "LNPZ" and ("LATIN" in name or "GREEK" in name or "DIGIT" in name)
+
+
+def _split_unreadable(text: str) -> tuple[str, set[str]]:
+    dropped = {c for c in text if not _readable(c)}
+    return ("".join(c for c in text if c not in dropped) if dropped else text), dropped
+
+
+def prepare_text(raw: str) -> str:
+    """One sentence as espeak-ng will read it: normalised, with only the characters the voice can read."""
+    return _split_unreadable(normalize(raw))[0]
 
 
 class Frontend:
@@ -78,12 +88,10 @@ class Frontend:
 
     def phonemize(self, raw: str) -> Sentence:
         """One sentence of raw text to symbol ids; what cannot be pronounced is dropped with a warning."""
-        text = normalize(raw)
-        dropped = {c for c in text if not _readable(c)}
+        text, dropped = _split_unreadable(normalize(raw))
         if dropped:
             shown = "".join(sorted(dropped))
             self._warn_once(shown, f"dropped characters the voice cannot read: {shown!r}")
-            text = "".join(c for c in text if c not in dropped)
         if not has_speakable(text):
             return Sentence(text, [], [], [])
         phonemes, tokens, words = [], [], []

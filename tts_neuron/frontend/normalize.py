@@ -193,6 +193,7 @@ _CHARACTER_MAP = str.maketrans(
         "\u201f": '"',
         "\u00ab": '"',
         "\u00bb": '"',
+        "\u2032": "'",
         "\u2033": '"',
         "\u2010": "-",
         "\u2011": "-",
@@ -325,7 +326,7 @@ def _expand_abbreviation(word: str, dot: str | None, match: re.Match[str]) -> st
     name_follows = _NAME_AHEAD.match(text, end) is not None
     if word == "St":
         return "Saint" if name_follows and not _after_place_name(match) else "Street"
-    return "Drive" if _after_place_name(match) and not name_follows else "Doctor"
+    return "Drive" if _after_place_name(match) and not name_follows else "Doctor"  # word == "Dr"
 
 
 def _render_abbreviation(match: re.Match[str]) -> str | None:
@@ -511,7 +512,8 @@ def _render_currency(match: re.Match[str]) -> str:
     scale = match["scale"] or match["short_scale"]
     minus = "minus " if match["minus"] else ""
     if scale:
-        return f"{minus}{_number_words(integer, fraction)} {_SCALE_WORDS.get(scale.lower(), scale.lower())} {many}"
+        scale = _SCALE_WORDS.get(scale.lower(), scale.lower())
+        return f"{minus}{_number_words(integer, fraction)} {scale} {many}"
     if (fraction and len(fraction) > 2) or len(integer.replace(",", "")) > _MAX_CARDINAL_DIGITS:
         return f"{minus}{_number_words(integer, fraction)} {many}"
     units, cents = int(integer.replace(",", "")), int((fraction or "0").ljust(2, "0"))

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 
 from tts_neuron.frontend.normalize import normalize
 
+_ALNUM = re.compile(r"[^\W_]")
+
 __all__ = ["MAX_SENTENCE_CHARS", "has_speakable", "split_sentences"]
 
 MAX_SENTENCE_CHARS = 400
@@ -106,6 +108,10 @@ def _at_line_start(text: str, index: int) -> bool:
     return index == 0 or text[index - 1] == "\n"
 
 
+def _in_token(char: str) -> bool:
+    return char.isalnum() or char == "."
+
+
 def _dot_is_abbreviation(text: str, dot: int, after: int) -> bool:
     """Whether the single dot at `dot` (followed by whitespace at `after`) belongs to an abbreviation.
 
@@ -114,10 +120,10 @@ def _dot_is_abbreviation(text: str, dot: int, after: int) -> bool:
     "U.S."), a lowercase dotted abbreviation ("a.m.") before a lowercase word, or a list number ("1.").
     """
     start, floor = dot, max(0, dot - _MAX_TOKEN_CHARS)
-    while start > floor and (text[start - 1].isalnum() or text[start - 1] == "."):
+    while start > floor and _in_token(text[start - 1]):
         start -= 1
     token = text[start:dot].lstrip(".")
-    if not token or (start == floor and floor and text[floor - 1].isalnum()):
+    if not token or (start == floor and floor and _in_token(text[floor - 1])):
         return False
     if token in ("No", "no"):
         return _DIGIT_AFTER.match(text, after) is not None
@@ -226,6 +232,7 @@ def has_speakable(text: str) -> bool:
     """Whether the text, once normalised, holds a letter or digit of any script: something to say.
 
     Used to reject input that is only whitespace, punctuation or emoji; symbols that normalise to words
-    ("&", "%") count as speakable.
+    ("&", "%") count as speakable. A letter or digit in the raw text answers at once, so a long text is
+    not normalised whole just to be checked.
     """
-    return any(char.isalnum() for char in normalize(text))
+    return _ALNUM.search(text) is not None or any(char.isalnum() for char in normalize(text))
