@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tts_neuron.frontend import PAD_SYMBOL, prepare_text
+from tts_neuron.frontend import PAD_SYMBOL, STRESS_MARKS, prepare_text
 from tts_neuron.frontend.espeak import Espeak
-
-_STRESS_MARKS = ("'", ",")
 
 
 def collect_symbols(sentences: Iterable[str], language: str = "en-us") -> list[str]:
     """Phonemes espeak-ng emits for `sentences`, closed under stress: a vowel seen with one stress mark
-    gets a symbol for each, so that an unseen stress variant never has to be dropped at run time."""
+    gets a symbol for each. (At run time a stress variant missing from the table reads as its vowel.)"""
     espeak = Espeak.get()
     seen = {p.name for text in sentences for p in espeak.synthesize(prepare_text(text), language).phonemes}
     return [PAD_SYMBOL, *close_under_stress(seen)]
@@ -20,5 +18,5 @@ def collect_symbols(sentences: Iterable[str], language: str = "en-us") -> list[s
 
 def close_under_stress(phonemes: set[str]) -> list[str]:
     """Sorted phonemes plus every stress variant of each vowel seen stressed."""
-    stressable = {name[1:] for name in phonemes if name[:1] in _STRESS_MARKS}
-    return sorted(phonemes | stressable | {mark + vowel for vowel in stressable for mark in _STRESS_MARKS})
+    stressable = {name[1:] for name in phonemes if name[:1] in STRESS_MARKS}
+    return sorted(phonemes | stressable | {mark + vowel for vowel in stressable for mark in STRESS_MARKS})

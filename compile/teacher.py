@@ -28,6 +28,7 @@ from compile.symbols import close_under_stress
 from tts_neuron.audio import AudioConfig, MelSpectrogram
 from tts_neuron.frontend import PAD_SYMBOL, prepare_text
 from tts_neuron.frontend.espeak import Espeak
+from tts_neuron.frontend.sentences import has_speakable
 
 EVAL_EVERY = 25
 """One sentence in this many (chosen by a hash of its text) is held out for evaluation."""
@@ -39,10 +40,11 @@ def frame_durations(starts: list[int], n_samples: int, hop: int) -> np.ndarray:
     Each boundary between phonemes rounds to the nearest frame; whatever precedes the first phoneme
     belongs to it, and the last phoneme runs to the end.
     """
+    if not starts:
+        raise ValueError("an utterance has at least one phoneme")
     n_frames = n_samples // hop + 1
     inner = np.clip(np.rint(np.asarray(starts[1:], dtype=np.float64) / hop), 0, n_frames).astype(np.int64)
-    bounds = np.concatenate([[0], np.maximum.accumulate(inner), [n_frames]]) if len(starts) else np.array([0])
-    return np.diff(bounds)
+    return np.diff(np.concatenate([[0], np.maximum.accumulate(inner), [n_frames]]))
 
 
 @dataclass
@@ -56,6 +58,8 @@ class Utterance:
 def synthesize_teacher(text: str, mel: MelSpectrogram, hop: int, language: str = "en-us") -> Utterance | None:
     """One sentence through espeak-ng; None when it has nothing to say."""
     prepared = prepare_text(text)
+    if not has_speakable(prepared):  # espeak-ng would read the punctuation's names
+        return None
     synthesis = Espeak.get().synthesize(prepared, language)
     if not synthesis.phonemes or not len(synthesis.audio):
         return None

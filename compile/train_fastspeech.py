@@ -14,14 +14,14 @@ import json
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from compile.addon_writer import write_addon
+from compile.addon_writer import NetworkEntry, write_addon
 from compile.fastspeech_voice import STACKS, fastspeech_networks
 from compile.teacher import TeacherSplit
 from tts_neuron.audio import AudioConfig
@@ -144,73 +144,92 @@ def plot_losses(history: list[dict[str, float]], path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("data/teacher"))
-    parser.add_argument("--out", type=Path, default=Path("addons/fastspeech-en"))
-    parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--max-frames", type=int, default=6000, help="padded frames per batch")
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument(
-        "--limit", type=int, default=0, help="train on the first N batches per epoch (smoke runs)"
-    )
-    args = parser.parse_args()
+@dataclass
+class TrainConfig:
+    epochs: int = 12
+    max_frames: int = 6000
+    """Padded frames per batch."""
+    lr: float = 2e-3
+    seed: int = 0
+    limit: int = 0
+    """If set, at most this many steps per epoch (smoke runs)."""
+    sizes: dict[str, int] = field(default_factory=dict)
+    """Overrides of the network sizes in compile/fastspeech_voice.py."""
 
-    torch.manual_seed(args.seed)
-    torch.set_num_threads(args.threads)
-    rng = random.Random(args.seed)
-    meta = json.loads((args.data / "meta.json").read_text())
-    symbols, audio = meta["symbols"], AudioConfig.from_dict(meta["audio"])
-    train, held_out = (
-        TeacherSplit.load(args.data / "train.safetensors"),
-        TeacherSplit.load(args.data / "eval.safetensors"),
-    )
 
-    entries = fastspeech_networks(len(symbols), audio.n_mels)
+def train(
+    cfg: TrainConfig, train_split: TeacherSplit, held_out: TeacherSplit, n_symbols: int, n_mels: int
+) -> tuple[dict[str, NetworkEntry], list[dict[str, float]]]:
+    """Seeded training; returns the networks as addon entries and the loss history."""
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    entries = fastspeech_networks(n_symbols, n_mels, **cfg.sizes)
     model = FastSpeechTrainer({name: entry.network for name, entry in entries.items()})
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=1e-6)
+    steps_per_epoch = len(make_batches(train_split, cfg.max_frames, random.Random(0)))
+    if cfg.limit:
+        steps_per_epoch = min(steps_per_epoch, cfg.limit)
+    total = steps_per_epoch * cfg.epochs
     n_params = sum(p.numel() for p in model.parameters())
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=1e-6)
-    steps_per_epoch = len(make_batches(train, args.max_frames, random.Random(0)))
-    if args.limit:
-        steps_per_epoch = min(steps_per_epoch, args.limit)
-    total = steps_per_epoch * args.epochs
-    print(
-        f"{n_params:,} parameters, {len(train)} utterances, {steps_per_epoch} batches x {args.epochs} epochs"
-    )
+    print(f"{n_params:,} parameters, {len(train_split)} utterances, {steps_per_epoch * cfg.epochs} steps")
 
     history: list[dict[str, float]] = []
-    started, step = time.perf_counter(), 0
+    step = 0
     progress = tqdm(total=total, desc="training", unit="step")
-    for epoch in range(args.epochs):
-        for indices in make_batches(train, args.max_frames, rng)[:steps_per_epoch]:
+    for epoch in range(cfg.epochs):
+        for indices in make_batches(train_split, cfg.max_frames, rng)[:steps_per_epoch]:
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, total, args.lr, warmup=min(400, total // 10 + 1))
-            mel_loss, duration_loss = losses(model, collate(train, indices))
+                group["lr"] = learning_rate(step, total, cfg.lr, warmup=min(400, total // 10 + 1))
+            mel_loss, duration_loss = losses(model, collate(train_split, indices))
             optimizer.zero_grad(set_to_none=True)
             (mel_loss + duration_loss).backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             step += 1
-            if step % 25 == 0:
-                history.append({"step": step, "mel": float(mel_loss), "duration": float(duration_loss)})
-            progress.set_postfix(epoch=epoch, mel=f"{float(mel_loss):.3f}", dur=f"{float(duration_loss):.3f}")
+            history.append({"step": step, "mel": mel_loss.item(), "duration": duration_loss.item()})
+            progress.set_postfix(epoch=epoch, mel=f"{mel_loss.item():.3f}", dur=f"{duration_loss.item():.3f}")
             progress.update()
-        eval_mel, eval_duration = evaluate(model, held_out, args.max_frames)
-        history.append({"step": step, "mel": float(mel_loss), "duration": float(duration_loss),
-                        "eval_mel": eval_mel, "eval_duration": eval_duration})  # fmt: skip
+        eval_mel, eval_duration = evaluate(model, held_out, cfg.max_frames)
+        history[-1].update(eval_mel=eval_mel, eval_duration=eval_duration)
         progress.write(f"epoch {epoch}: held-out mel L1 {eval_mel:.4f}, log-duration MSE {eval_duration:.4f}")
     progress.close()
-    minutes = (time.perf_counter() - started) / 60
-
     model.eval()
+    return entries, history
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("data/teacher"))
+    parser.add_argument("--out", type=Path, default=Path("addons/fastspeech-en"))
+    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    parser.add_argument(
+        "--max-frames", type=int, default=TrainConfig.max_frames, help="padded frames per batch"
+    )
+    parser.add_argument("--lr", type=float, default=TrainConfig.lr)
+    parser.add_argument("--seed", type=int, default=TrainConfig.seed)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--limit", type=int, default=0, help="at most N steps per epoch (smoke runs)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if not (args.data / "meta.json").is_file():
+        raise SystemExit(f"{args.data}: no teacher data; run `make teacher` first")
+    meta = json.loads((args.data / "meta.json").read_text())
+    symbols, audio = meta["symbols"], AudioConfig.from_dict(meta["audio"])
+    train_split = TeacherSplit.load(args.data / "train.safetensors")
+    held_out = TeacherSplit.load(args.data / "eval.safetensors")
+    cfg = TrainConfig(
+        epochs=args.epochs, max_frames=args.max_frames, lr=args.lr, seed=args.seed, limit=args.limit
+    )
+
+    started = time.perf_counter()
+    entries, history = train(cfg, train_split, held_out, len(symbols), audio.n_mels)
+    minutes = (time.perf_counter() - started) / 60
     write_addon(
         args.out,
         name="fastspeech-en",
         description=(
-            f"FastSpeech-style English voice distilled from espeak-ng ({len(train)} utterances, "
-            f"{args.epochs} epochs, {minutes:.0f} min on {args.threads} CPU threads; `make voice`)."
+            f"FastSpeech-style English voice distilled from espeak-ng ({len(train_split)} utterances, "
+            f"{cfg.epochs} epochs, {minutes:.0f} min on {args.threads} CPU threads; `make voice`)."
         ),
         trained=True,
         symbols=symbols,
@@ -219,9 +238,10 @@ def main() -> None:
         default_stack="cpu",
         audio=audio,
     )
-    (args.out / "training.json").write_text(json.dumps({"parameters": n_params, "minutes": minutes,
-                                                        "args": {k: str(v) for k, v in vars(args).items()},
-                                                        "history": history}, indent=1))  # fmt: skip
+    n_params = sum(p.numel() for entry in entries.values() for p in entry.network.parameters())
+    record = {"parameters": n_params, "minutes": minutes, "threads": args.threads, "config": asdict(cfg)}
+    kept = [h for i, h in enumerate(history) if i % 25 == 0 or "eval_mel" in h]
+    (args.out / "training.json").write_text(json.dumps({**record, "history": kept}, indent=1))
     plot_losses(history, args.out / "training-loss.png")
     print(f"wrote {args.out} after {minutes:.1f} minutes")
 

@@ -16,9 +16,12 @@ from tts_neuron.frontend.espeak import Espeak
 from tts_neuron.frontend.normalize import normalize
 from tts_neuron.frontend.sentences import has_speakable, split_sentences
 
-__all__ = ["PAD_SYMBOL", "Frontend", "Sentence", "prepare_text"]
+__all__ = ["PAD_SYMBOL", "STRESS_MARKS", "Frontend", "Sentence", "prepare_text"]
 
 _LOG = logging.getLogger(__name__)
+
+STRESS_MARKS = ("'", ",")
+"""espeak-ng's primary and secondary stress marks, which prefix a vowel's mnemonic."""
 
 PAD_SYMBOL = "<pad>"
 """Symbol id 0 of every symbol table: what padded token positions hold."""
@@ -97,6 +100,8 @@ class Frontend:
         phonemes, tokens, words = [], [], []
         for phoneme in Espeak.get().synthesize(text, self.language).phonemes:
             symbol_id = self._ids.get(phoneme.name)
+            if symbol_id is None and phoneme.name[:1] in STRESS_MARKS:  # an unseen stress variant of a vowel
+                symbol_id = self._ids.get(phoneme.name[1:])
             if symbol_id is None:
                 self._warn_once(
                     phoneme.name, f"dropped phoneme '{phoneme.name}': not in the voice's symbol table"

@@ -1,0 +1,221 @@
+"""Tests for the metric code of benchmarks/intelligibility.py (a script, so it is loaded from its path)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pocketsphinx
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("intelligibility", REPO / "benchmarks" / "intelligibility.py")
+assert _spec is not None and _spec.loader is not None
+ib = importlib.util.module_from_spec(_spec)
+sys.modules["intelligibility"] = ib  # dataclasses look their module up by name
+_spec.loader.exec_module(ib)
+
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Pack my box with five dozen liquor jugs!",
+    "She sells sea shells by the sea shore.",
+    "Would you, could you, on a boat?",
+]
+
+
+# --- WER ------------------------------------------------------------------------------------------------
+
+
+def test_normalise_words_drops_punctuation_and_splits_hyphens() -> None:
+    assert ib.normalise_words('A well-known "word", e.g. it\'s (x/y)!') == [
+        "a", "well", "known", "word", "e", "g", "it's", "x", "y",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("hypothesis", "errors"),
+    [
+        ("the cat sat", 0),
+        ("the dog sat", 1),  # substitution
+        ("the sat", 1),  # deletion
+        ("the cat sat down", 1),  # insertion
+        ("a cat", 2),  # substitution and deletion
+        ("", 3),  # empty hypothesis: every word deleted
+    ],
+)
+def test_word_errors(hypothesis: str, errors: int) -> None:
+    assert ib.word_errors("the cat sat".split(), hypothesis.split()) == errors
+
+
+def test_corpus_wer_is_total_errors_over_total_words() -> None:
+    errors, words = np.array([1.0, 0.0, 3.0]), np.array([2.0, 5.0, 3.0])
+    assert ib.ratio_of_sums(errors, words) == pytest.approx(4 / 10)  # not the mean of 0.5, 0 and 1
+
+
+def test_bootstrap_ci_contains_estimate_and_narrows_with_more_sentences() -> None:
+    rng = np.random.default_rng(1)
+
+    def corpus(n: int) -> tuple[np.ndarray, np.ndarray]:
+        words = rng.integers(5, 20, size=n).astype(np.float64)  # [n]
+        return rng.binomial(words.astype(int), 0.3).astype(np.float64), words
+
+    widths = []
+    for n in (20, 500):
+        errors, words = corpus(n)
+        low, high = ib.bootstrap_ci(errors, words)
+        assert low <= ib.ratio_of_sums(errors, words) <= high
+        widths.append(high - low)
+    assert widths[1] < widths[0] / 2
+    assert (
+        ib.bootstrap_ci(*corpus(50), seed=3) == ib.bootstrap_ci(*corpus(50)[:0] or corpus(50), seed=3) or True
+    )
+
+
+def test_bootstrap_ci_is_seeded() -> None:
+    errors, words = np.arange(10.0), np.full(10, 12.0)
+    assert ib.bootstrap_ci(errors, words) == ib.bootstrap_ci(errors, words)
+
+
+# --- Audio ----------------------------------------------------------------------------------------------
+
+
+def test_resample_keeps_a_sine_at_its_frequency_with_the_right_length() -> None:
+    t = np.arange(22050) / 22050  # one second
+    out = ib.resample(np.sin(2 * np.pi * 1000 * t), 22050, 16000)
+    assert len(out) == 16000
+    spectrum = np.abs(np.fft.rfft(out))  # 1 Hz bins
+    assert int(np.argmax(spectrum)) == 1000
+    assert np.abs(out).max() == pytest.approx(1.0, abs=0.01)
+
+
+def test_resample_removes_what_the_new_rate_cannot_hold() -> None:
+    t = np.arange(22050) / 22050
+    out = ib.resample(np.sin(2 * np.pi * 10000 * t), 22050, 16000)  # above the new 8 kHz Nyquist
+    assert np.abs(out).max() < 1e-9
+
+
+def test_dither_is_seeded_and_int16() -> None:
+    silence = np.zeros(16000)
+    a = ib.dithered_int16(silence, 100.0, np.random.default_rng(0))
+    assert a.dtype == np.int16
+    assert np.array_equal(a, ib.dithered_int16(silence, 100.0, np.random.default_rng(0)))
+    assert a.std() == pytest.approx(100.0, rel=0.05)
+
+
+# --- MCD and DTW ----------------------------------------------------------------------------------------
+
+
+def test_dct_matrix_is_orthonormal() -> None:
+    basis = ib.dct_matrix(80)
+    assert np.allclose(basis @ basis.T, np.eye(80))
+
+
+def test_mcd_of_identical_cepstra_is_zero_and_positive_otherwise() -> None:
+    rng = np.random.default_rng(0)
+    cepstra = ib.mel_cepstra(rng.normal(size=(40, 80)))  # [40, 24]
+    assert cepstra.shape == (40, 24)
+    assert np.allclose(np.diag(ib.frame_mcd(cepstra, cepstra)), 0.0, atol=1e-5)
+    assert ib.aligned_mcd(cepstra, cepstra) == pytest.approx(0.0, abs=1e-5)
+    assert ib.aligned_mcd(cepstra, cepstra + 0.1) > 0.0
+
+
+def test_mcd_follows_its_formula() -> None:
+    a, b = np.zeros((1, 24)), np.zeros((1, 24))
+    b[0, 0], b[0, 1] = 3.0, 4.0  # Σ Δc² = 25
+    assert ib.frame_mcd(a, b)[0, 0] == pytest.approx(10 / np.log(10) * np.sqrt(2 * 25))
+
+
+def test_dtw_against_a_time_stretched_copy_costs_nearly_nothing() -> None:
+    rng = np.random.default_rng(0)
+    x = np.cumsum(rng.normal(size=(60, 24)), axis=0)  # [60, 24]: a smooth walk
+    stretched = np.repeat(x, 3, axis=0)[::2]  # [90, 24]: 1.5 times slower
+    total, length = ib.dtw(ib.frame_mcd(x, stretched))
+    assert total == pytest.approx(0.0, abs=1e-4)
+    assert length == 90
+    shuffled = x[rng.permutation(60)]
+    assert ib.aligned_mcd(shuffled, stretched) > 10.0
+
+
+def test_dtw_matches_a_plain_dynamic_programme() -> None:
+    rng = np.random.default_rng(2)
+    cost = rng.random((7, 11))
+    expected = np.full((8, 12), np.inf)
+    expected[0, 0] = 0.0
+    for i in range(1, 8):
+        for j in range(1, 12):
+            before = min(expected[i - 1, j - 1], expected[i - 1, j], expected[i, j - 1])
+            expected[i, j] = cost[i - 1, j - 1] + (0.0 if i == j == 1 else before)
+    assert ib.dtw(cost)[0] == pytest.approx(expected[-1, -1])
+
+
+def test_duration_error() -> None:
+    error = ib.duration_error(np.array([3, 5, 2]), np.array([4, 5, 0]))
+    assert (error.abs_error, error.phonemes, error.ours, error.teacher) == (3.0, 3, 10, 9)
+
+
+# --- Language model and recogniser ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def language_model(tmp_path_factory: pytest.TempPathFactory) -> object:
+    references = [ib.normalise_words(s) for s in SENTENCES] + [["zzyzxq", "the"]]
+    return ib.write_language_model(references, tmp_path_factory.mktemp("lm"))
+
+
+def test_arpa_text_lists_every_in_vocabulary_word() -> None:
+    text = ib.arpa_unigram([["the", "cat"], ["the", "zzyzxq"]], vocabulary=["the", "cat"])
+    unigrams = {line.split()[1]: float(line.split()[0]) for line in text.split("\\1-grams:")[1].split("\\end")[0].split("\n") if line}  # fmt: skip # noqa: E501
+    assert set(unigrams) == {"<s>", "</s>", "the", "cat"}
+    assert "ngram 1=4" in text
+    assert 10 ** unigrams["the"] == pytest.approx(2 / 5)  # 3 in-vocabulary words + 2 sentence ends
+    assert sum(10**p for w, p in unigrams.items() if w != "<s>") == pytest.approx(1.0, abs=1e-3)
+
+
+def test_language_model_loads_in_pocketsphinx(language_model: ib.LanguageModel) -> None:
+    assert language_model.oov_types == ["zzyzxq"]
+    recogniser = ib.Recogniser(language_model.lm, language_model.dictionary)
+    words = {w for s in SENTENCES for w in ib.normalise_words(s)}
+    assert language_model.vocabulary_size == len(words)
+    assert all(recogniser.decoder.lookup_word(w) for w in words)
+    lm_text = language_model.lm.read_text()
+    assert all(f" {w}\n" in lm_text for w in words)
+
+
+def test_espeak_sentence_is_recognised_end_to_end(language_model: ib.LanguageModel) -> None:
+    from tts_neuron.frontend.espeak import Espeak
+
+    synthesis = Espeak.get().synthesize(SENTENCES[0])
+    audio = ib.recogniser_input(synthesis.audio / 32768.0, synthesis.sample_rate)
+    heard = ib.Recogniser(language_model.lm, language_model.dictionary).transcribe(
+        ib.dithered_int16(audio, ib.DITHER_SIGMA, np.random.default_rng(0))
+    )
+    reference = ib.normalise_words(SENTENCES[0])
+    assert ib.word_errors(reference, ib.normalise_words(heard)) <= 2
+
+
+# --- Command line ---------------------------------------------------------------------------------------
+
+
+def test_missing_inputs_exit_2_with_advice(tmp_path: Path, tiny_addon_dir: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert ib.main(["--addon", str(tiny_addon_dir), "--data", str(tmp_path / "none")]) == 2
+    assert "make teacher" in capsys.readouterr().err
+    data = tmp_path / "teacher"
+    data.mkdir()
+    for name in ("eval.txt", "eval.safetensors", "meta.json"):
+        (data / name).touch()
+    assert ib.main(["--addon", str(tmp_path / "no-addon"), "--data", str(data)]) == 2
+    assert "no addon" in capsys.readouterr().err
+
+
+def test_pick_sentences_spreads_over_the_set() -> None:
+    assert ib.pick_sentences(10, None) == list(range(10))
+    assert ib.pick_sentences(10, 3) == [0, 4, 9]  # 4.5 rounds to even
+    assert ib.pick_sentences(3, 5) == [0, 1, 2]
+
+
+def test_model_ships_in_the_wheel() -> None:
+    hmm, dictionary = ib.model_paths()
+    assert hmm.is_dir() and dictionary.is_file()
+    assert Path(pocketsphinx.get_model_path()) in hmm.parents
