@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,19 @@ SEED_STACK: list[dict[str, Any]] = [
 SPEAKING_STACK: list[dict[str, Any]] = [*SEED_STACK, {"type": "GriffinLim"}]
 """The seed's stack followed by a vocoder: text to audio."""
 
+NEURON_STACK: list[dict[str, Any]] = [
+    {
+        "type": "StreamablePipeline",
+        "sequence_block": {"type": "NeuronEncoders"},
+        "streamable_block": {
+            "type": "StreamableStack",
+            "stack": [{"type": "Upsampler"}, {"type": "PaddedDecoder"}],
+        },
+    },
+    {"type": "PaddedGriffinLim"},
+]
+"""The same voice at fixed shapes: compiled encoders and decoder, fixed vocoder windows."""
+
 
 @dataclass
 class NetworkEntry:
@@ -37,6 +50,7 @@ class NetworkEntry:
     inputs: list[str]
     outputs: list[str]
     config: dict[str, Any]
+    buckets: list[int] = field(default_factory=list)
 
 
 def write_addon(
@@ -66,6 +80,7 @@ def write_addon(
             "outputs": entry.outputs,
             "config": entry.config,
             "parameters": relative,
+            **({"buckets": entry.buckets} if entry.buckets else {}),
         }
     config = {
         "format": FORMAT_VERSION,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from compile.addon_writer import SPEAKING_STACK, NetworkEntry
+from compile.addon_writer import NEURON_STACK, SPEAKING_STACK, NetworkEntry
 from tts_neuron.models.fastspeech import DurationPredictor, MelDecoder, TextEncoder
 
 DEFAULT_SIZES: dict[str, Any] = {
@@ -15,11 +15,22 @@ DEFAULT_SIZES: dict[str, Any] = {
     "decoder_layers": 6,
 }
 
-STACKS = {"cpu": SPEAKING_STACK, "cuda": SPEAKING_STACK}
+STACKS = {"cpu": SPEAKING_STACK, "cuda": SPEAKING_STACK, "neuron": NEURON_STACK}
+
+TOKEN_BUCKETS = [16, 32, 64, 128, 256]
+"""Encoder lengths compiled for fixed-shape targets; longer sentences are split between words."""
+DECODER_CORE_FRAMES = 64
+"""Frames each full decoder window produces; a window adds the receptive field on each side."""
 
 
-def fastspeech_networks(n_symbols: int, n_mels: int = 80, **sizes: Any) -> dict[str, NetworkEntry]:
-    s = {**DEFAULT_SIZES, **sizes}
+def fastspeech_networks(
+    n_symbols: int,
+    n_mels: int = 80,
+    sizes: dict[str, int] | None = None,
+    token_buckets: list[int] | None = None,
+) -> dict[str, NetworkEntry]:
+    """Freshly initialised networks (in a fixed order, so a seed reproduces them) with their buckets."""
+    s = {**DEFAULT_SIZES, **(sizes or {})}
     encoder_cfg = {"n_symbols": n_symbols, "channels": s["channels"], "layers": s["encoder_layers"]}
     duration_cfg = {"channels": s["channels"]}
     decoder_cfg = {
@@ -28,24 +39,31 @@ def fastspeech_networks(n_symbols: int, n_mels: int = 80, **sizes: Any) -> dict[
         "layers": s["decoder_layers"],
         "n_mels": n_mels,
     }
+    text_encoder, duration_predictor = TextEncoder(**encoder_cfg), DurationPredictor(**duration_cfg)
+    decoder = MelDecoder(**decoder_cfg)
+    tokens = token_buckets or TOKEN_BUCKETS
+    halo = 2 * decoder.receptive_radius
+    windows = [DECODER_CORE_FRAMES // 4 + halo, DECODER_CORE_FRAMES + halo]  # a short last window, a full one
     return {
         "text_encoder": NetworkEntry(
-            TextEncoder(**encoder_cfg),
+            text_encoder,
             "TextEncoder",
             "encoder",
             ["tokens", "token_mask"],
             ["encodings"],
             encoder_cfg,
+            tokens,
         ),
         "duration_predictor": NetworkEntry(
-            DurationPredictor(**duration_cfg),
+            duration_predictor,
             "DurationPredictor",
             "encoder",
             ["encodings", "token_mask"],
             ["log_durations"],
             duration_cfg,
+            tokens,
         ),
         "decoder": NetworkEntry(
-            MelDecoder(**decoder_cfg), "MelDecoder", "decoder", ["frames", "frame_mask"], ["mel"], decoder_cfg
+            decoder, "MelDecoder", "decoder", ["frames", "frame_mask"], ["mel"], decoder_cfg, windows
         ),
     }

@@ -163,7 +163,7 @@ def train(
     """Seeded training; returns the networks as addon entries and the loss history."""
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
-    entries = fastspeech_networks(n_symbols, n_mels, **cfg.sizes)
+    entries = fastspeech_networks(n_symbols, n_mels, cfg.sizes)
     model = FastSpeechTrainer({name: entry.network for name, entry in entries.items()})
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=1e-6)
     steps_per_epoch = len(make_batches(train_split, cfg.max_frames, random.Random(0)))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from compile.addon_writer import SEED_STACK, SPEAKING_STACK, write_addon
+from compile.addon_writer import NEURON_STACK, SEED_STACK, SPEAKING_STACK, write_addon
 from compile.fastspeech_voice import fastspeech_networks
 from compile.symbols import collect_symbols
 
@@ -35,8 +35,8 @@ def write_tiny_addon(root: Path, seed: int = 0) -> Path:
         description="test fixture with random weights",
         trained=False,
         symbols=symbols,
-        networks=fastspeech_networks(len(symbols), **TINY_SIZES),
-        stacks={"cpu": SPEAKING_STACK, "mel": SEED_STACK},
+        networks=fastspeech_networks(len(symbols), sizes=TINY_SIZES, token_buckets=[8, 16, 48]),
+        stacks={"cpu": SPEAKING_STACK, "mel": SEED_STACK, "neuron": NEURON_STACK},
         default_stack="cpu",
     )
 

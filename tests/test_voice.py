@@ -118,5 +118,5 @@ def test_targets_without_a_runtime_are_refused(tiny_addon_dir: Path) -> None:
 
 
 def test_unknown_stack_name(tiny_addon_dir: Path) -> None:
-    with pytest.raises(StackError, match="no stack 'gpu'; it has \\['cpu', 'mel'\\]"):
+    with pytest.raises(StackError, match="no stack 'gpu'; it has \\['cpu', 'mel', 'neuron'\\]"):
         tts_neuron.load(tiny_addon_dir, stack="gpu")

@@ -46,6 +46,8 @@ class NetworkSpec:
     """Feature names given to forward()'s results."""
     config: dict[str, Any]
     parameters: Path
+    buckets: list[int]
+    """Lengths (tokens for encoders, window frames for a decoder) that fixed-shape targets compile."""
 
 
 @dataclass
@@ -168,6 +170,15 @@ class _Reader:
         return list(values)
 
 
+def _buckets(net: _Reader) -> list[int]:
+    buckets = net.get("buckets", list, [])
+    if not all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in buckets):
+        net.fail("expected a list of positive integers", "buckets")
+    if buckets != sorted(set(buckets)):
+        net.fail(f"must be increasing without repeats, got {buckets}", "buckets")
+    return list(buckets)
+
+
 def load_addon(root: str | Path) -> Addon:
     """Read and validate `root/addon.json`; network files are checked to exist, and loaded on first use."""
     root = Path(root)
@@ -217,6 +228,7 @@ def load_addon(root: str | Path) -> Addon:
             outputs=net.strings("outputs"),
             config=net.get("config", dict, {}),
             parameters=params_file,
+            buckets=_buckets(net),
         )
     if not networks:
         networks_obj.fail("an addon declares at least one network")

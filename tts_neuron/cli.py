@@ -142,6 +142,7 @@ def _inspect(args: argparse.Namespace) -> int:
     import torch
 
     from tts_neuron.addon import load_addon
+    from tts_neuron.backends.manifest import CompiledArtifactError
     from tts_neuron.stack import BuildContext, build_stack, describe_tree
 
     addon = load_addon(args.addon)
@@ -157,14 +158,34 @@ def _inspect(args: argparse.Namespace) -> int:
         print(f"  {name}: {spec.architecture}, role {spec.role}, {params:,} parameters, {where}")
     print(f"stacks (default {addon.default_stack}):")
     for name, spec in addon.stacks.items():
-        stack = build_stack(
-            spec, BuildContext(addon, torch.device("cpu"), f"{addon.config_path}: stacks.{name}")
-        )
         print(f"  {name}:")
-        for line in describe_tree(stack, "    "):
-            print(line)
+        context = BuildContext(addon, torch.device("cpu"), f"{addon.config_path}: stacks.{name}", "cpu")
+        try:
+            lines = describe_tree(build_stack(spec, context), "    ")
+        except CompiledArtifactError as err:  # a compiled stack is built from its artifacts
+            lines = [f"    (not built on cpu: {err})"]
+        print("\n".join(lines))
     compiled = sorted(p.parent.name for p in (addon.root / "compiled").glob("*/manifest.json"))
     print(f"compiled for: {', '.join(compiled) if compiled else 'nothing yet (tts-neuron compile)'}")
+    return 0
+
+
+def _compile(args: argparse.Namespace) -> int:
+    try:
+        from compile.compiler import compile_addon
+    except ImportError:
+        raise TTSNeuronError(
+            "compiling needs the build-host package `compile` (run from a tts_neuron checkout)"
+        ) from None
+
+    report = compile_addon(args.addon, args.target, args.stack, args.jobs, args.compiler_arg)
+    print(f"{report.manifest.compiler}, arguments {report.manifest.compiler_args or 'none'}")
+    for artifact in sorted(report.compiled, key=lambda a: a.file):
+        print(f"  compiled {artifact.file} in {artifact.compile_seconds:.2f} s")
+    print(
+        f"compiled {len(report.compiled)}, kept {len(report.reused)} unchanged, in {report.seconds:.1f} s: "
+        f"{Path(args.addon) / 'compiled' / args.target}"
+    )
     return 0
 
 
@@ -193,6 +214,23 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--timings", action="store_true", help="print time to first audio, total time and RTF")
     synth.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     synth.set_defaults(run=_synthesize)
+
+    comp = commands.add_parser("compile", help="compile an addon's networks at every bucket for a target")
+    comp.add_argument("--addon", required=True, help="addon folder (holds addon.json)")
+    comp.add_argument(
+        "--target", required=True, choices=TARGETS, help="neuron (inf2), or cpu/cuda for the same path"
+    )
+    comp.add_argument("--stack", help="compile only the networks that this stack's compiled blocks run")
+    comp.add_argument(
+        "--jobs", type=int, help="buckets compiled at once (default: all cores for neuron, else 1)"
+    )
+    comp.add_argument(
+        "--compiler-arg",
+        action="append",
+        help="extra compiler argument (repeat; replaces a default of the same flag)",
+    )
+    comp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    comp.set_defaults(run=_compile)
 
     insp = commands.add_parser("inspect", help="show an addon's stacks, networks and compiled targets")
     insp.add_argument("--addon", required=True, help="addon folder (holds addon.json)")

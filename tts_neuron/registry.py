@@ -28,8 +28,12 @@ _BUILTIN_BLOCKS: dict[str, str] = {
     "Encoder": "tts_neuron.blocks.acoustic:Encoder",
     "Upsampler": "tts_neuron.blocks.acoustic:Upsampler",
     "Decoder": "tts_neuron.blocks.acoustic:Decoder",
+    # fixed shapes: compiled networks (Neuron, or the same contract on CPU and CUDA)
+    "NeuronEncoders": "tts_neuron.blocks.fixed:NeuronEncoders",
+    "PaddedDecoder": "tts_neuron.blocks.fixed:PaddedDecoder",
     # vocoders
     "GriffinLim": "tts_neuron.blocks.vocoder:GriffinLimVocoder",
+    "PaddedGriffinLim": "tts_neuron.blocks.fixed:PaddedGriffinLim",
 }
 
 _registered: dict[str, type[Block] | str] = {}

@@ -20,6 +20,7 @@ from tts_neuron.registry import resolve_block
 
 if TYPE_CHECKING:
     from tts_neuron.addon import Addon
+    from tts_neuron.backends.executor import FixedShapeExecutor
 
 K = TypeVar("K", SequenceBlock, StreamableBlock)
 
@@ -32,6 +33,20 @@ class BuildContext:
     addon: Addon
     device: torch.device
     path: str
+    target: str = "cpu"
+    """Where compiled blocks run their networks; dynamic blocks just use `device`."""
+
+    def compiled(self, network: str) -> FixedShapeExecutor:
+        """The fixed-shape executor of a network for this context's target (artifacts checked, warmed up)."""
+        from tts_neuron.backends import load_executor
+
+        if network not in self.addon.networks:
+            raise StackError(
+                f"{self.path}: the addon has no network '{network}'; it has {sorted(self.addon.networks)}"
+            )
+        if not self.addon.networks[network].buckets:
+            raise StackError(f"{self.path}: network '{network}' declares no buckets to compile in addon.json")
+        return load_executor(self.addon, network, self.target, self.device)
 
     def build(self, spec: Any, key: str, kind: type[K]) -> K:
         """Build a nested entry found at `key` below this one and check it is the kind the parent needs."""

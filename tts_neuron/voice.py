@@ -10,8 +10,9 @@ import numpy as np
 import torch
 
 from tts_neuron.addon import Addon, load_addon
+from tts_neuron.backends import get_target
 from tts_neuron.blocks.base import Chunk, StreamableStack
-from tts_neuron.errors import StackError, TargetUnavailableError
+from tts_neuron.errors import StackError
 from tts_neuron.frontend import Frontend, Sentence
 from tts_neuron.stack import BuildContext, build_stack
 
@@ -22,22 +23,9 @@ FrameSink = Callable[[np.ndarray], None]
 
 
 def resolve_device(target: str) -> torch.device:
-    """Where the stack's dynamic-shape blocks run for a target; refuse a target whose runtime is absent."""
-    if target == "cpu":
-        return torch.device("cpu")
-    if target == "cuda":
-        if not torch.cuda.is_available():
-            raise TargetUnavailableError("target 'cuda' needs a CUDA GPU, and torch sees none on this host")
-        return torch.device("cuda")
-    if target == "neuron":
-        try:
-            import torch_neuronx  # noqa: F401
-        except Exception:  # PyPI's placeholder package raises on import, not ImportError
-            raise TargetUnavailableError(
-                "target 'neuron' needs the AWS Neuron SDK (torch-neuronx), which this host does not have"
-            ) from None
-        return torch.device("cpu")  # Neuron executors take and return CPU tensors
-    raise TargetUnavailableError(f"unknown target '{target}'; one of {', '.join(TARGETS)}")
+    """Where a target's blocks keep their tensors; refuse a target whose runtime is absent."""
+    get_target(target).check_available()
+    return torch.device("cuda" if target == "cuda" else "cpu")  # Neuron executors take CPU tensors
 
 
 class Voice:
@@ -82,7 +70,11 @@ class Voice:
 
     def sentence_chunks(self, sentence: Sentence, mel_sink: FrameSink | None = None) -> Iterator[Chunk]:
         tokens = torch.tensor([sentence.tokens], dtype=torch.long, device=self.device)  # [1, N]
-        features = {"tokens": tokens, "token_mask": torch.ones_like(tokens, dtype=torch.float32)}
+        features = {
+            "tokens": tokens,
+            "token_mask": torch.ones_like(tokens, dtype=torch.float32),
+            "words": torch.tensor([sentence.words], dtype=torch.long, device=self.device),
+        }
         if mel_sink is None:
             yield from self.stack.stream(None, features)
             return
@@ -125,7 +117,7 @@ def load(
         name, spec, path = "custom", stack, "stack"
     target = target or (name if name in TARGETS else "cpu")
     device = resolve_device(target)
-    built = build_stack(spec, BuildContext(addon, device, path))
+    built = build_stack(spec, BuildContext(addon, device, path, target))
     return Voice(addon, built, name, target, device)
 
 

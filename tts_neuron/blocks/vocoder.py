@@ -58,7 +58,7 @@ class GriffinLimVocoder(StreamableBlock):
                 a = done
                 b = min(a + window, buffer.end)
                 lo, hi = max(0, a - context), min(buffer.end, b + context)
-                audio = self.griffin_lim(buffer.window(lo, hi))  # [(hi - lo) * hop]
+                audio = self.vocode(buffer.window(lo, hi), lo - (a - context), a + window + context - hi)
                 core = audio[(a - lo) * hop : (b - lo) * hop].clone()
                 n = min(len(tail), len(core))
                 if n:
@@ -71,6 +71,11 @@ class GriffinLimVocoder(StreamableBlock):
                 yield Chunk(core, a * hop, last)
                 if last:
                     return
+
+    def vocode(self, frames: torch.Tensor, missing_left: int, missing_right: int) -> torch.Tensor:
+        """Audio [n * hop] of mel frames [n, n_mels]; `missing_*` count the frames of a full window that the
+        utterance does not have (a fixed-shape vocoder pads them)."""
+        return self.griffin_lim(frames)
 
     def describe(self) -> str:
         return (

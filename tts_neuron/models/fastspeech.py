@@ -55,6 +55,10 @@ class TextEncoder(nn.Module):
         self.embedding = nn.Embedding(n_symbols, channels, padding_idx=0)
         self.convs = ConvStack(channels, layers, kernel_size, dropout)
 
+    def example_inputs(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs of one utterance of `length` tokens: what is traced at a bucket and what is padded to it."""
+        return torch.zeros(1, length, dtype=torch.int64), torch.ones(1, length)
+
     def forward(self, tokens: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
         # tokens: [B, N] int64, token_mask: [B, N] -> encodings: [B, N, C]
         mask = token_mask.unsqueeze(-1).to(self.embedding.weight.dtype)
@@ -72,6 +76,9 @@ class DurationPredictor(nn.Module):
         self.project = nn.Linear(channels, 1)
         # Start at a typical phoneme length (6 frames, about 70 ms), not at zero frames.
         nn.init.constant_(self.project.bias, math.log1p(6.0))
+
+    def example_inputs(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.zeros(1, length, self.project.in_features), torch.ones(1, length)
 
     def forward(self, encodings: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
         # encodings: [B, N, C], token_mask: [B, N] -> log_durations: [B, N]
@@ -102,6 +109,9 @@ class MelDecoder(nn.Module):
     @property
     def receptive_radius(self) -> int:
         return self.convs.receptive_radius
+
+    def example_inputs(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.zeros(1, length, self.project_in.in_features), torch.ones(1, length)
 
     def forward(self, frames: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
         # frames: [B, T, C_in], frame_mask: [B, T] -> mel: [B, T, n_mels]

@@ -1,0 +1,115 @@
+"""Targets: where compiled, fixed-shape networks run (cpu, cuda, neuron), behind one executor.
+
+Each target is one small module with the same interface: check that its runtime exists, compile a
+network at one bucket into an artifact file (build host), and load an artifact back (production host).
+Compile-side imports (torch.export, torch_neuronx.trace) happen inside `compile`, never at import time.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import torch
+from torch import nn
+
+from tts_neuron.backends.executor import FixedShapeExecutor, TensorSpec
+from tts_neuron.backends.manifest import CompiledArtifactError, Manifest, sha256_file
+from tts_neuron.errors import TargetUnavailableError
+
+if TYPE_CHECKING:
+    from tts_neuron.addon import Addon
+
+MANIFEST_FILE = "manifest.json"
+
+
+class Target(Protocol):
+    name: str
+    extension: str
+
+    def check_available(self) -> None:
+        """Raise TargetUnavailableError naming what is missing."""
+
+    def compiler_version(self) -> str: ...
+
+    def default_compiler_args(self) -> list[str]: ...
+
+    def compile(
+        self,
+        network: nn.Module,
+        example_inputs: tuple[torch.Tensor, ...],
+        path: Path,
+        compiler_args: list[str],
+    ) -> None: ...
+
+    def load(self, path: Path, device: torch.device) -> Callable[..., torch.Tensor]: ...
+
+
+_TARGETS = {
+    "cpu": "tts_neuron.backends.cpu:CpuTarget",
+    "cuda": "tts_neuron.backends.cuda:CudaTarget",
+    "neuron": "tts_neuron.backends.neuron:NeuronTarget",
+}
+
+
+def get_target(name: str) -> Target:
+    if name not in _TARGETS:
+        raise TargetUnavailableError(f"unknown target '{name}'; one of {', '.join(_TARGETS)}")
+    module_name, _, cls = _TARGETS[name].partition(":")
+    target: Target = getattr(importlib.import_module(module_name), cls)()
+    return target
+
+
+def compiled_dir(addon: Addon, target: str) -> Path:
+    return addon.root / "compiled" / target
+
+
+def load_executor(addon: Addon, network: str, target_name: str, device: torch.device) -> FixedShapeExecutor:
+    """The compiled buckets of one network for a target, after checking they match the addon as it is now."""
+    target = get_target(target_name)
+    folder = compiled_dir(addon, target_name)
+    recompile = f"recompile with: tts-neuron compile --addon {addon.root} --target {target_name}"
+    try:
+        manifest = Manifest.read(folder / MANIFEST_FILE)
+    except FileNotFoundError:
+        raise CompiledArtifactError(
+            f"{folder}: nothing compiled for target '{target_name}'; {recompile}"
+        ) from None
+    spec = addon.networks[network]
+    entry = manifest.networks.get(network)
+    stale = None
+    if manifest.target != target_name:
+        stale = f"it is for target '{manifest.target}'"
+    elif manifest.torch != torch.__version__:
+        stale = f"it was compiled with torch {manifest.torch}, this is torch {torch.__version__}"
+    elif entry is None:
+        stale = f"it has no network '{network}'"
+    elif entry.buckets != spec.buckets:
+        stale = f"'{network}' was compiled for buckets {entry.buckets}, addon.json now says {spec.buckets}"
+    elif entry.parameters_sha256 != sha256_file(spec.parameters):
+        stale = f"the parameters of '{network}' changed since it was compiled ({spec.parameters.name})"
+    if stale:
+        raise CompiledArtifactError(f"{folder / MANIFEST_FILE}: stale: {stale}; {recompile}")
+    assert entry is not None
+    target.check_available()
+    artifacts, signatures = {}, {}
+    for artifact in entry.artifacts:
+        path = folder / artifact.file
+        if not path.is_file() or sha256_file(path) != artifact.sha256:
+            raise CompiledArtifactError(
+                f"{path}: missing or corrupt (sha256 differs from the manifest); {recompile}"
+            )
+        artifacts[artifact.bucket] = run = target.load(path, device)
+        signatures[artifact.bucket] = tuple(artifact.inputs)
+        with torch.inference_mode():  # warm up once per bucket: first calls are slow on every target
+            run(*(example_input(spec, device) for spec in artifact.inputs))
+    return FixedShapeExecutor(f"{network} ({target_name})", artifacts, signatures)
+
+
+def example_input(spec: TensorSpec, device: torch.device) -> torch.Tensor:
+    return torch.zeros(spec.shape, dtype=getattr(torch, spec.dtype), device=device)
+
+
+__all__ = ["MANIFEST_FILE", "Target", "TensorSpec", "compiled_dir", "get_target", "load_executor"]

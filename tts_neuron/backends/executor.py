@@ -1,0 +1,90 @@
+"""Fixed-shape execution: bucket lookup, padding as a pair with unpadding, and one executor that calls a
+compiled artifact only at a shape it was compiled for.
+
+We enforce shapes ourselves because not every static back end does: an AOTInductor package reads out of
+bounds on a shorter input, and a traced module may silently generalise to shapes it was never compiled for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from tts_neuron.errors import TTSNeuronError
+
+
+class ShapeError(TTSNeuronError, ValueError):
+    """A compiled network was asked to run at a shape it was not compiled for."""
+
+
+class BucketTable:
+    """Size -> smallest bucket that holds it, built once and looked up; None past the largest bucket."""
+
+    def __init__(self, buckets: Sequence[int]) -> None:
+        if not buckets or list(buckets) != sorted(set(buckets)) or buckets[0] < 1:
+            raise ValueError(f"buckets must be positive and increasing, got {list(buckets)}")
+        self.buckets = list(buckets)
+        self._table: list[int] = []  # _table[size] for 0 <= size <= largest
+        for bucket in self.buckets:
+            self._table += [bucket] * (bucket + 1 - len(self._table))
+
+    @property
+    def largest(self) -> int:
+        return self.buckets[-1]
+
+    def bucket_for(self, size: int) -> int | None:
+        return self._table[size] if 0 <= size < len(self._table) else None
+
+
+def pad_length(x: torch.Tensor, length: int, value: float = 0) -> torch.Tensor:
+    """Pad dim 1 of `x` [B, T, ...] on the right to `length`. Pair it with `x[:, :T]` on the outputs."""
+    missing = length - x.shape[1]
+    if missing < 0:
+        raise ShapeError(f"cannot pad length {x.shape[1]} down to {length}")
+    if missing == 0:
+        return x
+    padding = x.new_full((x.shape[0], missing, *x.shape[2:]), value)
+    return torch.cat([x, padding], dim=1)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    shape: tuple[int, ...]
+    dtype: str
+
+    @classmethod
+    def of(cls, x: torch.Tensor) -> TensorSpec:
+        return cls(tuple(x.shape), str(x.dtype).removeprefix("torch."))
+
+    def __str__(self) -> str:
+        return f"{self.dtype}{list(self.shape)}"
+
+
+class FixedShapeExecutor:
+    """One compiled artifact per bucket of a network; refuses any input signature it was not compiled for."""
+
+    def __init__(
+        self,
+        name: str,
+        artifacts: dict[int, Callable[..., torch.Tensor]],
+        signatures: dict[int, tuple[TensorSpec, ...]],
+    ) -> None:
+        if set(artifacts) != set(signatures):
+            raise ValueError("every artifact needs its input signature")
+        self.name = name
+        self.artifacts = artifacts
+        self.signatures = signatures
+        self.table = BucketTable(sorted(artifacts))
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        given = tuple(TensorSpec.of(x) for x in inputs)
+        bucket = given[0].shape[1] if given and len(given[0].shape) > 1 else None
+        if bucket not in self.signatures or self.signatures[bucket] != given:
+            compiled = "; ".join(", ".join(map(str, sig)) for sig in self.signatures.values())
+            raise ShapeError(
+                f"{self.name}: no compiled artifact for inputs ({', '.join(map(str, given))}); "
+                f"compiled for: {compiled}"
+            )
+        return self.artifacts[bucket](*inputs)

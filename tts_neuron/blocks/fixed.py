@@ -1,0 +1,194 @@
+"""Blocks that run compiled networks at fixed shapes (Neuron, or the same contract on CPU and CUDA).
+
+The integration layer, not the network, owns splitting and padding: NeuronEncoders pads each sentence to
+the smallest token bucket that holds it (splitting a sentence longer than the largest bucket at a phrase,
+then a word boundary), PaddedDecoder decodes fixed windows of frames with a halo of its receptive field,
+and PaddedGriffinLim vocodes fixed windows of mel frames. Networks mask padded positions, so padding
+never changes the outputs at real positions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from tts_neuron.audio import AudioConfig
+from tts_neuron.backends.executor import FixedShapeExecutor, pad_length
+from tts_neuron.blocks.acoustic import _network_by_role
+from tts_neuron.blocks.base import Chunk, Features, SequenceBlock, StreamableBlock, construct
+from tts_neuron.blocks.buffer import FrameBuffer
+from tts_neuron.blocks.vocoder import GriffinLimVocoder
+from tts_neuron.errors import StackError
+from tts_neuron.stack import BuildContext
+
+PAUSE_SYMBOLS = ("_:", "_", "_!", ";")
+"""espeak-ng's pauses: a phrase ends after one of these."""
+
+
+def split_points(n: int, limit: int, phrase_ends: set[int], word_starts: set[int]) -> list[int]:
+    """Cut positions [0, ..., n] so that no piece is longer than `limit` tokens.
+
+    Each cut is the latest phrase end that fits, else the latest word start that fits, else `limit`
+    tokens on. `phrase_ends` and `word_starts` are token indices a piece may start at.
+    """
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    cuts = [0]
+    while n - cuts[-1] > limit:
+        start = cuts[-1]
+        fits = range(start + limit, start, -1)
+        cut = next((p for p in fits if p in phrase_ends), None) or next(
+            (p for p in fits if p in word_starts), None
+        )
+        cuts.append(cut or start + limit)
+    return [*cuts, n]
+
+
+class NeuronEncoders(SequenceBlock):
+    """Every encoder network of the addon at fixed token buckets, sentence pieces padded to a bucket."""
+
+    def __init__(
+        self, encoders: list[tuple[str, FixedShapeExecutor, list[str], list[str]]], pause_ids: set[int]
+    ) -> None:
+        buckets = {tuple(executor.table.buckets) for _, executor, _, _ in encoders}
+        if len(buckets) != 1:
+            raise ValueError(f"all encoder networks need the same buckets, got {sorted(buckets)}")
+        self.encoders, self.pause_ids = encoders, pause_ids
+        self.table = encoders[0][1].table
+
+    @classmethod
+    def build(cls, params: dict[str, Any], ctx: BuildContext) -> NeuronEncoders:
+        specs = ctx.addon.networks_with_role("encoder")
+        if not specs:
+            raise StackError(f"{ctx.path}: NeuronEncoders found no network with role 'encoder' in the addon")
+        encoders = [(spec.name, ctx.compiled(spec.name), spec.inputs, spec.outputs) for spec in specs]
+        pause_ids = {i for i, symbol in enumerate(ctx.addon.symbols) if symbol in PAUSE_SYMBOLS}
+        return construct(cls, params, ctx.path, encoders=encoders, pause_ids=pause_ids)
+
+    def __call__(self, features: Features) -> Features:
+        tokens = features["tokens"]  # [1, N]
+        n = tokens.shape[1]
+        words = features.get("words")
+        word_starts = set(range(n)) if words is None else _changes(words[0])
+        phrase_ends = {i + 1 for i, t in enumerate(tokens[0].tolist()) if t in self.pause_ids}
+        cuts = split_points(n, self.table.largest, phrase_ends, word_starts)
+        pieces = [self._encode(features, a, b) for a, b in zip(cuts, cuts[1:], strict=False)]
+        outputs = {key for _, _, _, outs in self.encoders for key in outs}
+        return {**features, **{key: torch.cat([piece[key] for piece in pieces], dim=1) for key in outputs}}
+
+    def _encode(self, features: Features, start: int, stop: int) -> Features:
+        """Tokens [start, stop) padded to their bucket, through every encoder; outputs unpadded."""
+        bucket = self.table.bucket_for(stop - start)
+        assert bucket is not None  # split_points keeps pieces within the largest bucket
+        n = features["tokens"].shape[1]
+        aligned = {key: value for key, value in features.items() if value.dim() > 1 and value.shape[1] == n}
+        padded = {key: pad_length(value[:, start:stop], bucket) for key, value in aligned.items()}
+        produced: list[str] = []
+        for name, executor, inputs, outputs in self.encoders:
+            missing = [key for key in inputs if key not in padded]
+            if missing:
+                raise StackError(f"encoder '{name}' needs features {missing}; it was given {sorted(padded)}")
+            with torch.inference_mode():
+                results = executor(*(padded[key] for key in inputs))
+            padded.update(zip(outputs, results if isinstance(results, tuple) else (results,), strict=True))
+            produced += outputs
+        return {key: padded[key][:, : stop - start] for key in produced}
+
+    def describe(self) -> str:
+        names = ", ".join(name for name, _, _, _ in self.encoders)
+        return f"NeuronEncoders ({names}; token buckets {self.table.buckets})"
+
+
+def _changes(words: torch.Tensor) -> set[int]:
+    """Indices where the word index changes: where a piece may start without splitting a word."""
+    values = words.tolist()
+    return {i for i in range(1, len(values)) if values[i] != values[i - 1]}
+
+
+class PaddedDecoder(StreamableBlock):
+    """Decodes fixed windows: a core of frames plus a halo of the receptive field each side, padded at the
+    utterance's edges and trimmed after; streamed output equals decoding the whole utterance."""
+
+    def __init__(self, name: str, executor: FixedShapeExecutor, radius: int, channels: int) -> None:
+        self.name, self.executor, self.radius, self.channels = name, executor, radius, channels
+        self.core = executor.table.largest - 2 * radius
+        if self.core < 1:
+            raise ValueError(
+                f"the largest window {executor.table.largest} leaves no core past a halo of {radius}"
+            )
+
+    @classmethod
+    def build(cls, params: dict[str, Any], ctx: BuildContext) -> PaddedDecoder:
+        name = _network_by_role(ctx, "decoder", params.pop("network", None))
+        network = ctx.addon.network(name)
+        radius = getattr(network, "receptive_radius", 0)
+        channels = network.example_inputs(1)[0].shape[-1]  # type: ignore[operator]  # networks define it
+        return construct(
+            cls, params, ctx.path, name=name, executor=ctx.compiled(name), radius=radius, channels=channels
+        )
+
+    def stream(self, upstream: Iterator[Chunk] | None, features: Features) -> Iterator[Chunk]:
+        if upstream is None:
+            raise StackError("PaddedDecoder needs a block before it that makes frames (an Upsampler)")
+        return self._decode(upstream)
+
+    def _decode(self, upstream: Iterator[Chunk]) -> Iterator[Chunk]:
+        buffer, done = FrameBuffer(), 0
+        for chunk in upstream:
+            buffer.append(chunk)
+            while chunk.final or buffer.end - done >= self.core + self.radius:
+                stop = min(done + self.core, buffer.end)
+                mel = self.decode_window(buffer, done, stop)
+                last = chunk.final and stop == buffer.end
+                yield Chunk(mel, done, last)
+                done = stop
+                buffer.drop_before(done - self.radius)
+                if last:
+                    return
+
+    def decode_window(self, buffer: FrameBuffer, start: int, stop: int) -> torch.Tensor:
+        """Mel frames [start, stop): frames [start - halo, stop + halo) placed in the smallest window that
+        holds them, with zero, masked frames where the utterance has none."""
+        lo, hi = max(0, start - self.radius), min(buffer.end, stop + self.radius)
+        left = lo - (start - self.radius)  # frames missing before the utterance's start
+        window = self.executor.table.bucket_for(stop - start + 2 * self.radius)
+        assert window is not None  # stop - start <= core
+        frames = buffer.window(lo, hi)  # [hi - lo, C]
+        x = frames.new_zeros(1, window, self.channels)
+        mask = frames.new_zeros(1, window)
+        x[0, left : left + hi - lo] = frames
+        mask[0, left : left + hi - lo] = 1
+        with torch.inference_mode():
+            mel = self.executor(x, mask)  # [1, window, n_mels]
+        return mel[0, self.radius : self.radius + stop - start]
+
+    def describe(self) -> str:
+        return (
+            f"PaddedDecoder '{self.name}' (windows {self.executor.table.buckets}: core {self.core} "
+            f"+/-{self.radius} halo)"
+        )
+
+
+class PaddedGriffinLim(GriffinLimVocoder):
+    """Griffin-Lim on windows of one fixed size, padded with silence at the utterance's edges, so that a
+    compiled vocoder can take its place. Griffin-Lim itself runs on the host (it has no compiled form)."""
+
+    def __init__(self, audio: AudioConfig, device: torch.device, **params: Any) -> None:
+        super().__init__(audio, device, **params)
+        self.silence = float(torch.log(torch.tensor(audio.log_floor)))
+
+    @classmethod
+    def build(cls, params: dict[str, Any], ctx: BuildContext) -> PaddedGriffinLim:
+        return construct(cls, params, ctx.path, audio=ctx.addon.audio, device=ctx.device)
+
+    def vocode(self, frames: torch.Tensor, missing_left: int, missing_right: int) -> torch.Tensor:
+        size = self.window_frames + 2 * self.context_frames
+        padded = frames.new_full((size, frames.shape[1]), self.silence)  # [size, n_mels]
+        padded[missing_left : missing_left + len(frames)] = frames
+        audio = self.griffin_lim(padded)  # [size * hop]
+        return audio[missing_left * self.hop : (missing_left + len(frames)) * self.hop]
+
+    def describe(self) -> str:
+        return "Padded" + super().describe()
