@@ -8,7 +8,7 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 ADDON ?= addons/fastspeech-en
 DEMO_TEXT ?= Hello! This is tts neuron, speaking one sentence with its default voice.
 
-.PHONY: setup demo test test-all lint teacher voice voice-untrained eval clean
+.PHONY: setup demo test test-all lint teacher voice voice-untrained eval bench clean
 
 setup: $(VENV)/.installed
 
@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)" \
 		|| $(PY) -m pip install --quiet "$(TORCH_SPEC)" --index-url $(TORCH_INDEX)
-	$(PY) -m pip install --quiet -e ".[dev,eval]"
+	$(PY) -m pip install --quiet -e ".[dev,eval,bench]"
 	touch $@
 
 demo: setup
@@ -47,6 +47,10 @@ voice: setup
 eval: setup
 	test -f data/teacher/meta.json || $(PY) -m compile.teacher --out data/teacher
 	$(PY) benchmarks/intelligibility.py --addon $(ADDON) --data data/teacher --out benchmarks/results
+
+# Every addon x stack x target this machine can run; `--quick` finishes in under 3 minutes.
+bench: setup
+	$(PY) benchmarks/run.py --out benchmarks/results
 
 voice-untrained: setup
 	$(PY) -m compile.untrained_voice --out $(ADDON)

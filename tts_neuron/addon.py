@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from tts_neuron.audio import AudioConfig
-from tts_neuron.errors import AddonError
+from tts_neuron.errors import AddonError, TTSNeuronError
 from tts_neuron.frontend import PAD_SYMBOL
 from tts_neuron.models import create_network
 
@@ -116,6 +116,18 @@ def _numel(shape: list[int]) -> int:
     return n
 
 
+def read_json(path: Path, error: type[TTSNeuronError]) -> Any:
+    """Parse a JSON file; any failure becomes `error` naming the file (and the line, for bad JSON)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise error(f"{path}: cannot read: {err}") from None
+    except json.JSONDecodeError as err:
+        raise error(f"{path}: invalid JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
+
+
 def read_parameters(path: Path) -> dict[str, torch.Tensor]:
     """Load a safetensors file; anything else (a pickle above all) is refused with a clear error."""
     if path.suffix in _PICKLE_SUFFIXES:
@@ -185,14 +197,9 @@ def load_addon(root: str | Path) -> Addon:
     file = root / ADDON_FILE
     if not root.is_dir():
         raise AddonError(f"{root}: addon folder not found")
-    try:
-        raw = json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise AddonError(f"{file}: missing; an addon folder holds an {ADDON_FILE}") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise AddonError(f"{file}: cannot read: {err}") from None
-    except json.JSONDecodeError as err:
-        raise AddonError(f"{file}: invalid JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
+    if not file.is_file():
+        raise AddonError(f"{file}: missing; an addon folder holds an {ADDON_FILE}")
+    raw = read_json(file, AddonError)
 
     top = _Reader(file, raw)
     version = top.get("format", int)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
+from tts_neuron.addon import read_json
 from tts_neuron.blocks.base import Block, SequenceBlock, StreamableBlock, StreamableStack
 from tts_neuron.errors import StackError
 from tts_neuron.registry import resolve_block
@@ -81,14 +82,7 @@ def build_stack(spec: Any, ctx: BuildContext) -> StreamableStack:
 
 
 def read_stack_file(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise StackError(f"{path}: stack file not found") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise StackError(f"{path}: cannot read stack file: {err}") from None
-    except json.JSONDecodeError as err:
-        raise StackError(f"{path}: invalid JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
+    return read_json(path, StackError)
 
 
 def _kind_of(cls: type) -> str:

@@ -88,6 +88,17 @@ class StreamableBlock(Block):
         """Return a lazy iterator over this block's chunks for one utterance, ending with a final chunk."""
 
 
+K = TypeVar("K", "SequenceBlock", "StreamableBlock")
+
+
+def _build_list(cls: type, params: dict[str, Any], key: str, ctx: BuildContext, kind: type[K]) -> list[K]:
+    """A container's nested entries under `key`, each built and checked to be the kind it needs."""
+    specs = params.pop(key, None)
+    if not isinstance(specs, list):
+        raise StackError(f"{ctx.path}: {cls.__name__} needs a list '{key}'")
+    return [ctx.build(spec, f"{key}[{i}]", kind) for i, spec in enumerate(specs)]
+
+
 class SequenceBlockContainer(SequenceBlock):
     """Runs nested SequenceBlocks in order, each seeing the outputs of those before it."""
 
@@ -96,10 +107,7 @@ class SequenceBlockContainer(SequenceBlock):
 
     @classmethod
     def build(cls, params: dict[str, Any], ctx: BuildContext) -> SequenceBlockContainer:
-        specs = params.pop("blocks", None)
-        if not isinstance(specs, list):
-            raise StackError(f"{ctx.path}: {cls.__name__} needs a list 'blocks'")
-        blocks = [ctx.build(spec, f"blocks[{i}]", SequenceBlock) for i, spec in enumerate(specs)]
+        blocks = _build_list(cls, params, "blocks", ctx, SequenceBlock)
         return construct(cls, params, ctx.path, blocks=blocks)
 
     def __call__(self, features: Features) -> Features:
@@ -121,10 +129,7 @@ class StreamableStack(StreamableBlock):
 
     @classmethod
     def build(cls, params: dict[str, Any], ctx: BuildContext) -> StreamableStack:
-        specs = params.pop("stack", None)
-        if not isinstance(specs, list):
-            raise StackError(f"{ctx.path}: {cls.__name__} needs a list 'stack'")
-        stack = [ctx.build(spec, f"stack[{i}]", StreamableBlock) for i, spec in enumerate(specs)]
+        stack = _build_list(cls, params, "stack", ctx, StreamableBlock)
         return construct(cls, params, ctx.path, stack=stack)
 
     def stream(self, upstream: Iterator[Chunk] | None, features: Features) -> Iterator[Chunk]:
