@@ -198,7 +198,7 @@ def test_no_executor_is_called_at_an_uncompiled_shape(neuron_on_cpu: tts_neuron.
     text = " ".join(["alpha", "bravo,", "charlie", "delta"] * 15)[: words * 7] + "."
     blocks = neuron_on_cpu.stack.stack[0].children()
     encoders, decoder = blocks[0], blocks[1].children()[1]
-    executors = [executor for _, executor, _, _ in encoders.encoders] + [decoder.executor]
+    executors = [block.network for block in encoders.blocks] + [decoder.executor]
     log: list[tuple[TensorSpec, ...]] = []
     originals = [dict(executor.artifacts) for executor in executors]
     for executor in executors:

@@ -34,13 +34,11 @@ class Voice:
     def __init__(
         self, addon: Addon, stack: StreamableStack, stack_name: str, target: str, device: torch.device
     ):
-        self.addon, self.stack, self.stack_name, self.target, self.device = (
-            addon,
-            stack,
-            stack_name,
-            target,
-            device,
-        )
+        self.addon = addon
+        self.stack = stack
+        self.stack_name = stack_name
+        self.target = target
+        self.device = device
         self.frontend = Frontend(addon.symbols, addon.language)
 
     @property

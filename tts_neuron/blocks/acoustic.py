@@ -7,7 +7,7 @@ exactly its receptive field of context, so its streamed output equals decoding t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -42,9 +42,12 @@ def _network_by_role(ctx: BuildContext, role: str, name: str | None) -> str:
 
 
 class Encoder(SequenceBlock):
-    """Runs one network on whole-sentence features, mapping feature names to its inputs and outputs."""
+    """Runs one network on whole-sentence features, mapping feature names to its inputs and outputs.
 
-    def __init__(self, name: str, network: nn.Module, inputs: list[str], outputs: list[str]) -> None:
+    `network` is the torch module itself (dynamic shapes) or a compiled executor (fixed shapes).
+    """
+
+    def __init__(self, name: str, network: Callable[..., Any], inputs: list[str], outputs: list[str]) -> None:
         self.name, self.network, self.inputs, self.outputs = name, network, inputs, outputs
 
     @classmethod

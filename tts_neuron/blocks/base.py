@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -102,8 +102,8 @@ def _build_list(cls: type, params: dict[str, Any], key: str, ctx: BuildContext, 
 class SequenceBlockContainer(SequenceBlock):
     """Runs nested SequenceBlocks in order, each seeing the outputs of those before it."""
 
-    def __init__(self, blocks: list[SequenceBlock]) -> None:
-        self.blocks = blocks
+    def __init__(self, blocks: Sequence[SequenceBlock]) -> None:
+        self.blocks = list(blocks)
 
     @classmethod
     def build(cls, params: dict[str, Any], ctx: BuildContext) -> SequenceBlockContainer:

@@ -15,9 +15,9 @@ from typing import Any
 import torch
 
 from tts_neuron.audio import AudioConfig
-from tts_neuron.backends.executor import FixedShapeExecutor, pad_length
-from tts_neuron.blocks.acoustic import _network_by_role
-from tts_neuron.blocks.base import Chunk, Features, SequenceBlock, StreamableBlock, construct
+from tts_neuron.backends.executor import BucketTable, FixedShapeExecutor, pad_length
+from tts_neuron.blocks.acoustic import Encoder, _network_by_role
+from tts_neuron.blocks.base import Chunk, Features, SequenceBlockContainer, StreamableBlock, construct
 from tts_neuron.blocks.buffer import FrameBuffer
 from tts_neuron.blocks.vocoder import GriffinLimVocoder
 from tts_neuron.errors import StackError
@@ -46,26 +46,28 @@ def split_points(n: int, limit: int, phrase_ends: set[int], word_starts: set[int
     return [*cuts, n]
 
 
-class NeuronEncoders(SequenceBlock):
-    """Every encoder network of the addon at fixed token buckets, sentence pieces padded to a bucket."""
+class NeuronEncoders(SequenceBlockContainer):
+    """Every encoder network of the addon at fixed token buckets: an Encoder block per network, each
+    calling its compiled executor, run on sentence pieces padded to a bucket."""
 
-    def __init__(
-        self, encoders: list[tuple[str, FixedShapeExecutor, list[str], list[str]]], pause_ids: set[int]
-    ) -> None:
-        buckets = {tuple(executor.table.buckets) for _, executor, _, _ in encoders}
-        if len(buckets) != 1:
-            raise ValueError(f"all encoder networks need the same buckets, got {sorted(buckets)}")
-        self.encoders, self.pause_ids = encoders, pause_ids
-        self.table = encoders[0][1].table
+    def __init__(self, blocks: list[Encoder], table: BucketTable, pause_ids: set[int]) -> None:
+        super().__init__(blocks)
+        self.table, self.pause_ids = table, pause_ids
+        self.outputs = [key for block in blocks for key in block.outputs]
 
     @classmethod
     def build(cls, params: dict[str, Any], ctx: BuildContext) -> NeuronEncoders:
         specs = ctx.addon.networks_with_role("encoder")
         if not specs:
             raise StackError(f"{ctx.path}: NeuronEncoders found no network with role 'encoder' in the addon")
-        encoders = [(spec.name, ctx.compiled(spec.name), spec.inputs, spec.outputs) for spec in specs]
+        executors = {spec.name: ctx.compiled(spec.name) for spec in specs}
+        buckets = {tuple(executor.table.buckets) for executor in executors.values()}
+        if len(buckets) != 1:
+            raise StackError(f"{ctx.path}: all encoder networks need the same buckets, got {sorted(buckets)}")
+        blocks = [Encoder(spec.name, executors[spec.name], spec.inputs, spec.outputs) for spec in specs]
         pause_ids = {i for i, symbol in enumerate(ctx.addon.symbols) if symbol in PAUSE_SYMBOLS}
-        return construct(cls, params, ctx.path, encoders=encoders, pause_ids=pause_ids)
+        table = BucketTable(list(buckets.pop()))
+        return construct(cls, params, ctx.path, blocks=blocks, table=table, pause_ids=pause_ids)
 
     def __call__(self, features: Features) -> Features:
         tokens = features["tokens"]  # [1, N]
@@ -75,30 +77,24 @@ class NeuronEncoders(SequenceBlock):
         phrase_ends = {i + 1 for i, t in enumerate(tokens[0].tolist()) if t in self.pause_ids}
         cuts = split_points(n, self.table.largest, phrase_ends, word_starts)
         pieces = [self._encode(features, a, b) for a, b in zip(cuts, cuts[1:], strict=False)]
-        outputs = {key for _, _, _, outs in self.encoders for key in outs}
-        return {**features, **{key: torch.cat([piece[key] for piece in pieces], dim=1) for key in outputs}}
+        return {
+            **features,
+            **{key: torch.cat([piece[key] for piece in pieces], dim=1) for key in self.outputs},
+        }
 
     def _encode(self, features: Features, start: int, stop: int) -> Features:
-        """Tokens [start, stop) padded to their bucket, through every encoder; outputs unpadded."""
+        """Token-aligned features [start, stop) padded to their bucket, through every encoder, unpadded."""
         bucket = self.table.bucket_for(stop - start)
         assert bucket is not None  # split_points keeps pieces within the largest bucket
         n = features["tokens"].shape[1]
         aligned = {key: value for key, value in features.items() if value.dim() > 1 and value.shape[1] == n}
-        padded = {key: pad_length(value[:, start:stop], bucket) for key, value in aligned.items()}
-        produced: list[str] = []
-        for name, executor, inputs, outputs in self.encoders:
-            missing = [key for key in inputs if key not in padded]
-            if missing:
-                raise StackError(f"encoder '{name}' needs features {missing}; it was given {sorted(padded)}")
-            with torch.inference_mode():
-                results = executor(*(padded[key] for key in inputs))
-            padded.update(zip(outputs, results if isinstance(results, tuple) else (results,), strict=True))
-            produced += outputs
-        return {key: padded[key][:, : stop - start] for key in produced}
+        encoded = super().__call__(
+            {key: pad_length(value[:, start:stop], bucket) for key, value in aligned.items()}
+        )
+        return {key: encoded[key][:, : stop - start] for key in self.outputs}
 
     def describe(self) -> str:
-        names = ", ".join(name for name, _, _, _ in self.encoders)
-        return f"NeuronEncoders ({names}; token buckets {self.table.buckets})"
+        return f"NeuronEncoders (token buckets {self.table.buckets})"
 
 
 def _changes(words: torch.Tensor) -> set[int]:
