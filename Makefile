@@ -33,7 +33,7 @@ test-all: setup
 lint: setup
 	$(VENV)/bin/ruff check tts_neuron compile tests benchmarks docs/examples
 	$(VENV)/bin/ruff format --check tts_neuron compile tests benchmarks docs/examples
-	$(VENV)/bin/mypy tts_neuron compile
+	$(VENV)/bin/mypy tts_neuron compile benchmarks/*.py
 
 # espeak-ng teacher data (not committed; about two minutes), then the trained voice (about 40 minutes on
 # 2 cores), then its intelligibility against espeak-ng's own.

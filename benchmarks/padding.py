@@ -77,7 +77,11 @@ def main() -> None:
         waste, pieces = token_waste(lengths, ladder)
         results["tokens"][name] = waste
         rows.append(f"| {name} | {waste:.1%} | {pieces / len(lengths):.2f} |")
-    rows += ["", f"| decoder windows (halo {DECODER_RADIUS} each side) | padding and halo share |", "|---|---|"]
+    rows += [
+        "",
+        f"| decoder windows (halo {DECODER_RADIUS} each side) | padding and halo share |",
+        "|---|---|",
+    ]
     for name, (core, short_last) in DECODER_CORES.items():
         results["frames"][name] = frame_waste(frames, core, short_last)
         rows.append(f"| {name} | {results['frames'][name]:.1%} |")

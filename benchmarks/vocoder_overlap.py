@@ -48,7 +48,8 @@ def main() -> None:
 
     offline = [GriffinLim(cfg, seed=0)(mel) for mel in mels]
     spread = statistics.median(
-        spectral_convergence(ref, GriffinLim(cfg, seed=1)(mel), cfg) for ref, mel in zip(offline, mels, strict=True)
+        spectral_convergence(ref, GriffinLim(cfg, seed=1)(mel), cfg)
+        for ref, mel in zip(offline, mels, strict=True)
     )
     rows = [
         f"Griffin-Lim's own spread (offline, seed 0 vs seed 1): spectral convergence {spread:.3f}",
@@ -56,7 +57,8 @@ def main() -> None:
         "| context frames | cross-fade frames | streamed vs offline | padded (fixed-shape) vs offline |",
         "|---|---|---|---|",
     ]
-    results = {"spread": spread, "settings": []}
+    settings: list[dict[str, float]] = []
+    results = {"spread": spread, "settings": settings}
     for context, fade in SETTINGS:
         params = {"window_frames": 64, "context_frames": context, "crossfade_frames": fade}
         scores = []
@@ -64,15 +66,18 @@ def main() -> None:
             block = cls(cfg, device, **params)
             scores.append(
                 statistics.median(
-                    spectral_convergence(ref, streamed(block, mel), cfg) for ref, mel in zip(offline, mels, strict=True)
+                    spectral_convergence(ref, streamed(block, mel), cfg)
+                    for ref, mel in zip(offline, mels, strict=True)
                 )
             )
-        results["settings"].append({"context": context, "crossfade": fade, "plain": scores[0], "padded": scores[1]})
+        settings.append({"context": context, "crossfade": fade, "plain": scores[0], "padded": scores[1]})
         rows.append(f"| {context} | {fade} | {scores[0]:.3f} | {scores[1]:.3f} |")
     table = "\n".join(rows) + f"\n\nMedians over {len(mels)} held-out sentences, windows of 64 frames.\n"
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "vocoder_overlap.md").write_text(f"`python benchmarks/vocoder_overlap.py`\n\n{table}", encoding="utf-8")
+    (args.out / "vocoder_overlap.md").write_text(
+        f"`python benchmarks/vocoder_overlap.py`\n\n{table}", encoding="utf-8"
+    )
     (args.out / "vocoder_overlap.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
 
 
