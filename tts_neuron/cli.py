@@ -11,7 +11,6 @@ import logging
 import sys
 import time
 import wave
-from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -103,11 +102,9 @@ def _synthesize(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     first_audio_s: float | None = None
     samples = 0
-    chunks: Iterator[object]
     try:
         if sink is None:  # mel only: the stack may end at the decoder
-            chunks = voice.chunks(text, mel_sink)
-            for _ in chunks:
+            for _ in voice.chunks(text, mel_sink):
                 first_audio_s = first_audio_s or time.perf_counter() - t0
         else:
             for audio in voice.stream(text, mel_sink):
@@ -147,7 +144,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
     addon = load_addon(args.addon)
     audio = addon.audio
-    state = "trained" if addon.trained else "UNTRAINED (random weights: it makes noise, not speech)"
+    state = "trained" if addon.trained else "UNTRAINED: random weights, it makes noise, not speech"
     print(f"addon {addon.name} ({state}): {addon.description}")
     print(f"audio: {audio.sample_rate} Hz, {audio.n_mels} mel bands, hop {audio.hop_length}")
     print(f"frontend: espeak-ng {addon.language}, {len(addon.symbols)} symbols")

@@ -152,14 +152,14 @@ def upsample(encodings: torch.Tensor, ends: torch.Tensor, start: int, stop: int)
 class Decoder(StreamableBlock):
     """Mel frames from upsampled frames, decoding each new stretch with its receptive field of context."""
 
-    def __init__(self, name: str, network: nn.Module, inputs: list[str], outputs: list[str]) -> None:
+    def __init__(self, name: str, network: nn.Module) -> None:
         self.name, self.network = name, network
         self.radius: int = getattr(network, "receptive_radius", 0)
 
     @classmethod
     def build(cls, params: dict[str, Any], ctx: BuildContext) -> Decoder:
         name = _network_by_role(ctx, "decoder", params.pop("network", None))
-        return construct(cls, params, ctx.path, **_network_args(ctx, name))
+        return construct(cls, params, ctx.path, name=name, network=ctx.addon.network(name).to(ctx.device))
 
     def stream(self, upstream: Iterator[Chunk] | None, features: Features) -> Iterator[Chunk]:
         if upstream is None:
