@@ -140,7 +140,7 @@ def compile_addon(
             bucket, path.name, sha256_file(path), [TensorSpec.of(x) for x in inputs], seconds
         )
 
-    workers = jobs or (os.cpu_count() or 1 if target_name == "neuron" else 1)
+    workers = jobs or ((os.cpu_count() or 1) if target_name == "neuron" else 1)
     compiled: list[Artifact] = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = pool.map(compile_one, todo)
