@@ -55,6 +55,10 @@ def networks_for_stack(addon: Addon, stack: Any) -> list[str]:
             role = COMPILED_BLOCKS.get(node.get("type", ""))
             if role is not None:
                 named = node.get("network")
+                if named is not None and named not in addon.networks:
+                    raise StackError(
+                        f"{addon.config_path}: stack names network '{named}', which the addon lacks"
+                    )
                 names.extend([named] if named else [spec.name for spec in addon.networks_with_role(role)])
             for value in node.values():
                 visit(value)

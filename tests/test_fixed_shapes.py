@@ -26,7 +26,7 @@ from tts_neuron.backends.manifest import CompiledArtifactError
 from tts_neuron.backends.neuron import DEFAULT_COMPILER_ARGS, NeuronTarget, compiler_args, visible_cores_env
 from tts_neuron.blocks.buffer import FrameBuffer
 from tts_neuron.blocks.fixed import PaddedDecoder, split_points
-from tts_neuron.errors import TargetUnavailableError
+from tts_neuron.errors import StackError, TargetUnavailableError
 from tts_neuron.models.fastspeech import MelDecoder
 
 FITS = "The quick brown fox jumps over the lazy dog."  # fewer tokens than the tiny addon's largest bucket
@@ -273,6 +273,8 @@ def test_networks_for_stack(tiny_addon_dir: Path) -> None:
         "decoder",
     ]
     assert networks_for_stack(addon, addon.stacks["cpu"]) == []
+    with pytest.raises(StackError, match="network 'vocoder9'"):
+        networks_for_stack(addon, [{"type": "PaddedDecoder", "network": "vocoder9"}])
 
 
 def test_neuron_compiler_arguments() -> None:
