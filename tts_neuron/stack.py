@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import torch
 
 from tts_neuron.addon import read_json
+from tts_neuron.backends import load_executor
+from tts_neuron.backends.executor import FixedShapeExecutor
 from tts_neuron.blocks.base import Block, SequenceBlock, StreamableBlock, StreamableStack
 from tts_neuron.errors import StackError
 from tts_neuron.registry import resolve_block
 
 if TYPE_CHECKING:
     from tts_neuron.addon import Addon
-    from tts_neuron.backends.executor import FixedShapeExecutor
 
 K = TypeVar("K", SequenceBlock, StreamableBlock)
 
@@ -39,8 +40,6 @@ class BuildContext:
 
     def compiled(self, network: str) -> FixedShapeExecutor:
         """The fixed-shape executor of a network for this context's target (artifacts checked, warmed up)."""
-        from tts_neuron.backends import load_executor
-
         if network not in self.addon.networks:
             raise StackError(
                 f"{self.path}: the addon has no network '{network}'; it has {sorted(self.addon.networks)}"

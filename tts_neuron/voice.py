@@ -10,13 +10,11 @@ import numpy as np
 import torch
 
 from tts_neuron.addon import Addon, load_addon
-from tts_neuron.backends import get_target
+from tts_neuron.backends import TARGETS, get_target
 from tts_neuron.blocks.base import Chunk, StreamableStack
 from tts_neuron.errors import StackError
 from tts_neuron.frontend import Frontend, Sentence
 from tts_neuron.stack import BuildContext, build_stack
-
-TARGETS = ("cpu", "cuda", "neuron")
 
 FrameSink = Callable[[np.ndarray], None]
 """Receives mel frames [T, n_mels] as they pass, for callers that save them (`--mel`)."""

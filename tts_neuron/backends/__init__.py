@@ -54,6 +54,10 @@ _TARGETS = {
 }
 
 
+TARGETS = tuple(_TARGETS)
+"""Target names, in the order the CLI lists them."""
+
+
 def get_target(name: str) -> Target:
     if name not in _TARGETS:
         raise TargetUnavailableError(f"unknown target '{name}'; one of {', '.join(_TARGETS)}")
@@ -112,4 +116,4 @@ def example_input(spec: TensorSpec, device: torch.device) -> torch.Tensor:
     return torch.zeros(spec.shape, dtype=getattr(torch, spec.dtype), device=device)
 
 
-__all__ = ["MANIFEST_FILE", "Target", "TensorSpec", "compiled_dir", "get_target", "load_executor"]
+__all__ = ["MANIFEST_FILE", "TARGETS", "Target", "TensorSpec", "compiled_dir", "get_target", "load_executor"]

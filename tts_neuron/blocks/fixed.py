@@ -9,6 +9,7 @@ never changes the outputs at real positions.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -173,7 +174,7 @@ class PaddedGriffinLim(GriffinLimVocoder):
 
     def __init__(self, audio: AudioConfig, device: torch.device, **params: Any) -> None:
         super().__init__(audio, device, **params)
-        self.silence = float(torch.log(torch.tensor(audio.log_floor)))
+        self.silence = math.log(audio.log_floor)  # the log-mel of silence
 
     @classmethod
     def build(cls, params: dict[str, Any], ctx: BuildContext) -> PaddedGriffinLim:
