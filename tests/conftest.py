@@ -12,6 +12,8 @@ import torch
 from compile.addon_writer import NEURON_STACK, SEED_STACK, SPEAKING_STACK, write_addon
 from compile.fastspeech_voice import fastspeech_networks
 from compile.symbols import collect_symbols
+from compile.tacotron_voice import STACKS as TACOTRON_STACKS
+from compile.tacotron_voice import tacotron_networks
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "docs" / "examples"
@@ -58,3 +60,37 @@ def edit_addon_json(root: Path, edit) -> None:  # type: ignore[no-untyped-def]
     config = json.loads(path.read_text())
     edit(config)
     path.write_text(json.dumps(config))
+
+
+TINY_TACOTRON_SIZES = {
+    "channels": 16,
+    "encoder_layers": 1,
+    "attention_dim": 8,
+    "reduction": 2,
+    "prenet_channels": 8,
+    "rnn": 16,
+    "postnet_channels": 8,
+    "postnet_layers": 1,
+}
+
+
+def write_tiny_tacotron_addon(root: Path, seed: int = 0) -> Path:
+    """An attention voice with random weights: it cannot align, so its guards must stop it."""
+    torch.manual_seed(seed)
+    symbols = collect_symbols(COVERAGE_TEXT)
+    networks = tacotron_networks(len(symbols), sizes=TINY_TACOTRON_SIZES, token_buckets=[8, 16, 48])
+    return write_addon(
+        root,
+        name="tiny-tacotron",
+        description="test fixture with random weights",
+        trained=False,
+        symbols=symbols,
+        networks=networks,
+        stacks=TACOTRON_STACKS,
+        default_stack="cpu",
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_tacotron_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_tacotron_addon(tmp_path_factory.mktemp("addon") / "tiny-tacotron")

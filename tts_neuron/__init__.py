@@ -9,14 +9,22 @@ from tts_neuron.blocks import (
     StreamablePipeline,
     StreamableStack,
 )
-from tts_neuron.errors import AddonError, StackError, TargetUnavailableError, TextError, TTSNeuronError
+from tts_neuron.errors import (
+    AddonError,
+    AttentionError,
+    StackError,
+    TargetUnavailableError,
+    TextError,
+    TTSNeuronError,
+)
 from tts_neuron.registry import known_blocks, register_block
-from tts_neuron.voice import Voice, load
+from tts_neuron.voice import Voice, VoiceSet, load
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AddonError",
+    "AttentionError",
     "Chunk",
     "SequenceBlock",
     "SequenceBlockContainer",
@@ -28,6 +36,7 @@ __all__ = [
     "TargetUnavailableError",
     "TextError",
     "Voice",
+    "VoiceSet",
     "known_blocks",
     "load",
     "register_block",

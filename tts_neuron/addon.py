@@ -28,7 +28,7 @@ from tts_neuron.models import create_network
 
 ADDON_FILE = "addon.json"
 FORMAT_VERSION = 1
-NETWORK_ROLES = ("encoder", "decoder", "vocoder")
+NETWORK_ROLES = ("encoder", "decoder", "postnet", "vocoder")
 _PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")
 
 

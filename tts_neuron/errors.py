@@ -19,3 +19,12 @@ class TextError(TTSNeuronError, ValueError):
 
 class TargetUnavailableError(TTSNeuronError):
     """The requested target (cuda, neuron) has no runtime on this host."""
+
+
+class AttentionError(TTSNeuronError, RuntimeError):
+    """An attention decoder went wrong (stalled, skipped, repeated, overran, stopped early); decoding
+    stopped there. The attributes say where, in decoder steps, frames and tokens of the sentence."""
+
+    def __init__(self, message: str, *, kind: str, step: int, frame: int, token: int) -> None:
+        super().__init__(message)
+        self.kind, self.step, self.frame, self.token = kind, step, frame, token

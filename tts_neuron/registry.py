@@ -31,6 +31,8 @@ _BUILTIN_BLOCKS: dict[str, str] = {
     # fixed shapes: compiled networks (Neuron, or the same contract on CPU and CUDA)
     "NeuronEncoders": "tts_neuron.blocks.fixed:NeuronEncoders",
     "PaddedDecoder": "tts_neuron.blocks.fixed:PaddedDecoder",
+    "AttentionDecoder": "tts_neuron.blocks.attention:AttentionDecoder",
+    "PaddedAttentionDecoder": "tts_neuron.blocks.attention:PaddedAttentionDecoder",
     # vocoders
     "GriffinLim": "tts_neuron.blocks.vocoder:GriffinLimVocoder",
     "PaddedGriffinLim": "tts_neuron.blocks.fixed:PaddedGriffinLim",

@@ -12,7 +12,7 @@ import torch
 from tts_neuron.addon import Addon, load_addon
 from tts_neuron.backends import TARGETS, get_target
 from tts_neuron.blocks.base import Chunk, StreamableStack
-from tts_neuron.errors import StackError
+from tts_neuron.errors import AddonError, AttentionError, StackError
 from tts_neuron.frontend import Frontend, Sentence
 from tts_neuron.stack import BuildContext, build_stack
 
@@ -30,14 +30,20 @@ class Voice:
     """An addon's stack, built for one target, behind a text-in, audio-out interface."""
 
     def __init__(
-        self, addon: Addon, stack: StreamableStack, stack_name: str, target: str, device: torch.device
+        self,
+        addon: Addon,
+        stack: StreamableStack,
+        stack_name: str,
+        target: str,
+        device: torch.device,
+        frontend: Frontend | None = None,
     ):
         self.addon = addon
         self.stack = stack
         self.stack_name = stack_name
         self.target = target
         self.device = device
-        self.frontend = Frontend(addon.symbols, addon.language)
+        self.frontend = frontend or Frontend(addon.symbols, addon.language)
 
     @property
     def sample_rate(self) -> int:
@@ -62,7 +68,18 @@ class Voice:
         otherwise the frames that enter its last top-level block that takes frames.
         """
         for sentence in self.frontend.sentences(text):
-            yield from self.sentence_chunks(sentence, mel_sink)
+            try:
+                yield from self.sentence_chunks(sentence, mel_sink)
+            except AttentionError as err:
+                phoneme = sentence.phonemes[min(err.token, len(sentence.phonemes) - 1)]
+                raise AttentionError(
+                    f"{self.addon.name}: {err} (phoneme '{phoneme}' of word {sentence.words[err.token] + 1} "
+                    f"in {sentence.text!r})",
+                    kind=err.kind,
+                    step=err.step,
+                    frame=err.frame,
+                    token=err.token,
+                ) from None
 
     def sentence_chunks(self, sentence: Sentence, mel_sink: FrameSink | None = None) -> Iterator[Chunk]:
         tokens = torch.tensor([sentence.tokens], dtype=torch.long, device=self.device)  # [1, N]
@@ -95,13 +112,17 @@ def _tap_frames(stream: Iterator[Chunk], taps: list[list[np.ndarray]]) -> Iterat
 
 
 def load(
-    addon_dir: str | Path, stack: str | list[Any] | dict[str, Any] | None = None, target: str | None = None
+    addon_dir: str | Path,
+    stack: str | list[Any] | dict[str, Any] | None = None,
+    target: str | None = None,
+    frontend: Frontend | None = None,
 ) -> Voice:
     """Load an addon and build a stack for a target.
 
     `stack` is the name of one of the addon's stacks (default: its `default_stack`) or a stack itself (a
     list of block entries, or an object with a "stack" list, as in a stack file). `target` is cpu, cuda or
-    neuron; by default the stack's name when that is a target, else cpu.
+    neuron; by default the stack's name when that is a target, else cpu. `frontend` lets voices with the
+    same symbol table and language share one.
     """
     addon = load_addon(addon_dir)
     if stack is None or isinstance(stack, str):
@@ -114,7 +135,51 @@ def load(
     target = target or (name if name in TARGETS else "cpu")
     device = resolve_device(target)
     built = build_stack(spec, BuildContext(addon, device, path, target))
-    return Voice(addon, built, name, target, device)
+    if frontend is not None and (frontend.symbols, frontend.language) != (addon.symbols, addon.language):
+        raise AddonError(f"{addon.config_path}: its symbols or language differ from the shared frontend's")
+    return Voice(addon, built, name, target, device, frontend)
 
 
-__all__ = ["TARGETS", "Voice", "load", "resolve_device"]
+class VoiceSet:
+    """Several voices in one process, chosen per call by name. Voices of one symbol table and language
+    share a frontend; each stream keeps its own state, so streams of different voices can interleave."""
+
+    def __init__(self) -> None:
+        self.voices: dict[str, Voice] = {}
+
+    def add(
+        self,
+        addon_dir: str | Path,
+        stack: str | None = None,
+        target: str | None = None,
+        name: str | None = None,
+    ) -> Voice:
+        """Load a voice under `name` (default: the addon's name) and return it."""
+        addon = load_addon(addon_dir)
+        name = name or addon.name
+        if name in self.voices:
+            raise AddonError(f"a voice named '{name}' is already loaded; give this one another name")
+        shared = next(
+            (
+                voice.frontend
+                for voice in self.voices.values()
+                if (voice.addon.symbols, voice.addon.language) == (addon.symbols, addon.language)
+            ),
+            None,
+        )
+        self.voices[name] = voice = load(addon_dir, stack, target, shared)
+        return voice
+
+    def __getitem__(self, name: str) -> Voice:
+        if name not in self.voices:
+            raise AddonError(f"no voice '{name}'; loaded: {', '.join(sorted(self.voices)) or 'none'}")
+        return self.voices[name]
+
+    def stream(self, text: str, voice: str) -> Iterator[np.ndarray]:
+        return self[voice].stream(text)
+
+    def synthesize(self, text: str, voice: str) -> np.ndarray:
+        return self[voice].synthesize(text)
+
+
+__all__ = ["TARGETS", "Voice", "VoiceSet", "load", "resolve_device"]

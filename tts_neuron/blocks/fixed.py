@@ -74,9 +74,9 @@ class NeuronEncoders(SequenceBlockContainer):
         tokens = features["tokens"]  # [1, N]
         n = tokens.shape[1]
         words = features.get("words")
-        word_starts = set(range(n)) if words is None else _changes(words[0])
+        starts = set(range(n)) if words is None else word_starts(words[0])
         phrase_ends = {i + 1 for i, t in enumerate(tokens[0].tolist()) if t in self.pause_ids}
-        cuts = split_points(n, self.table.largest, phrase_ends, word_starts)
+        cuts = split_points(n, self.table.largest, phrase_ends, starts)
         pieces = [self._encode(features, a, b) for a, b in zip(cuts, cuts[1:], strict=False)]
         return {
             **features,
@@ -98,7 +98,7 @@ class NeuronEncoders(SequenceBlockContainer):
         return f"NeuronEncoders (token buckets {self.table.buckets})"
 
 
-def _changes(words: torch.Tensor) -> set[int]:
+def word_starts(words: torch.Tensor) -> set[int]:
     """Indices where the word index changes: where a piece may start without splitting a word."""
     values = words.tolist()
     return {i for i in range(1, len(values)) if values[i] != values[i - 1]}

@@ -15,6 +15,9 @@ _NETWORKS: dict[str, str] = {
     "TextEncoder": "tts_neuron.models.fastspeech:TextEncoder",
     "DurationPredictor": "tts_neuron.models.fastspeech:DurationPredictor",
     "MelDecoder": "tts_neuron.models.fastspeech:MelDecoder",
+    "TacotronEncoder": "tts_neuron.models.tacotron:TacotronEncoder",
+    "AttentionStep": "tts_neuron.models.tacotron:AttentionStep",
+    "Postnet": "tts_neuron.models.tacotron:Postnet",
 }
 
 

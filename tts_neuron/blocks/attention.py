@@ -1,0 +1,263 @@
+"""The autoregressive decoder of an attention voice: the step loop lives here, in the integration layer,
+so the step network itself is one fixed-shape call that compiles per encoder-length bucket.
+
+Each step makes `reduction` mel frames from the frame it made last. The loop watches where attention
+looks and stops with an AttentionError, naming the step, the frame and the token, when attention stalls,
+skips ahead, jumps back, runs past the end, or the stop token fires before the end: an attention voice
+never loops forever and never truncates silently.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from tts_neuron.backends.executor import BucketTable, FixedShapeExecutor, pad_length
+from tts_neuron.blocks.acoustic import _network_by_role
+from tts_neuron.blocks.base import Chunk, Features, StreamableBlock, construct
+from tts_neuron.blocks.fixed import PAUSE_SYMBOLS, split_points, word_starts
+from tts_neuron.errors import AttentionError, StackError
+from tts_neuron.stack import BuildContext
+
+StepNetwork = Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
+"""(memory, keys, memory_mask, alignment, state, last_frame, prenet_masks)
+-> (frames, stop_logit, alignment, state)"""
+
+
+@dataclass(frozen=True)
+class AttentionGuards:
+    """Limits on where attention may go, in tokens and decoder steps. Defaults leave ample room for the
+    teacher's durations (6 frames a phoneme on average, 60 for the longest pause)."""
+
+    max_frames_per_token: int = 25
+    """The step budget: an utterance of N tokens may take at most N * this many frames (plus a pause)."""
+    max_stall_frames: int = 120
+    """Frames attention may dwell on one token."""
+    max_skip: int = 4
+    """Tokens attention may advance in one step."""
+    max_backtrack: int = 3
+    """Tokens attention may step back from the furthest it has been (more is a repeat)."""
+    max_tail_frames: int = 80
+    """Frames the decoder may go on after attention reaches the last token, before the stop token."""
+    min_end_coverage: int = 2
+    """The stop token is accepted only when attention has come within this many tokens of the end."""
+
+    def max_steps(self, n_tokens: int, reduction: int) -> int:
+        return math.ceil((n_tokens * self.max_frames_per_token + self.max_tail_frames) / reduction)
+
+
+class AttentionMonitor:
+    """Follows the focus (argmax of the attention weights) of one segment, step by step."""
+
+    def __init__(
+        self,
+        guards: AttentionGuards,
+        n_tokens: int,
+        reduction: int,
+        first_frame: int = 0,
+        first_token: int = 0,
+    ) -> None:
+        """`first_frame` and `first_token` place a segment within its sentence, for the error message."""
+        self.guards, self.n, self.r = guards, n_tokens, reduction
+        self.first_frame, self.first_token = first_frame, first_token
+        self.max_steps = guards.max_steps(n_tokens, reduction)
+        self.furthest = 0
+        self.dwell = 0  # steps on the current focus
+        self.focus = 0
+        self.tail = 0  # steps since the focus reached the last token
+
+    def check(self, step: int, weights: torch.Tensor, stop: bool) -> None:
+        """Raise AttentionError if step `step` (0-based), attending with `weights` [N], went wrong."""
+        focus = int(weights.argmax())
+        g = self.guards
+        if focus > self.furthest + g.max_skip:
+            self.fail("skipped ahead", step, f"from token {self.token(self.furthest)} to {self.token(focus)}")
+        if focus < self.furthest - g.max_backtrack:
+            self.fail("jumped back", step, f"from token {self.token(self.furthest)} to {self.token(focus)}")
+        self.dwell = self.dwell + 1 if focus == self.focus else 1
+        self.focus, self.furthest = focus, max(self.furthest, focus)
+        if self.dwell * self.r > g.max_stall_frames and focus < self.n - 1:
+            self.fail("stalled", step, f"on token {self.token(focus)} for {self.dwell * self.r} frames")
+        if self.furthest == self.n - 1:
+            self.tail += 1
+            if self.tail * self.r > g.max_tail_frames and not stop:
+                self.fail("ran past the end", step, f"{self.tail * self.r} frames after the last token")
+        if stop and self.furthest < self.n - 1 - g.min_end_coverage:
+            self.fail("stopped early", step, f"at token {self.token(self.furthest)}")
+        if step + 1 >= self.max_steps and not stop:
+            self.fail(
+                "never stopped", step, f"within {self.max_steps} steps, at token {self.token(self.furthest)}"
+            )
+
+    def token(self, index: int) -> int:
+        return self.first_token + index
+
+    def fail(self, what: str, step: int, where: str) -> None:
+        frame = self.first_frame + step * self.r
+        last = self.token(self.n - 1)
+        raise AttentionError(
+            f"attention {what} {where} (last token {last}) at decoder step {step}, frame {frame}; "
+            f"decoding stopped there",
+            kind=what,
+            step=step,
+            frame=frame,
+            token=self.token(self.furthest),
+        )
+
+
+class AttentionDecoder(StreamableBlock):
+    """Mel frames from the attention memory, `reduction` frames a step, handed out in chunks.
+
+    A sentence longer than `max_tokens` is decoded in segments cut at a pause, else between words, each
+    with fresh state. Prenet dropout masks come from a generator seeded with `seed` for each sentence, so
+    the same text gives the same frames whether streamed, interleaved with other streams or compiled.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        network: StepNetwork,
+        reduction: int,
+        n_mels: int,
+        state_size: int,
+        prenet_channels: int,
+        pause_ids: set[int],
+        table: BucketTable | None = None,
+        max_tokens: int = 256,
+        first_chunk_steps: int = 6,
+        chunk_steps: int = 16,
+        stop_threshold: float = 0.5,
+        prenet_keep: float = 0.5,
+        seed: int = 0,
+        **guards: int,
+    ) -> None:
+        if first_chunk_steps < 1 or chunk_steps < 1:
+            raise ValueError("chunk sizes must be at least one step")
+        if not 0 < prenet_keep <= 1:
+            raise ValueError(f"prenet_keep must be in (0, 1], got {prenet_keep}")
+        if table is not None:
+            max_tokens = min(max_tokens, table.largest)
+        self.name, self.network, self.table = name, network, table
+        self.reduction, self.n_mels, self.state_size, self.prenet_channels = (
+            reduction,
+            n_mels,
+            state_size,
+            prenet_channels,
+        )
+        self.pause_ids, self.max_tokens = pause_ids, max_tokens
+        self.first_chunk_steps, self.chunk_steps = first_chunk_steps, chunk_steps
+        self.stop_threshold, self.prenet_keep, self.seed = stop_threshold, prenet_keep, seed
+        self.guards = AttentionGuards(**guards)
+
+    @classmethod
+    def build(cls, params: dict[str, Any], ctx: BuildContext) -> AttentionDecoder:
+        name = _network_by_role(ctx, "decoder", params.pop("network", None))
+        return construct(cls, params, ctx.path, **cls._network_args(ctx, name))
+
+    @staticmethod
+    def _network_args(ctx: BuildContext, name: str) -> dict[str, Any]:
+        step = ctx.addon.network(name)
+        for attribute in ("reduction", "n_mels", "state_size", "prenet_channels"):
+            if not hasattr(step, attribute):
+                raise StackError(
+                    f"{ctx.path}: network '{name}' is not an attention decoder step (no {attribute})"
+                )
+        return {
+            "name": name,
+            "network": step.to(ctx.device),
+            "reduction": step.reduction,
+            "n_mels": step.n_mels,
+            "state_size": step.state_size,
+            "prenet_channels": step.prenet_channels,
+            "pause_ids": {i for i, symbol in enumerate(ctx.addon.symbols) if symbol in PAUSE_SYMBOLS},
+        }
+
+    def stream(self, upstream: Iterator[Chunk] | None, features: Features) -> Iterator[Chunk]:
+        if upstream is not None:
+            raise StackError("AttentionDecoder starts a stack: it reads the encoder's memory, not chunks")
+        for key in ("memory", "keys", "tokens"):
+            if key not in features:
+                raise StackError(f"AttentionDecoder needs feature '{key}'; it was given {sorted(features)}")
+        return self._chunks(features)
+
+    def _chunks(self, features: Features) -> Iterator[Chunk]:
+        tokens = features["tokens"][0]  # [N]
+        n = len(tokens)
+        words = features.get("words")
+        starts = set(range(n)) if words is None else word_starts(words[0])
+        pauses = {i + 1 for i, t in enumerate(tokens.tolist()) if t in self.pause_ids}
+        cuts = split_points(n, self.max_tokens, pauses, starts)
+        generator = torch.Generator().manual_seed(self.seed)
+        pending: list[torch.Tensor] = []
+        emitted = made = 0
+        segments = list(zip(cuts, cuts[1:], strict=False))
+        for index, (a, b) in enumerate(segments):
+            last_segment = index == len(segments) - 1
+            memory, keys = features["memory"][:, a:b], features["keys"][:, a:b]
+            steps = self._segment(
+                memory, keys, AttentionMonitor(self.guards, b - a, self.reduction, made, a), generator
+            )
+            for frames, stop in steps:
+                pending.append(frames)
+                made += len(frames)
+                due = self.first_chunk_steps if emitted == 0 else self.chunk_steps
+                if (stop and last_segment) or len(pending) >= due:
+                    final = stop and last_segment
+                    yield Chunk(torch.cat(pending), emitted, final)
+                    emitted, pending = made, []
+                    if final:
+                        return
+
+    def _segment(
+        self, memory: torch.Tensor, keys: torch.Tensor, monitor: AttentionMonitor, generator: torch.Generator
+    ) -> Iterator[tuple[torch.Tensor, bool]]:
+        """Decode one segment from fresh state: (frames [r, n_mels], stop) a step, checked by the guards."""
+        # memory: [1, n, C], keys: [1, n, A]
+        n = memory.shape[1]
+        mask = memory.new_ones(1, n)
+        if self.table is not None:
+            bucket = self.table.bucket_for(n)
+            assert bucket is not None  # segments are cut to fit the largest bucket
+            memory, keys, mask = (
+                pad_length(memory, bucket),
+                pad_length(keys, bucket),
+                pad_length(mask, bucket),
+            )
+        alignment = memory.new_zeros(1, 2, memory.shape[1])
+        state = memory.new_zeros(1, self.state_size)
+        last = memory.new_zeros(1, self.n_mels)
+        for step in range(monitor.max_steps):
+            keep = torch.full((1, 2, self.prenet_channels), self.prenet_keep)
+            masks = (torch.bernoulli(keep, generator=generator) / self.prenet_keep).to(memory.device)
+            with torch.inference_mode():
+                frames, stop_logit, alignment, state = self.network(
+                    memory, keys, mask, alignment, state, last, masks
+                )
+            stop = bool(torch.sigmoid(stop_logit[0]) > self.stop_threshold)
+            monitor.check(step, alignment[0, 0, :n], stop)
+            last = frames[:, -1]
+            yield frames[0], stop
+            if stop:
+                return
+
+    def describe(self) -> str:
+        return (
+            f"{type(self).__name__} '{self.name}' ({self.reduction} frames a step, segments of at most "
+            f"{self.max_tokens} tokens, at most {self.guards.max_frames_per_token} frames a token)"
+        )
+
+
+class PaddedAttentionDecoder(AttentionDecoder):
+    """The same loop around a compiled step: each segment's memory is padded once to the smallest token
+    bucket that holds it, and every step runs at that bucket."""
+
+    @classmethod
+    def build(cls, params: dict[str, Any], ctx: BuildContext) -> PaddedAttentionDecoder:
+        name = _network_by_role(ctx, "decoder", params.pop("network", None))
+        executor: FixedShapeExecutor = ctx.compiled(name)
+        args = {**cls._network_args(ctx, name), "network": executor, "table": executor.table}
+        return construct(cls, params, ctx.path, **args)

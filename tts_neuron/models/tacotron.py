@@ -1,0 +1,184 @@
+"""A small Tacotron2-style acoustic model: a text encoder, an autoregressive decoder step with
+location-sensitive attention, a prenet and a stop token, and a convolutional postnet.
+
+The decoder is one *step* network: given the frame it made last and its recurrent state it makes the
+next `reduction` frames. The loop over steps lives outside it (in training, and in the runtime's
+AttentionDecoder block), so the step compiles once per encoder-length bucket at fixed shapes.
+
+The encoder is convolutional, not Tacotron2's conv + BiLSTM: a backward LSTM would read the padding of a
+bucket before the real tokens, so a padded sentence would not encode like the unpadded one. Masked convs
+give the same memory at every bucket, and attention never sees padded positions (their energy is -1e9).
+
+Prenet dropout stays on at inference, as in Tacotron2, but its masks are inputs to the step: the runtime
+draws them from a seeded generator, so one text always gives the same audio on every target.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from tts_neuron.models.fastspeech import ConvStack
+
+MASKED_ENERGY = -1e9
+"""Attention energy at padded memory positions: exp() of it is exactly zero next to any real energy."""
+
+
+class TacotronEncoder(nn.Module):
+    """Symbol ids to the attention memory and its keys (the memory projected once per sentence)."""
+
+    def __init__(
+        self,
+        n_symbols: int,
+        channels: int = 256,
+        layers: int = 4,
+        kernel_size: int = 5,
+        attention_dim: int = 128,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(n_symbols, channels, padding_idx=0)
+        self.convs = ConvStack(channels, layers, kernel_size, dropout)
+        self.key = nn.Linear(channels, attention_dim, bias=False)
+
+    def example_inputs(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.zeros(1, length, dtype=torch.int64), torch.ones(1, length)
+
+    def forward(self, tokens: torch.Tensor, token_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # tokens: [B, N] int64, token_mask: [B, N]
+        mask = token_mask.unsqueeze(-1)  # [B, N, 1]
+        memory = self.convs(self.embedding(tokens) * mask, mask)  # [B, N, C]
+        return memory, self.key(memory) * mask  # [B, N, C], [B, N, A]
+
+
+class AttentionStep(nn.Module):
+    """One decoder step: prenet -> attention LSTM -> location-sensitive attention -> decoder LSTM ->
+    `reduction` mel frames and a stop logit.
+
+    Recurrent state travels as two tensors so that a compiled step has few inputs:
+    `state` [B, S] packs (attention h, attention c, decoder h, decoder c, context) and
+    `alignment` [B, 2, N] holds the last attention weights and their running sum.
+    """
+
+    def __init__(
+        self,
+        n_mels: int = 80,
+        memory_channels: int = 256,
+        attention_dim: int = 128,
+        reduction: int = 3,
+        prenet_channels: int = 128,
+        attention_rnn: int = 256,
+        decoder_rnn: int = 256,
+        location_filters: int = 16,
+        location_kernel: int = 15,
+        rnn_dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.n_mels, self.reduction, self.prenet_channels = n_mels, reduction, prenet_channels
+        self.sizes = [attention_rnn, attention_rnn, decoder_rnn, decoder_rnn, memory_channels]
+        self.prenet = nn.ModuleList(
+            [nn.Linear(n_mels, prenet_channels), nn.Linear(prenet_channels, prenet_channels)]
+        )
+        self.attention_rnn = nn.LSTMCell(prenet_channels + memory_channels, attention_rnn)
+        self.query = nn.Linear(attention_rnn, attention_dim, bias=False)
+        self.location_conv = nn.Conv1d(
+            2, location_filters, location_kernel, padding=location_kernel // 2, bias=False
+        )
+        self.location = nn.Linear(location_filters, attention_dim, bias=False)
+        self.energy = nn.Linear(attention_dim, 1, bias=False)
+        self.decoder_rnn = nn.LSTMCell(attention_rnn + memory_channels, decoder_rnn)
+        self.frames = nn.Linear(decoder_rnn + memory_channels, n_mels * reduction)
+        self.stop = nn.Linear(decoder_rnn + memory_channels, 1)
+        self.rnn_dropout = rnn_dropout
+
+    @property
+    def state_size(self) -> int:
+        return sum(self.sizes)
+
+    def example_inputs(self, length: int) -> tuple[torch.Tensor, ...]:
+        """One sentence's inputs with a memory of `length` tokens; the bucket is dim 1 of the first."""
+        memory_channels, attention_dim = self.sizes[-1], self.query.out_features
+        return (
+            torch.zeros(1, length, memory_channels),  # memory
+            torch.zeros(1, length, attention_dim),  # keys
+            torch.ones(1, length),  # memory_mask
+            torch.zeros(1, 2, length),  # alignment
+            torch.zeros(1, self.state_size),  # state
+            torch.zeros(1, self.n_mels),  # last frame
+            torch.ones(1, 2, self.prenet_channels),  # prenet dropout masks
+        )
+
+    def run_prenet(self, frames: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        # frames: [..., n_mels], masks: [..., 2, P] (0 or 1 / keep-probability)
+        x = frames
+        for i, layer in enumerate(self.prenet):
+            x = torch.relu(layer(x)) * masks[..., i, :]
+        return x  # [..., P]
+
+    def attend(
+        self,
+        prenet_out: torch.Tensor,
+        memory: torch.Tensor,
+        keys: torch.Tensor,
+        memory_mask: torch.Tensor,
+        alignment: torch.Tensor,
+        state: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Advance the recurrent state by one step: (decoder output [B, H + C], alignment, state)."""
+        att_h, att_c, dec_h, dec_c, context = torch.split(state, self.sizes, dim=1)
+        att_h, att_c = self.attention_rnn(torch.cat([prenet_out, context], dim=1), (att_h, att_c))
+        att_h = F.dropout(att_h, self.rnn_dropout, self.training)
+        location = self.location(self.location_conv(alignment).transpose(1, 2))  # [B, N, A]
+        energies = self.energy(torch.tanh(self.query(att_h).unsqueeze(1) + keys + location)).squeeze(-1)
+        energies = energies.masked_fill(memory_mask == 0, MASKED_ENERGY)  # [B, N]
+        weights = torch.softmax(energies, dim=1)  # [B, N]
+        context = torch.bmm(weights.unsqueeze(1), memory).squeeze(1)  # [B, C]
+        dec_h, dec_c = self.decoder_rnn(torch.cat([att_h, context], dim=1), (dec_h, dec_c))
+        dec_h = F.dropout(dec_h, self.rnn_dropout, self.training)
+        alignment = torch.stack([weights, alignment[:, 1] + weights], dim=1)  # [B, 2, N]
+        state = torch.cat([att_h, att_c, dec_h, dec_c, context], dim=1)
+        return torch.cat([dec_h, context], dim=1), alignment, state
+
+    def project(self, outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # outputs: [..., H + C] -> frames [..., r, n_mels], stop logits [...]
+        frames = self.frames(outputs).unflatten(-1, (self.reduction, self.n_mels))
+        return frames, self.stop(outputs).squeeze(-1)
+
+    def forward(
+        self,
+        memory: torch.Tensor,
+        keys: torch.Tensor,
+        memory_mask: torch.Tensor,
+        alignment: torch.Tensor,
+        state: torch.Tensor,
+        last_frame: torch.Tensor,
+        prenet_masks: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(frames [B, r, n_mels], stop logit [B], alignment [B, 2, N], state [B, S])."""
+        outputs, alignment, state = self.attend(
+            self.run_prenet(last_frame, prenet_masks), memory, keys, memory_mask, alignment, state
+        )
+        frames, stop = self.project(outputs)
+        return frames, stop, alignment, state
+
+
+class Postnet(nn.Module):
+    """Residual convolutional refinement of the decoder's mel frames, with a known receptive field, so the
+    runtime's Decoder block streams it with exactly that much context."""
+
+    def __init__(self, n_mels: int = 80, channels: int = 256, layers: int = 4, kernel_size: int = 5) -> None:
+        super().__init__()
+        self.inp = nn.Linear(n_mels, channels)
+        self.convs = ConvStack(channels, layers, kernel_size, dropout=0.1)
+        self.out = nn.Linear(channels, n_mels)
+        self.n_mels = n_mels
+        self.receptive_radius = self.convs.receptive_radius
+
+    def example_inputs(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.zeros(1, length, self.n_mels), torch.ones(1, length)
+
+    def forward(self, frames: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+        # frames: [B, T, n_mels], frame_mask: [B, T]
+        mask = frame_mask.unsqueeze(-1)
+        return (frames + self.out(self.convs(self.inp(frames) * mask, mask))) * mask  # [B, T, n_mels]
