@@ -30,6 +30,7 @@ from tts_neuron.audio import GriffinLim
 from tts_neuron.backends import get_target
 from tts_neuron.backends.executor import FixedShapeExecutor
 from tts_neuron.blocks.acoustic import Encoder, Upsampler, durations_to_frames
+from tts_neuron.blocks.attention import PaddedAttentionDecoder
 from tts_neuron.blocks.base import Block
 from tts_neuron.blocks.fixed import PaddedDecoder, PaddedGriffinLim
 from tts_neuron.blocks.vocoder import GriffinLimVocoder
@@ -91,6 +92,9 @@ class PaddingCounter:
                 self.wrap(block.name, block.network, block.inputs)
             elif isinstance(block, PaddedDecoder):
                 self.wrap(block.name, block.executor, voice.addon.networks[block.name].inputs)
+            elif isinstance(block, PaddedAttentionDecoder):
+                assert isinstance(block.network, FixedShapeExecutor)  # what its build() gives it
+                self.wrap(block.name, block.network, voice.addon.networks[block.name].inputs)
             elif isinstance(block, PaddedGriffinLim):
                 self.wrap_vocoder(block)
         return self
@@ -320,8 +324,12 @@ def addon_configs(source: Path, work: Path, threads: int) -> list[Config]:
         voice_config(addon_dir, "neuron", "cuda", "torch-export-cuda-graphs", compile_for="cuda")[0],
         voice_config(addon_dir, "neuron", "neuron", "neuron", compile_for="neuron")[0],
     ]
-    if voice is None:
-        reason = f"needs the dynamic 'cpu' stack, which was skipped: {dynamic.skipped}"
+    if voice is None or not any(isinstance(block, Upsampler) for block in walk(voice.stack)):
+        reason = (
+            f"needs the dynamic 'cpu' stack, which was skipped: {dynamic.skipped}"
+            if voice is None
+            else "the peer pipelines are written for the duration voice (encoders, upsampler, decoder)"
+        )
         for backend in ("onnxruntime", "naive-whole-text"):
             configs.append(Config(dynamic.addon, "cpu", "cpu", backend, dynamic.trained, skipped=reason))
     else:

@@ -43,6 +43,7 @@ import tts_neuron
 from compile.teacher import TeacherSplit
 from tts_neuron.audio import AudioConfig, GriffinLim, MelSpectrogram
 from tts_neuron.blocks.acoustic import durations_to_frames
+from tts_neuron.errors import AttentionError
 from tts_neuron.frontend.espeak import Espeak
 
 RECOGNISER_RATE = 16000
@@ -121,6 +122,8 @@ def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     """
     # audio: [S] -> [round(S * to_rate / from_rate)]
     n_out = round(len(audio) * to_rate / from_rate)
+    if n_out == 0:  # a voice stopped before its first chunk
+        return np.zeros(0)
     spectrum = np.fft.rfft(audio.astype(np.float64))  # [S // 2 + 1]
     kept = np.zeros(n_out // 2 + 1, dtype=np.complex128)  # [n_out // 2 + 1]
     n = min(len(kept), len(spectrum))
@@ -191,6 +194,8 @@ class Recogniser:
 
     def transcribe(self, audio: np.ndarray) -> str:
         """int16 audio at 16 kHz -> the best hypothesis ("" when nothing was recognised)."""
+        if len(audio) == 0:
+            return ""
         self.decoder.reinit()
         self.decoder.start_utt()
         self.decoder.process_raw(audio.tobytes(), full_utt=True)
@@ -290,13 +295,11 @@ class DurationError:
 
     abs_error: float  # Σ |ours - teacher| frames
     phonemes: int
-    ours: int  # Σ frames
-    teacher: int
 
 
 def duration_error(ours: np.ndarray, teacher: np.ndarray) -> DurationError:
     # ours, teacher: [N] frames per phoneme
-    return DurationError(float(np.abs(ours - teacher).sum()), len(ours), int(ours.sum()), int(teacher.sum()))
+    return DurationError(float(np.abs(ours - teacher).sum()), len(ours))
 
 
 # --- Synthesis ------------------------------------------------------------------------------------------
@@ -312,6 +315,10 @@ class Sentence:
     audio: dict[str, np.ndarray] = field(default_factory=dict)  # system -> [S16] float32 in int16 units
     mcd_db: float | None = None
     durations: DurationError | None = None
+    frames: tuple[int, int] | None = None
+    """(the voice's mel frames, the teacher's)"""
+    failure: str | None = None
+    """The voice's AttentionError, if its guards stopped it; its audio is then what came before."""
 
 
 class Systems:
@@ -340,16 +347,20 @@ class Systems:
         with torch.inference_mode():
             ceiling = self.griffin_lim(self.mel(torch.from_numpy(espeak))).numpy()  # [T * hop]
         frames: list[np.ndarray] = []
-        voice = np.concatenate(list(self.voice.stream(sentence.text, frames.append)))  # = voice.synthesize
+        voice, sentence.failure = speak(self.voice, sentence.text, frames.append)
         for name, audio in (("espeak", espeak), ("ceiling", ceiling), ("voice", voice)):
             sentence.audio[name] = recogniser_input(audio, rate)
+        if sentence.failure:
+            return
 
         tokens, teacher_durations, teacher_mel = self.teacher.item(sentence.index)
         ours_mel = np.concatenate(frames)  # [T_ours, n_mels]
+        sentence.frames = (len(ours_mel), len(teacher_mel))
         sentence.mcd_db = aligned_mcd(mel_cepstra(ours_mel), mel_cepstra(teacher_mel.numpy()))
-        phonemes, predicted = self.predicted_durations(sentence.text)
-        if phonemes == [self.teacher_symbols[t] for t in tokens.tolist()]:
-            sentence.durations = duration_error(predicted, teacher_durations.numpy())
+        if {"text_encoder", "duration_predictor"} <= set(self.voice.addon.networks):
+            phonemes, predicted = self.predicted_durations(sentence.text)
+            if phonemes == [self.teacher_symbols[t] for t in tokens.tolist()]:
+                sentence.durations = duration_error(predicted, teacher_durations.numpy())
 
     def predicted_durations(self, text: str) -> tuple[list[str], np.ndarray]:
         """The voice's phonemes and frame counts, from its own encoder and duration predictor.
@@ -369,6 +380,18 @@ class Systems:
                 frames.append(durations_to_frames(log_durations[0], 1.0, 100).numpy())  # [N]
                 phonemes += part.phonemes
         return phonemes, np.concatenate(frames)
+
+
+def speak(voice: tts_neuron.Voice, text: str, mel_sink: Any = None) -> tuple[np.ndarray, str | None]:
+    """The voice's audio for `text`, and the error if an attention voice's guards stopped it (the audio
+    is then what it made before: a truncation the recogniser will count)."""
+    chunks: list[np.ndarray] = []
+    try:
+        for chunk in voice.stream(text, mel_sink):
+            chunks.append(chunk)
+    except AttentionError as err:
+        return np.concatenate(chunks) if chunks else np.zeros(0, np.float32), str(err)
+    return np.concatenate(chunks), None
 
 
 # --- Decoding -------------------------------------------------------------------------------------------
@@ -401,7 +424,7 @@ def decode_all(
 
     The dither of a sentence depends on its seed and index only, so all systems hear the same noise.
     """
-    work = [(s.index, name, s.audio[name], list(range(seeds))) for s in sentences for name in SYSTEMS]
+    work = [(s.index, name, audio, list(range(seeds))) for s in sentences for name, audio in s.audio.items()]
     args = (language_model.lm, language_model.dictionary)
     results: dict[tuple[int, str], list[str]] = {}
     seconds = 0.0
@@ -457,14 +480,17 @@ def summarise(
     scored = [s.durations for s in sentences if s.durations is not None]
     abs_error = np.array([d.abs_error for d in scored], dtype=np.float64)  # [S']
     phonemes = np.array([d.phonemes for d in scored], dtype=np.float64)  # [S']
-    ours = np.array([d.ours for d in scored], dtype=np.float64)  # [S']
-    teacher = np.array([d.teacher for d in scored], dtype=np.float64)  # [S']
-    mcd = np.array([s.mcd_db for s in sentences], dtype=np.float64)  # [S]
+    spoken = [s for s in sentences if s.mcd_db is not None and s.frames is not None]
+    mcd = np.array([s.mcd_db for s in spoken], dtype=np.float64)  # [S'']
+    frames = np.array([s.frames for s in spoken], dtype=np.float64).reshape(-1, 2)  # [S'', 2]
     voice_vs_teacher: dict[str, Any] = {
         "mcd_db": float(mcd.mean()),
         "mcd_db_ci95": bootstrap_ci(mcd, np.ones_like(mcd)),
+        "length_ratio": ratio_of_sums(frames[:, 0], frames[:, 1]),
+        "length_ratio_ci95": bootstrap_ci(frames[:, 0], frames[:, 1]),
         "duration_sentences": len(scored),
         "duration_skipped_phoneme_mismatch": len(sentences) - len(scored),
+        "guard_failures": [{"index": s.index, "error": s.failure} for s in sentences if s.failure],
     }
     if scored:
         mae_ci = bootstrap_ci(abs_error, phonemes)
@@ -473,8 +499,6 @@ def summarise(
             "duration_mae_frames_ci95": mae_ci,
             "duration_mae_ms": ratio_of_sums(abs_error, phonemes) * ms_per_frame,
             "duration_mae_ms_ci95": (mae_ci[0] * ms_per_frame, mae_ci[1] * ms_per_frame),
-            "length_ratio": ratio_of_sums(ours, teacher),
-            "length_ratio_ci95": bootstrap_ci(ours, teacher),
         }
     per_sentence = [
         {
@@ -519,9 +543,10 @@ def markdown_table(report: dict[str, Any], voice_name: str) -> str:
             f"{interval(teacher['duration_mae_frames_ci95'], '.2f')} |",
             f"| Duration MAE (ms/phoneme) | {teacher['duration_mae_ms']:.1f} | "
             f"{interval(teacher['duration_mae_ms_ci95'], '.1f')} |",
-            f"| Total length, ours / teacher | {teacher['length_ratio']:.3f} | "
-            f"{interval(teacher['length_ratio_ci95'])} |",
         ]
+    length_ci = interval(teacher["length_ratio_ci95"])
+    rows.append(f"| Total length, ours / teacher | {teacher['length_ratio']:.3f} | {length_ci} |")
+    rows.append(f"| Sentences stopped by attention guards | {len(teacher['guard_failures'])} | |")
     return "\n".join(rows)
 
 
