@@ -6,9 +6,10 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 ADDON ?= addons/fastspeech-en
+ATTENTION_ADDON ?= addons/tacotron-en
 DEMO_TEXT ?= Hello! This is tts neuron, speaking one sentence with its default voice.
 
-.PHONY: setup demo test test-all lint teacher voice voice-untrained eval bench clean
+.PHONY: setup demo test test-all lint teacher voice voice-tacotron voice-untrained eval compare bench clean
 
 setup: $(VENV)/.installed
 
@@ -44,9 +45,24 @@ voice: setup
 	test -f data/teacher/meta.json || $(PY) -m compile.teacher --out data/teacher
 	$(PY) -m compile.train_fastspeech --data data/teacher --out $(ADDON)
 
+# The attention voice on the same teacher data (about an hour on 2 cores).
+voice-tacotron: setup
+	test -f data/teacher/meta.json || $(PY) -m compile.teacher --out data/teacher
+	$(PY) -m compile.train_tacotron --data data/teacher --out $(ATTENTION_ADDON)
+
 eval: setup
 	test -f data/teacher/meta.json || $(PY) -m compile.teacher --out data/teacher
 	$(PY) benchmarks/intelligibility.py --addon $(ADDON) --data data/teacher --out benchmarks/results
+
+# Both voices side by side: intelligibility on the held-out sentences, robustness on the hard ones, and
+# latency (about 45 minutes on 2 cores; the README's comparison table comes from these files).
+compare: setup
+	test -f data/teacher/meta.json || $(PY) -m compile.teacher --out data/teacher
+	$(PY) benchmarks/intelligibility.py --addon $(ADDON) --data data/teacher --out benchmarks/results
+	$(PY) benchmarks/intelligibility.py --addon $(ATTENTION_ADDON) --data data/teacher \
+		--out benchmarks/results/$(notdir $(ATTENTION_ADDON))
+	$(PY) benchmarks/robustness.py --addons $(ADDON) $(ATTENTION_ADDON) --out benchmarks/results
+	$(PY) benchmarks/run.py --quick --addons $(ADDON) $(ATTENTION_ADDON)
 
 # Every addon x stack x target this machine can run; `--quick` finishes in under 3 minutes.
 bench: setup

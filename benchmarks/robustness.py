@@ -116,7 +116,8 @@ def synthesise(
     voices: dict[str, tts_neuron.Voice], hard: list[tuple[str, str]], rate: int
 ) -> tuple[list[Sentence], dict[str, dict[int, str]], dict[str, np.ndarray]]:
     """Every system's recogniser audio per sentence, the guard failures, and audio seconds [system][S]."""
-    sentences, failures = [], {name: {} for name in voices}
+    sentences: list[Sentence] = []
+    failures: dict[str, dict[int, str]] = {name: {} for name in voices}
     seconds: dict[str, list[float]] = {name: [] for name in [ESPEAK, *voices]}
     espeak = Espeak.get()
     for index, (_, text) in enumerate(tqdm(hard, desc="synthesising", unit="sentence")):
