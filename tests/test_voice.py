@@ -11,8 +11,9 @@ import pytest
 import torch
 
 import tts_neuron
+from tests.conftest import REPO
 from tts_neuron.blocks.acoustic import durations_to_frames
-from tts_neuron.errors import StackError, TargetUnavailableError, TextError
+from tts_neuron.errors import AddonError, StackError, TargetUnavailableError, TextError
 from tts_neuron.frontend.espeak import Espeak
 
 SENTENCE = "The quick brown fox jumps over the lazy dog."
@@ -120,3 +121,17 @@ def test_targets_without_a_runtime_are_refused(tiny_addon_dir: Path) -> None:
 def test_unknown_stack_name(tiny_addon_dir: Path) -> None:
     with pytest.raises(StackError, match="no stack 'gpu'; it has \\['cpu', 'mel', 'neuron'\\]"):
         tts_neuron.load(tiny_addon_dir, stack="gpu")
+
+
+def test_a_voice_set_shares_a_frontend_only_between_equal_symbol_tables(
+    tiny_addon_dir: Path, tiny_tacotron_dir: Path
+) -> None:
+    voices = tts_neuron.VoiceSet()
+    duration, attention = voices.add(tiny_addon_dir), voices.add(tiny_tacotron_dir)
+    shipped = voices.add(REPO / "addons" / "fastspeech-en")
+    assert duration.frontend is attention.frontend and shipped.frontend is not duration.frontend
+    assert voices["tiny"] is duration
+    with pytest.raises(AddonError, match="a voice named 'tiny' is already loaded"):
+        voices.add(tiny_addon_dir)
+    with pytest.raises(AddonError, match="differ from the shared frontend's"):
+        tts_neuron.load(REPO / "addons" / "fastspeech-en", frontend=duration.frontend)
