@@ -22,7 +22,7 @@ from tests.conftest import REPO
 from tests.test_cli import assert_clean_error, run
 from tts_neuron.backends.executor import pad_length
 from tts_neuron.blocks.attention import AttentionGuards, AttentionMonitor
-from tts_neuron.errors import AttentionError
+from tts_neuron.errors import AttentionError, StackError
 from tts_neuron.models.tacotron import AttentionStep
 
 TACOTRON = REPO / "addons" / "tacotron-en"
@@ -147,6 +147,27 @@ def test_an_untrained_attention_voice_is_stopped_not_looped(compiled_tiny_tacotr
         voice.synthesize(SENTENCE)
 
 
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"guards": {"max_skip": "four"}}, "guards: max_skip must be a non-negative integer, got 'four'"),
+        ({"guards": {"max_jump": 4}}, "unexpected keyword argument 'max_jump'"),
+        ({"stop_threshold": 2}, "stop_threshold must be in [0, 1], got 2"),
+        ({"stop_threshold": "high"}, "AttentionDecoder"),
+    ],
+)
+def test_bad_decoder_parameters_name_the_stack_entry(
+    tiny_tacotron_dir: Path, params: dict[str, Any], message: str
+) -> None:
+    spec = json.loads((tiny_tacotron_dir / "addon.json").read_text())["stacks"]["cpu"]
+    spec[0]["streamable_block"]["stack"][0].update(params)
+    with pytest.raises(
+        StackError, match=r"stack\[0\]\.streamable_block\.stack\[0\]: AttentionDecoder"
+    ) as caught:
+        tts_neuron.load(tiny_tacotron_dir, stack=spec)
+    assert message in str(caught.value)
+
+
 def test_the_cli_reports_an_attention_failure_in_one_line(tiny_tacotron_dir: Path, tmp_path: Path) -> None:
     result = run(
         "synthesize", "--addon", str(tiny_tacotron_dir), "--text", SENTENCE, "--out", str(tmp_path / "a.wav")
@@ -216,7 +237,7 @@ def test_the_neuron_stack_on_the_cpu_target_equals_the_cpu_stack(
 @pytest.mark.parametrize(
     ("params", "kind"),
     [
-        ({"max_frames_per_token": 1, "max_tail_frames": 0}, "never stopped"),
+        ({"guards": {"max_frames_per_token": 1, "max_tail_frames": 0}}, "never stopped"),
         ({"stop_threshold": 1.0}, "ran past the end"),
         ({"stop_threshold": 0.0}, "stopped early"),
     ],

@@ -47,6 +47,13 @@ class AttentionGuards:
     min_end_coverage: int = 2
     """The stop token is accepted only when attention has come within this many tokens of the end."""
 
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"guards: {name} must be a non-negative integer, got {value!r}")
+        if self.max_frames_per_token < 1:
+            raise ValueError("guards: max_frames_per_token must be at least 1")
+
     def max_steps(self, n_tokens: int, reduction: int) -> int:
         return math.ceil((n_tokens * self.max_frames_per_token + self.max_tail_frames) / reduction)
 
@@ -134,12 +141,14 @@ class AttentionDecoder(StreamableBlock):
         stop_threshold: float = 0.5,
         prenet_keep: float = 0.5,
         seed: int = 0,
-        **guards: int,
+        guards: dict[str, int] | None = None,
     ) -> None:
         if first_chunk_steps < 1 or chunk_steps < 1:
             raise ValueError("chunk sizes must be at least one step")
         if not 0 < prenet_keep <= 1:
             raise ValueError(f"prenet_keep must be in (0, 1], got {prenet_keep}")
+        if not 0 <= stop_threshold <= 1:
+            raise ValueError(f"stop_threshold must be in [0, 1], got {stop_threshold}")
         if table is not None:
             max_tokens = min(max_tokens, table.largest)
         self.name, self.network, self.table = name, network, table
@@ -152,7 +161,7 @@ class AttentionDecoder(StreamableBlock):
         self.pause_ids, self.max_tokens = pause_ids, max_tokens
         self.first_chunk_steps, self.chunk_steps = first_chunk_steps, chunk_steps
         self.stop_threshold, self.prenet_keep, self.seed = stop_threshold, prenet_keep, seed
-        self.guards = AttentionGuards(**guards)
+        self.guards = AttentionGuards(**(guards or {}))
 
     @classmethod
     def build(cls, params: dict[str, Any], ctx: BuildContext) -> AttentionDecoder:
