@@ -31,7 +31,11 @@ from tts_neuron.backends.manifest import (
 )
 from tts_neuron.errors import StackError
 
-COMPILED_BLOCKS = {"NeuronEncoders": "encoder", "PaddedDecoder": "decoder"}
+COMPILED_BLOCKS = {
+    "NeuronEncoders": "encoder",
+    "PaddedDecoder": "decoder",
+    "PaddedAttentionDecoder": "decoder",
+}
 """Blocks that run compiled networks, and the network role each uses unless its entry names a network."""
 
 

@@ -21,6 +21,8 @@ DEFAULT_SIZES: dict[str, Any] = {
 
 TOKEN_BUCKETS = [16, 32, 64, 128, 256]
 """Encoder lengths the encoder and the decoder step are compiled for; longer sentences are split."""
+MAX_TOKENS = TOKEN_BUCKETS[-1]
+"""Tokens attention decodes at once, on every stack: a longer sentence is encoded and decoded in pieces."""
 POSTNET_CORE_FRAMES = 48
 """Frames each full postnet window produces; a window adds the receptive field on each side."""
 
@@ -29,10 +31,16 @@ def _pipeline(encoders: str, attention: str, postnet: str, vocoder: str) -> list
     return [
         {
             "type": "StreamablePipeline",
-            "sequence_block": {"type": encoders},
+            "sequence_block": {
+                "type": encoders,
+                **({"max_tokens": MAX_TOKENS} if encoders == "Encoders" else {}),
+            },
             "streamable_block": {
                 "type": "StreamableStack",
-                "stack": [{"type": attention}, {"type": postnet, "network": "postnet"}],
+                "stack": [
+                    {"type": attention, "max_tokens": MAX_TOKENS},
+                    {"type": postnet, "network": "postnet"},
+                ],
             },
         },
         {"type": vocoder},

@@ -73,6 +73,20 @@ def test_each_failure_is_caught_where_it_happens(path: list[int], n: int, kind: 
     assert f"decoder step {step}, frame {step * R}" in str(caught.value)
 
 
+def test_the_end_is_the_last_spoken_token_not_the_trailing_pauses() -> None:
+    """Sentences end in pause tokens that attention may never visit before the stop token fires."""
+
+    def stop_at(focus: int) -> None:
+        monitor = AttentionMonitor(GUARDS, 10, R, last_spoken=7)
+        for step, token in enumerate(range(focus + 1)):
+            monitor.check(step, torch.eye(10)[token], stop=token == focus)
+
+    stop_at(7)
+    stop_at(6)  # one token short: allowed (min_end_coverage 1)
+    with pytest.raises(AttentionError, match="stopped early at token 5 .last spoken token 7."):
+        stop_at(5)
+
+
 def test_the_step_budget_follows_the_input_length() -> None:
     guards = AttentionGuards(max_frames_per_token=2, max_stall_frames=10_000, max_tail_frames=0)
     n = 30
@@ -207,7 +221,8 @@ def test_the_trained_voice_speaks_for_about_as_long_as_its_teacher(tacotron: tts
 def test_chunk_sizes_do_not_change_the_frames(tacotron: tts_neuron.Voice, first: int, size: int) -> None:
     reference = mel_of(tacotron, SENTENCE)[1]
     chunked = tts_neuron.load(TACOTRON, stack=with_decoder({"first_chunk_steps": first, "chunk_steps": size}))
-    np.testing.assert_array_equal(mel_of(chunked, SENTENCE)[1], reference)
+    # the decoder loop is identical; the postnet decodes other windows, equal to float rounding
+    np.testing.assert_allclose(mel_of(chunked, SENTENCE)[1], reference, rtol=0, atol=1e-4)
 
 
 @pytest.fixture(scope="module")
@@ -258,14 +273,18 @@ def test_forced_failures_stop_cleanly_and_say_where(params: dict[str, Any], kind
 def test_a_sentence_longer_than_the_largest_bucket_is_decoded_in_segments(compiled_tacotron: Path) -> None:
     fixed = tts_neuron.load(compiled_tacotron, stack="neuron", target="cpu")
     (sentence,) = fixed.frontend.sentences(LONG)
-    assert len(sentence.tokens) > 256
-    assert len(fixed.synthesize(LONG)) > 0
+    assert len(sentence.tokens) > 256  # one sentence, more tokens than the largest bucket
+    cpu = tts_neuron.load(TACOTRON)
+    seconds = len(fixed.synthesize(LONG)) / fixed.sample_rate
+    assert seconds == pytest.approx(len(cpu.synthesize(LONG)) / cpu.sample_rate, rel=0.05)
+    assert seconds > 15  # both segments spoken: 283 tokens at 6 frames each are about 20 s
 
 
 LONG = (
-    "On the first morning of the long voyage, the captain, the navigator, the cook and the two young "
-    "deckhands gathered on the narrow deck, checked the ropes, the sails, the charts and the barrels of "
-    "fresh water, and then, as the tide turned and the wind rose, they left the harbour behind them."
+    "We packed apples, pears, plums, peaches, cherries, grapes, lemons, limes, oranges, melons, figs, "
+    "dates, nuts, bread, cheese, butter, honey, jam, tea, coffee, milk, sugar, salt, pepper, rice, beans, "
+    "peas, corn, soup, fish, eggs, ham, bacon, toast, cake, pie, buns, rolls, biscuits, crackers, olives, "
+    "onions, garlic, carrots and kale."
 )
 
 

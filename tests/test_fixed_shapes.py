@@ -25,7 +25,8 @@ from tts_neuron.backends.executor import BucketTable, FixedShapeExecutor, ShapeE
 from tts_neuron.backends.manifest import CompiledArtifactError
 from tts_neuron.backends.neuron import DEFAULT_COMPILER_ARGS, NeuronTarget, compiler_args, visible_cores_env
 from tts_neuron.blocks.buffer import FrameBuffer
-from tts_neuron.blocks.fixed import PaddedDecoder, split_points
+from tts_neuron.blocks.fixed import PaddedDecoder
+from tts_neuron.blocks.pieces import split_points
 from tts_neuron.errors import StackError, TargetUnavailableError
 from tts_neuron.models.fastspeech import MelDecoder
 

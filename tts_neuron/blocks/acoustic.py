@@ -22,6 +22,7 @@ from tts_neuron.blocks.base import (
     construct,
 )
 from tts_neuron.blocks.buffer import FrameBuffer
+from tts_neuron.blocks.pieces import pause_ids, sentence_pieces
 from tts_neuron.errors import StackError
 from tts_neuron.stack import BuildContext
 
@@ -77,15 +78,53 @@ def _network_args(ctx: BuildContext, name: str) -> dict[str, Any]:
 
 
 class Encoders(SequenceBlockContainer):
-    """One Encoder for every encoder network the addon declares, run in declaration order."""
+    """One Encoder for every encoder network the addon declares, run in declaration order.
+
+    With `max_tokens`, a longer sentence is encoded in pieces cut after a pause (else between words),
+    each as a sentence of its own: the pieces an attention decoder decodes one by one, and the ones
+    fixed-shape encoders must make anyway.
+    """
+
+    def __init__(self, blocks: list[Encoder], pauses: set[int], max_tokens: int | None = None) -> None:
+        super().__init__(blocks)
+        if max_tokens is not None and max_tokens < 1:
+            raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
+        self.pauses, self.max_tokens = pauses, max_tokens
+        self.outputs = [key for block in blocks for key in block.outputs]
 
     @classmethod
     def build(cls, params: dict[str, Any], ctx: BuildContext) -> Encoders:
         specs = ctx.addon.networks_with_role("encoder")
         if not specs:
-            raise StackError(f"{ctx.path}: Encoders found no network with role 'encoder' in the addon")
+            raise StackError(f"{ctx.path}: {cls.__name__} found no network with role 'encoder' in the addon")
         encoders = [Encoder(**_network_args(ctx, spec.name)) for spec in specs]
-        return construct(cls, params, ctx.path, blocks=encoders)
+        return construct(cls, params, ctx.path, blocks=encoders, pauses=pause_ids(ctx.addon.symbols))
+
+    def __call__(self, features: Features) -> Features:
+        limit = self.max_tokens or features["tokens"].shape[1]
+        pieces = [self.encode_piece(features, a, b) for a, b in sentence_pieces(features, limit, self.pauses)]
+        return {
+            **features,
+            **{key: torch.cat([piece[key] for piece in pieces], dim=1) for key in self.outputs},
+        }
+
+    def encode_piece(self, features: Features, start: int, stop: int) -> Features:
+        """The encoders' outputs for tokens [start, stop), encoded as a sentence of their own."""
+        return self.run(token_slice(features, start, stop))
+
+    def run(self, features: Features) -> Features:
+        encoded = super().__call__(features)
+        return {key: encoded[key] for key in self.outputs}
+
+
+def token_slice(features: Features, start: int, stop: int) -> Features:
+    """The token-aligned features (tokens, token_mask, words, ...) of tokens [start, stop)."""
+    n = features["tokens"].shape[1]
+    return {
+        key: value[:, start:stop]
+        for key, value in features.items()
+        if value.dim() > 1 and value.shape[1] == n
+    }
 
 
 def durations_to_frames(log_durations: torch.Tensor, length_scale: float, max_frames: int) -> torch.Tensor:

@@ -17,44 +17,22 @@ import torch
 
 from tts_neuron.audio import AudioConfig
 from tts_neuron.backends.executor import BucketTable, FixedShapeExecutor, pad_length
-from tts_neuron.blocks.acoustic import Encoder, _network_by_role
-from tts_neuron.blocks.base import Chunk, Features, SequenceBlockContainer, StreamableBlock, construct
+from tts_neuron.blocks.acoustic import Encoder, Encoders, _network_by_role, token_slice
+from tts_neuron.blocks.base import Chunk, Features, StreamableBlock, construct
 from tts_neuron.blocks.buffer import FrameBuffer
+from tts_neuron.blocks.pieces import pause_ids
 from tts_neuron.blocks.vocoder import GriffinLimVocoder
 from tts_neuron.errors import StackError
 from tts_neuron.stack import BuildContext
 
-PAUSE_SYMBOLS = ("_:", "_", "_!", ";")
-"""espeak-ng's pauses: a phrase ends after one of these."""
 
-
-def split_points(n: int, limit: int, phrase_ends: set[int], word_starts: set[int]) -> list[int]:
-    """Cut positions [0, ..., n] so that no piece is longer than `limit` tokens.
-
-    Each cut is the latest phrase end that fits, else the latest word start that fits, else `limit`
-    tokens on. `phrase_ends` and `word_starts` are token indices a piece may start at.
-    """
-    if limit < 1:
-        raise ValueError(f"limit must be at least 1, got {limit}")
-    cuts = [0]
-    while n - cuts[-1] > limit:
-        start = cuts[-1]
-        fits = range(start + limit, start, -1)
-        cut = next((p for p in fits if p in phrase_ends), None) or next(
-            (p for p in fits if p in word_starts), None
-        )
-        cuts.append(cut or start + limit)
-    return [*cuts, n]
-
-
-class NeuronEncoders(SequenceBlockContainer):
+class NeuronEncoders(Encoders):
     """Every encoder network of the addon at fixed token buckets: an Encoder block per network, each
     calling its compiled executor, run on sentence pieces padded to a bucket."""
 
-    def __init__(self, blocks: list[Encoder], table: BucketTable, pause_ids: set[int]) -> None:
-        super().__init__(blocks)
-        self.table, self.pause_ids = table, pause_ids
-        self.outputs = [key for block in blocks for key in block.outputs]
+    def __init__(self, blocks: list[Encoder], pauses: set[int], table: BucketTable) -> None:
+        super().__init__(blocks, pauses, max_tokens=table.largest)
+        self.table = table
 
     @classmethod
     def build(cls, params: dict[str, Any], ctx: BuildContext) -> NeuronEncoders:
@@ -66,42 +44,20 @@ class NeuronEncoders(SequenceBlockContainer):
         if len(buckets) != 1:
             raise StackError(f"{ctx.path}: all encoder networks need the same buckets, got {sorted(buckets)}")
         blocks = [Encoder(spec.name, executors[spec.name], spec.inputs, spec.outputs) for spec in specs]
-        pause_ids = {i for i, symbol in enumerate(ctx.addon.symbols) if symbol in PAUSE_SYMBOLS}
         table = BucketTable(list(buckets.pop()))
-        return construct(cls, params, ctx.path, blocks=blocks, table=table, pause_ids=pause_ids)
-
-    def __call__(self, features: Features) -> Features:
-        tokens = features["tokens"]  # [1, N]
-        n = tokens.shape[1]
-        words = features.get("words")
-        starts = set(range(n)) if words is None else word_starts(words[0])
-        phrase_ends = {i + 1 for i, t in enumerate(tokens[0].tolist()) if t in self.pause_ids}
-        cuts = split_points(n, self.table.largest, phrase_ends, starts)
-        pieces = [self._encode(features, a, b) for a, b in zip(cuts, cuts[1:], strict=False)]
-        return {
-            **features,
-            **{key: torch.cat([piece[key] for piece in pieces], dim=1) for key in self.outputs},
-        }
-
-    def _encode(self, features: Features, start: int, stop: int) -> Features:
-        """Token-aligned features [start, stop) padded to their bucket, through every encoder, unpadded."""
-        bucket = self.table.bucket_for(stop - start)
-        assert bucket is not None  # split_points keeps pieces within the largest bucket
-        n = features["tokens"].shape[1]
-        aligned = {key: value for key, value in features.items() if value.dim() > 1 and value.shape[1] == n}
-        encoded = super().__call__(
-            {key: pad_length(value[:, start:stop], bucket) for key, value in aligned.items()}
+        return construct(
+            cls, params, ctx.path, blocks=blocks, pauses=pause_ids(ctx.addon.symbols), table=table
         )
-        return {key: encoded[key][:, : stop - start] for key in self.outputs}
+
+    def encode_piece(self, features: Features, start: int, stop: int) -> Features:
+        """Tokens [start, stop) padded to their bucket, through every encoder, unpadded."""
+        bucket = self.table.bucket_for(stop - start)
+        assert bucket is not None  # pieces are cut to fit the largest bucket
+        piece = {key: pad_length(value, bucket) for key, value in token_slice(features, start, stop).items()}
+        return {key: value[:, : stop - start] for key, value in self.run(piece).items()}
 
     def describe(self) -> str:
         return f"NeuronEncoders (token buckets {self.table.buckets})"
-
-
-def word_starts(words: torch.Tensor) -> set[int]:
-    """Indices where the word index changes: where a piece may start without splitting a word."""
-    values = words.tolist()
-    return {i for i in range(1, len(values)) if values[i] != values[i - 1]}
 
 
 class PaddedDecoder(StreamableBlock):
