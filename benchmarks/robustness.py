@@ -177,8 +177,11 @@ def summarise(
         }
         if name != ESPEAK:
             excess = e[:, 1] - edits[ESPEAK][:, 1]  # [S] deletions beyond espeak-ng's, paired
+            excess_errors = errors - edits[ESPEAK][:, :3].sum(1)  # [S]
             ratio = seconds[name] / seconds[ESPEAK]  # [S]
             entry |= {
+                "excess_wer": ratio_of_sums(excess_errors, words),
+                "excess_wer_ci95": bootstrap_ci(excess_errors, words),
                 "excess_deletion_rate": ratio_of_sums(excess, words),
                 "excess_deletion_rate_ci95": bootstrap_ci(excess, words),
                 "sentences_with_skips": int((excess >= SKIP_WORDS).sum()),
@@ -218,13 +221,14 @@ def markdown_table(report: dict[str, Any]) -> str:
         "| word deletion rate | "
         + " | ".join(f"{systems[n]['deletion_rate']:.3f}" for n in [ESPEAK, *voices])
         + " |",
-        "| deletions beyond espeak-ng (paired, 95% CI) | | "
-        + " | ".join(
-            f"{systems[n]['excess_deletion_rate']:+.3f} "
-            + interval(systems[n]["excess_deletion_rate_ci95"], "+.3f")
-            for n in voices
-        )
-        + " |",
+        *(
+            f"| {label} beyond espeak-ng (paired, 95% CI) | | "
+            + " | ".join(
+                f"{systems[n][key]:+.3f} " + interval(systems[n][f"{key}_ci95"], "+.3f") for n in voices
+            )
+            + " |"
+            for key, label in [("excess_wer", "WER"), ("excess_deletion_rate", "deletion rate")]
+        ),
         "| repeated words (recogniser) | "
         + " | ".join(f"{systems[n]['repeated_words']:.1f}" for n in [ESPEAK, *voices])
         + " |",

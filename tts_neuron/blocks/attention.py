@@ -161,12 +161,8 @@ class AttentionDecoder(StreamableBlock):
         if table is not None:
             max_tokens = min(max_tokens, table.largest)
         self.name, self.network, self.table = name, network, table
-        self.reduction, self.n_mels, self.state_size, self.prenet_channels = (
-            reduction,
-            n_mels,
-            state_size,
-            prenet_channels,
-        )
+        self.reduction, self.n_mels = reduction, n_mels
+        self.state_size, self.prenet_channels = state_size, prenet_channels
         self.pause_ids, self.max_tokens = pause_ids, max_tokens
         self.first_chunk_steps, self.chunk_steps = first_chunk_steps, chunk_steps
         self.stop_threshold, self.prenet_keep, self.seed = stop_threshold, prenet_keep, seed
@@ -245,11 +241,7 @@ class AttentionDecoder(StreamableBlock):
         if self.table is not None:
             bucket = self.table.bucket_for(n)
             assert bucket is not None  # segments are cut to fit the largest bucket
-            memory, keys, mask = (
-                pad_length(memory, bucket),
-                pad_length(keys, bucket),
-                pad_length(mask, bucket),
-            )
+            memory, keys, mask = (pad_length(x, bucket) for x in (memory, keys, mask))
         alignment = memory.new_zeros(1, 2, memory.shape[1])
         state = memory.new_zeros(1, self.state_size)
         last = memory.new_zeros(1, self.n_mels)
