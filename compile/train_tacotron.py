@@ -11,25 +11,18 @@ within 90 minutes on 2 CPU cores.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import random
-import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm import tqdm
 
-from compile.addon_writer import NetworkEntry, write_addon
+from compile.addon_writer import NetworkEntry
 from compile.tacotron_voice import STACKS, tacotron_networks
 from compile.teacher import TeacherSplit
-from compile.train_fastspeech import Batch, collate, learning_rate, make_batches
-from tts_neuron.audio import AudioConfig
+from compile.training import Batch, Recipe, TrainConfig, fit, main
 from tts_neuron.models.tacotron import AttentionStep, Postnet, TacotronEncoder
 
 
@@ -102,147 +95,37 @@ def losses(model: TacotronTrainer, batch: Batch) -> dict[str, torch.Tensor]:
     return {"mel": mel_loss, "postnet": post_loss, "stop": stop_loss, "attention": attention_loss}
 
 
-@torch.no_grad()
-def evaluate(model: TacotronTrainer, split: TeacherSplit, max_frames: int) -> dict[str, float]:
-    model.eval()
-    totals: dict[str, float] = {}
-    batches = make_batches(split, max_frames, random.Random(0))
-    for indices in batches:
-        for key, value in losses(model, collate(split, indices)).items():
-            totals[key] = totals.get(key, 0.0) + value.item() / len(batches)
-    model.train()
-    return totals
-
-
-def plot_losses(history: list[dict[str, float]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    steps = [h["step"] for h in history]
-    for key, label in [
-        ("postnet", "mel L1 after postnet"),
-        ("stop", "stop BCE"),
-        ("attention", "attention CE"),
-    ]:
-        ax.plot(steps, [h[key] for h in history], label=f"{label} (train)")
-    evals = [h for h in history if "eval_postnet" in h]
-    ax.plot([h["step"] for h in evals], [h["eval_postnet"] for h in evals], "o-", label="mel L1 (held out)")
-    ax.set_xlabel("step")
-    ax.set_yscale("log")
-    ax.set_title("tacotron-en training")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 @dataclass
-class TrainConfig:
+class TacotronConfig(TrainConfig):
     epochs: int = 8
     max_frames: int = 4000
-    """Padded frames per batch."""
     lr: float = 1.5e-3
+    warmup: int = 300
     prenet_dropout: float = 0.5
-    seed: int = 0
-    limit: int = 0
-    """If set, at most this many steps per epoch (smoke runs)."""
-    sizes: dict[str, Any] = field(default_factory=dict)
-    """Overrides of the network sizes in compile/tacotron_voice.py."""
 
 
 def train(
-    cfg: TrainConfig, train_split: TeacherSplit, held_out: TeacherSplit, n_symbols: int, n_mels: int
+    cfg: TacotronConfig, train_split: TeacherSplit, held_out: TeacherSplit, n_symbols: int, n_mels: int
 ) -> tuple[dict[str, NetworkEntry], list[dict[str, float]]]:
     """Seeded training; returns the networks as addon entries and the loss history."""
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     entries = tacotron_networks(n_symbols, n_mels, cfg.sizes)
     model = TacotronTrainer({name: entry.network for name, entry in entries.items()}, cfg.prenet_dropout)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=1e-6)
-    steps_per_epoch = len(make_batches(train_split, cfg.max_frames, random.Random(0)))
-    if cfg.limit:
-        steps_per_epoch = min(steps_per_epoch, cfg.limit)
-    total = steps_per_epoch * cfg.epochs
-    n_params = sum(p.numel() for p in model.parameters())
-    print(f"{n_params:,} parameters, {len(train_split)} utterances, {total} steps")
-
-    history: list[dict[str, float]] = []
-    step = 0
-    progress = tqdm(total=total, desc="training", unit="step", mininterval=10)
-    for epoch in range(cfg.epochs):
-        for indices in make_batches(train_split, cfg.max_frames, rng)[:steps_per_epoch]:
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, total, cfg.lr, warmup=min(300, total // 10 + 1))
-            parts = losses(model, collate(train_split, indices))
-            optimizer.zero_grad(set_to_none=True)
-            sum(parts.values()).backward()  # type: ignore[union-attr]
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            step += 1
-            history.append({"step": step, **{key: value.item() for key, value in parts.items()}})
-            progress.set_postfix({key: f"{value.item():.3f}" for key, value in parts.items()}, refresh=False)
-            progress.update()
-        held = evaluate(model, held_out, cfg.max_frames)
-        history[-1].update({f"eval_{key}": value for key, value in held.items()})
-        progress.write(f"epoch {epoch}: held out " + ", ".join(f"{k} {v:.4f}" for k, v in held.items()))
-    progress.close()
-    model.eval()
-    return entries, history
+    return entries, fit(model, losses, cfg, train_split, held_out, rng)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("data/teacher"))
-    parser.add_argument("--out", type=Path, default=Path("addons/tacotron-en"))
-    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
-    parser.add_argument(
-        "--max-frames", type=int, default=TrainConfig.max_frames, help="padded frames per batch"
-    )
-    parser.add_argument("--lr", type=float, default=TrainConfig.lr)
-    parser.add_argument("--seed", type=int, default=TrainConfig.seed)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--limit", type=int, default=0, help="at most N steps per epoch (smoke runs)")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    if not (args.data / "meta.json").is_file():
-        raise SystemExit(f"{args.data}: no teacher data; run `make teacher` first")
-    meta = json.loads((args.data / "meta.json").read_text())
-    symbols, audio = meta["symbols"], AudioConfig.from_dict(meta["audio"])
-    train_split = TeacherSplit.load(args.data / "train.safetensors")
-    held_out = TeacherSplit.load(args.data / "eval.safetensors")
-    cfg = TrainConfig(
-        epochs=args.epochs, max_frames=args.max_frames, lr=args.lr, seed=args.seed, limit=args.limit
-    )
-
-    started = time.perf_counter()
-    entries, history = train(cfg, train_split, held_out, len(symbols), audio.n_mels)
-    minutes = (time.perf_counter() - started) / 60
-    write_addon(
-        args.out,
-        name="tacotron-en",
-        description=(
-            f"Tacotron2-style English voice (attention, autoregressive) distilled from espeak-ng "
-            f"({len(train_split)} utterances, {cfg.epochs} epochs, {minutes:.0f} min on {args.threads} CPU "
-            "threads; `make voice-tacotron`)."
-        ),
-        trained=True,
-        symbols=symbols,
-        networks=entries,
-        stacks=STACKS,
-        default_stack="cpu",
-        audio=audio,
-    )
-    n_params = sum(p.numel() for entry in entries.values() for p in entry.network.parameters())
-    record = {"parameters": n_params, "minutes": minutes, "threads": args.threads, "config": asdict(cfg)}
-    kept = [h for i, h in enumerate(history) if i % 25 == 0 or "eval_postnet" in h]
-    (args.out / "training.json").write_text(json.dumps({**record, "history": kept}, indent=1))
-    plot_losses(history, args.out / "training-loss.png")
-    print(f"wrote {args.out} after {minutes:.1f} minutes")
-
+RECIPE = Recipe(
+    name="tacotron-en",
+    describe=(
+        "Tacotron2-style English voice (attention, autoregressive) distilled from espeak-ng ({utterances} "
+        "utterances, {epochs} epochs, {minutes} min on {threads} CPU threads; `make voice-tacotron`)."
+    ),
+    config=TacotronConfig,
+    train=train,
+    stacks=STACKS,
+    curves={"postnet": "mel L1 after postnet", "stop": "stop BCE", "attention": "attention CE"},
+)
 
 if __name__ == "__main__":
-    main()
+    main(RECIPE, __doc__ or "")

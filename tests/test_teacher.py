@@ -12,6 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from compile import train_tacotron
 from compile.corpus import docstring_sentences, generated_sentences
 from compile.teacher import TeacherSplit, build, frame_durations, synthesize_teacher
 from compile.train_fastspeech import TrainConfig, train
@@ -116,3 +117,22 @@ def test_shipped_voice_audio_length_follows_its_predicted_durations() -> None:
     n_frames = int(frames.sum())
     assert sum(m.shape[0] for m in mel) == n_frames
     assert len(audio) == n_frames * voice.addon.audio.hop_length
+
+
+def test_a_few_attention_training_steps_bring_the_losses_down(tiny_teacher: Path) -> None:
+    """Teacher forcing and the guided-attention term both learn: mel error and attention CE fall."""
+    torch.set_num_threads(1)
+    import json
+
+    from tests.conftest import TINY_TACOTRON_SIZES
+
+    symbols = json.loads((tiny_teacher / "meta.json").read_text())["symbols"]
+    split = TeacherSplit.load(tiny_teacher / "train.safetensors")
+    sizes = {**TINY_TACOTRON_SIZES, "channels": 32, "attention_dim": 16, "rnn": 32}
+    cfg = train_tacotron.TacotronConfig(epochs=15, max_frames=4000, lr=1e-2, sizes=sizes)
+    entries, history = train_tacotron.train(cfg, split, split, len(symbols), 80)
+    first, last = history[0], history[-1]
+    assert last["postnet"] < 0.7 * first["postnet"]
+    assert last["attention"] < 0.9 * first["attention"]
+    assert {"eval_postnet", "eval_stop", "eval_attention"} <= set(last)
+    assert set(entries) == {"encoder", "decoder_step", "postnet"}
