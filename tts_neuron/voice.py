@@ -134,9 +134,9 @@ def load(
         name, spec, path = "custom", stack, "stack"
     target = target or (name if name in TARGETS else "cpu")
     device = resolve_device(target)
-    built = build_stack(spec, BuildContext(addon, device, path, target))
     if frontend is not None and (frontend.symbols, frontend.language) != (addon.symbols, addon.language):
         raise AddonError(f"{addon.config_path}: its symbols or language differ from the shared frontend's")
+    built = build_stack(spec, BuildContext(addon, device, path, target))
     return Voice(addon, built, name, target, device, frontend)
 
 

@@ -110,7 +110,7 @@ class Encoders(SequenceBlockContainer):
 
     def encode_piece(self, features: Features, start: int, stop: int) -> Features:
         """The encoders' outputs for tokens [start, stop), encoded as a sentence of their own."""
-        return self.run(token_slice(features, start, stop))
+        return self.run({**features, **token_slice(features, start, stop)})
 
     def run(self, features: Features) -> Features:
         encoded = super().__call__(features)

@@ -54,7 +54,7 @@ class NeuronEncoders(Encoders):
         bucket = self.table.bucket_for(stop - start)
         assert bucket is not None  # pieces are cut to fit the largest bucket
         piece = {key: pad_length(value, bucket) for key, value in token_slice(features, start, stop).items()}
-        return {key: value[:, : stop - start] for key, value in self.run(piece).items()}
+        return {key: value[:, : stop - start] for key, value in self.run({**features, **piece}).items()}
 
     def describe(self) -> str:
         return f"NeuronEncoders (token buckets {self.table.buckets})"
