@@ -131,7 +131,8 @@ class AttentionDecoder(StreamableBlock):
 
     A sentence longer than `max_tokens` is decoded in segments cut after a pause, else between words,
     each with fresh state. Prenet dropout masks come from a generator seeded with `seed` for each sentence, so
-    the same text gives the same frames whether streamed, interleaved with other streams or compiled.
+    the same text gives the same frames whether streamed or interleaved with other streams, and the same
+    to float rounding when the step is compiled.
     """
 
     def __init__(

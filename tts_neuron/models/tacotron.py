@@ -10,7 +10,7 @@ bucket before the real tokens, so a padded sentence would not encode like the un
 give the same memory at every bucket, and attention never sees padded positions (their energy is -1e9).
 
 Prenet dropout stays on at inference, as in Tacotron2, but its masks are inputs to the step: the runtime
-draws them from a seeded generator, so one text always gives the same audio on every target.
+draws them from a seeded generator, so one text gives the same frames on every target (to float rounding).
 """
 
 from __future__ import annotations
