@@ -25,8 +25,11 @@ SEED_STACK: list[dict[str, Any]] = [
 ]
 """The seed article's stack, verbatim: text to mel frames."""
 
-SPEAKING_STACK: list[dict[str, Any]] = [*SEED_STACK, {"type": "GriffinLim"}]
-"""The seed's stack followed by a vocoder: text to audio."""
+SPEAKING_STACK: list[dict[str, Any]] = [*SEED_STACK, {"type": "Vocoder"}]
+"""The seed's stack followed by the neural vocoder: text to audio."""
+
+GRIFFIN_LIM_STACK: list[dict[str, Any]] = [*SEED_STACK, {"type": "GriffinLim"}]
+"""The seed's stack followed by Griffin-Lim, the baseline the neural vocoder replaced."""
 
 NEURON_STACK: list[dict[str, Any]] = [
     {
@@ -37,9 +40,9 @@ NEURON_STACK: list[dict[str, Any]] = [
             "stack": [{"type": "Upsampler"}, {"type": "PaddedDecoder"}],
         },
     },
-    {"type": "PaddedGriffinLim"},
+    {"type": "PaddedVocoder"},
 ]
-"""The same voice at fixed shapes: compiled encoders and decoder, fixed vocoder windows."""
+"""The same voice at fixed shapes: compiled encoders, decoder and vocoder."""
 
 
 @dataclass
@@ -51,6 +54,28 @@ class NetworkEntry:
     outputs: list[str]
     config: dict[str, Any]
     buckets: list[int] = field(default_factory=list)
+
+
+def save_parameters(root: Path, name: str, network: nn.Module) -> str:
+    """Write a network's parameters as `networks/<name>.safetensors`; returns that path, relative to root."""
+    (root / "networks").mkdir(parents=True, exist_ok=True)
+    relative = f"networks/{name}.safetensors"
+    state = {key: value.detach().cpu().contiguous() for key, value in network.state_dict().items()}
+    save_file(state, str(root / relative))
+    return relative
+
+
+def declaration(entry: NetworkEntry, parameters: str) -> dict[str, Any]:
+    """A network's entry in addon.json."""
+    return {
+        "architecture": entry.architecture,
+        "role": entry.role,
+        "inputs": entry.inputs,
+        "outputs": entry.outputs,
+        "config": entry.config,
+        "parameters": parameters,
+        **({"buckets": entry.buckets} if entry.buckets else {}),
+    }
 
 
 def write_addon(
@@ -67,21 +92,10 @@ def write_addon(
     language: str = "en-us",
 ) -> Path:
     """Write `root/addon.json` and `root/networks/<name>.safetensors`, then load it back to validate it."""
-    (root / "networks").mkdir(parents=True, exist_ok=True)
-    declared = {}
-    for net_name, entry in networks.items():
-        relative = f"networks/{net_name}.safetensors"
-        state = {key: value.detach().cpu().contiguous() for key, value in entry.network.state_dict().items()}
-        save_file(state, str(root / relative))
-        declared[net_name] = {
-            "architecture": entry.architecture,
-            "role": entry.role,
-            "inputs": entry.inputs,
-            "outputs": entry.outputs,
-            "config": entry.config,
-            "parameters": relative,
-            **({"buckets": entry.buckets} if entry.buckets else {}),
-        }
+    declared = {
+        name: declaration(entry, save_parameters(root, name, entry.network))
+        for name, entry in networks.items()
+    }
     config = {
         "format": FORMAT_VERSION,
         "name": name,

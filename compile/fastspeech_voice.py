@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from compile.addon_writer import NEURON_STACK, SPEAKING_STACK, NetworkEntry
+from compile.addon_writer import GRIFFIN_LIM_STACK, NEURON_STACK, SPEAKING_STACK, NetworkEntry
+from compile.vocoder_voice import vocoder_network
+from tts_neuron.audio import AudioConfig
 from tts_neuron.models.fastspeech import DurationPredictor, MelDecoder, TextEncoder
 
 DEFAULT_SIZES: dict[str, Any] = {
@@ -15,7 +17,12 @@ DEFAULT_SIZES: dict[str, Any] = {
     "decoder_layers": 6,
 }
 
-STACKS = {"cpu": SPEAKING_STACK, "cuda": SPEAKING_STACK, "neuron": NEURON_STACK}
+STACKS = {
+    "cpu": SPEAKING_STACK,
+    "cuda": SPEAKING_STACK,
+    "neuron": NEURON_STACK,
+    "griffin-lim": GRIFFIN_LIM_STACK,
+}
 
 TOKEN_BUCKETS = [16, 32, 64, 128, 256]
 """Encoder lengths compiled for fixed-shape targets; longer sentences are split between words."""
@@ -28,6 +35,7 @@ def fastspeech_networks(
     n_mels: int = 80,
     sizes: dict[str, int] | None = None,
     token_buckets: list[int] | None = None,
+    vocoder_sizes: dict[str, Any] | None = None,
 ) -> dict[str, NetworkEntry]:
     """Freshly initialised networks (in a fixed order, so a seed reproduces them) with their buckets."""
     s = {**DEFAULT_SIZES, **(sizes or {})}
@@ -66,4 +74,5 @@ def fastspeech_networks(
         "decoder": NetworkEntry(
             decoder, "MelDecoder", "decoder", ["frames", "frame_mask"], ["mel"], decoder_cfg, windows
         ),
+        "vocoder": vocoder_network(AudioConfig(n_mels=n_mels), vocoder_sizes),
     }

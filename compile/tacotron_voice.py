@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from compile.addon_writer import NetworkEntry
+from compile.vocoder_voice import vocoder_network
+from tts_neuron.audio import AudioConfig
 from tts_neuron.models.tacotron import AttentionStep, Postnet, TacotronEncoder
 
 DEFAULT_SIZES: dict[str, Any] = {
@@ -47,9 +49,15 @@ def _pipeline(encoders: str, attention: str, postnet: str, vocoder: str) -> list
     ]
 
 
-SPEAKING_STACK = _pipeline("Encoders", "AttentionDecoder", "Decoder", "GriffinLim")
-NEURON_STACK = _pipeline("NeuronEncoders", "PaddedAttentionDecoder", "PaddedDecoder", "PaddedGriffinLim")
-STACKS = {"cpu": SPEAKING_STACK, "cuda": SPEAKING_STACK, "neuron": NEURON_STACK}
+SPEAKING_STACK = _pipeline("Encoders", "AttentionDecoder", "Decoder", "Vocoder")
+NEURON_STACK = _pipeline("NeuronEncoders", "PaddedAttentionDecoder", "PaddedDecoder", "PaddedVocoder")
+GRIFFIN_LIM_STACK = _pipeline("Encoders", "AttentionDecoder", "Decoder", "GriffinLim")
+STACKS = {
+    "cpu": SPEAKING_STACK,
+    "cuda": SPEAKING_STACK,
+    "neuron": NEURON_STACK,
+    "griffin-lim": GRIFFIN_LIM_STACK,
+}
 
 
 def tacotron_networks(
@@ -57,6 +65,7 @@ def tacotron_networks(
     n_mels: int = 80,
     sizes: dict[str, Any] | None = None,
     token_buckets: list[int] | None = None,
+    vocoder_sizes: dict[str, Any] | None = None,
 ) -> dict[str, NetworkEntry]:
     """Freshly initialised networks (in a fixed order, so a seed reproduces them) with their buckets."""
     s = {**DEFAULT_SIZES, **(sizes or {})}
@@ -103,4 +112,5 @@ def tacotron_networks(
         "postnet": NetworkEntry(
             postnet, "Postnet", "postnet", ["frames", "frame_mask"], ["mel"], postnet_cfg, windows
         ),
+        "vocoder": vocoder_network(AudioConfig(n_mels=n_mels), vocoder_sizes),
     }

@@ -24,7 +24,10 @@ from tqdm import tqdm
 
 from compile.addon_writer import NetworkEntry, write_addon
 from compile.teacher import TeacherSplit
+from compile.vocoder_voice import VOCODER_NAME
+from tts_neuron.addon import load_addon, read_parameters
 from tts_neuron.audio import AudioConfig
+from tts_neuron.errors import AddonError
 
 
 @dataclass
@@ -194,6 +197,17 @@ class Recipe:
     """Losses to plot (key -> label), the first also held out."""
 
 
+def keep_trained_vocoder(out: Path, entries: dict[str, NetworkEntry]) -> None:
+    """Carry the trained vocoder of the addon being replaced over to the new one (it is trained apart,
+    by `make vocoder`); without one the new addon keeps its untrained vocoder, and says so."""
+    try:
+        previous = load_addon(out)
+        state = read_parameters(previous.networks[VOCODER_NAME].parameters)
+        entries[VOCODER_NAME].network.load_state_dict(state, strict=True)
+    except (AddonError, KeyError, RuntimeError) as err:
+        print(f"{out}: no trained vocoder to keep ({type(err).__name__}); run `make vocoder` after this")
+
+
 def main(recipe: Recipe, doc: str) -> None:
     """The command line of a recipe: train on teacher data, write the addon, its training.json and plot."""
     defaults = recipe.config()
@@ -221,6 +235,7 @@ def main(recipe: Recipe, doc: str) -> None:
     started = time.perf_counter()
     entries, history = recipe.train(cfg, train_split, held_out, len(symbols), audio.n_mels)
     minutes = (time.perf_counter() - started) / 60
+    keep_trained_vocoder(args.out, entries)
     description = recipe.describe.format(
         utterances=len(train_split), epochs=cfg.epochs, minutes=round(minutes), threads=args.threads
     )

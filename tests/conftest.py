@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "docs" / "examples"
 
 TINY_SIZES = {"channels": 16, "encoder_layers": 1, "decoder_channels": 16, "decoder_layers": 2}
+TINY_VOCODER = {"dim": 16, "hidden": 32, "layers": 1}
 COVERAGE_TEXT = [
     "The quick brown fox jumps over the lazy dog.",
     "Pack my box with five dozen liquor jugs!",
@@ -37,7 +38,9 @@ def write_tiny_addon(root: Path, seed: int = 0) -> Path:
         description="test fixture with random weights",
         trained=False,
         symbols=symbols,
-        networks=fastspeech_networks(len(symbols), sizes=TINY_SIZES, token_buckets=[8, 16, 48]),
+        networks=fastspeech_networks(
+            len(symbols), sizes=TINY_SIZES, token_buckets=[8, 16, 48], vocoder_sizes=TINY_VOCODER
+        ),
         stacks={"cpu": SPEAKING_STACK, "mel": SEED_STACK, "neuron": NEURON_STACK},
         default_stack="cpu",
     )
@@ -78,7 +81,9 @@ def write_tiny_tacotron_addon(root: Path, seed: int = 0) -> Path:
     """An attention voice with random weights: it cannot align, so its guards must stop it."""
     torch.manual_seed(seed)
     symbols = collect_symbols(COVERAGE_TEXT)
-    networks = tacotron_networks(len(symbols), sizes=TINY_TACOTRON_SIZES, token_buckets=[8, 16, 48])
+    networks = tacotron_networks(
+        len(symbols), sizes=TINY_TACOTRON_SIZES, token_buckets=[8, 16, 48], vocoder_sizes=TINY_VOCODER
+    )
     return write_addon(
         root,
         name="tiny-tacotron",

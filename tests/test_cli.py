@@ -100,7 +100,11 @@ def test_inspect(tiny_addon_dir: Path) -> None:
     out = result.stdout.decode()
     assert result.returncode == 0, result.stderr.decode()
     assert "UNTRAINED" in out and "text_encoder: TextEncoder, role encoder" in out
-    assert "  cpu:" in out and "Decoder 'decoder' (receptive field" in out and "GriffinLim" in out
+    assert (
+        "  cpu:" in out
+        and "Decoder 'decoder' (receptive field" in out
+        and "Vocoder 'vocoder' (receptive field" in out
+    )
     assert "compiled for: nothing yet" in out
 
 

@@ -24,7 +24,6 @@ from tts_neuron.backends import load_executor
 from tts_neuron.backends.executor import BucketTable, FixedShapeExecutor, ShapeError, TensorSpec, pad_length
 from tts_neuron.backends.manifest import CompiledArtifactError
 from tts_neuron.backends.neuron import DEFAULT_COMPILER_ARGS, NeuronTarget, compiler_args, visible_cores_env
-from tts_neuron.blocks.buffer import FrameBuffer
 from tts_neuron.blocks.fixed import PaddedDecoder
 from tts_neuron.blocks.pieces import split_points
 from tts_neuron.errors import StackError, TargetUnavailableError
@@ -93,16 +92,16 @@ def test_executor_refuses_other_shapes_and_names_them() -> None:
 def compiled_addon(tiny_addon_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = Path(shutil.copytree(tiny_addon_dir, tmp_path_factory.mktemp("compiled") / "tiny"))
     report = compile_addon(root, "cpu", progress=False)
-    assert len(report.compiled) == 3 + 3 + 2 and not report.reused
+    assert len(report.compiled) == 3 + 3 + 2 + 3 and not report.reused  # encoders, decoder, vocoder
     return root
 
 
 def test_a_second_compile_recompiles_only_what_changed(compiled_addon: Path, tmp_path: Path) -> None:
     root = Path(shutil.copytree(compiled_addon, tmp_path / "tiny"))
-    assert len(compile_addon(root, "cpu", progress=False).reused) == 8
+    assert len(compile_addon(root, "cpu", progress=False).reused) == 11
     edit_addon_json(root, lambda c: c["networks"]["decoder"].update(buckets=[24, 40]))
     report = compile_addon(root, "cpu", progress=False)
-    assert [a.file for a in report.compiled] == ["decoder.40.pt2"] and len(report.reused) == 7
+    assert [a.file for a in report.compiled] == ["decoder.40.pt2"] and len(report.reused) == 10
     assert not (root / "compiled" / "cpu" / "decoder.72.pt2").exists(), "stale artifacts are removed"
 
 
@@ -132,7 +131,8 @@ def test_padding_does_not_change_real_positions_at_any_bucket(compiled_addon: Pa
             with torch.inference_mode():
                 expected = network(*inputs)
                 padded = executor(*(pad_length(x, bucket) for x in inputs))
-            torch.testing.assert_close(padded[:, :n], expected, rtol=1e-4, atol=1e-5)
+            rows = expected.shape[1] // n  # outputs per input position: 1, or hop samples for a vocoder
+            torch.testing.assert_close(padded[:, : n * rows], expected, rtol=1e-4, atol=1e-5)
 
 
 def recording(executor: FixedShapeExecutor, log: list[tuple[TensorSpec, ...]]) -> FixedShapeExecutor:
@@ -151,7 +151,7 @@ def test_padded_decoder_streams_what_offline_decoding_gives(length: int, sizes: 
     signatures = {w: (TensorSpec((1, w, 4), "float32"), TensorSpec((1, w), "float32")) for w in windows}
     log: list[tuple[TensorSpec, ...]] = []
     executor = recording(FixedShapeExecutor("decoder", {w: net for w in windows}, signatures), log)
-    decoder = PaddedDecoder("decoder", executor, radius=4, channels=4)
+    decoder = PaddedDecoder("decoder", executor, radius=4)
     frames = torch.randn(length, 4)
     streamed, _ = joined(decoder.stream(split(frames, sizes), {}))
     with torch.inference_mode():
@@ -163,15 +163,12 @@ def test_padded_decoder_streams_what_offline_decoding_gives(length: int, sizes: 
 def test_padded_decoder_window_that_ends_exactly_at_the_end() -> None:
     net = MelDecoder(in_channels=4, channels=8, layers=2, kernel_size=5, n_mels=3).eval()
     sig = {24: (TensorSpec((1, 24, 4), "float32"), TensorSpec((1, 24), "float32"))}
-    decoder = PaddedDecoder("decoder", FixedShapeExecutor("d", {24: net}, sig), radius=4, channels=4)
+    decoder = PaddedDecoder("decoder", FixedShapeExecutor("d", {24: net}, sig), radius=4)
     frames = torch.randn(32, 4)  # exactly two cores of 16
     out, chunks = joined(decoder.stream(split(frames, [32]), {}))
     assert [c.data.shape[0] for c in chunks] == [16, 16]
     with torch.inference_mode():
         torch.testing.assert_close(out, net(frames[None], torch.ones(1, 32))[0], rtol=1e-5, atol=1e-5)
-    buffer = FrameBuffer()
-    buffer.append(split(frames, [32]).__next__())
-    assert decoder.decode_window(buffer, 0, 16).shape == (16, 3)
 
 
 @pytest.fixture(scope="module")
@@ -189,8 +186,9 @@ def test_neuron_stack_on_cpu_equals_the_dynamic_stack(
     dynamic_mel: list[np.ndarray] = []
     fixed_audio = np.concatenate(list(neuron_on_cpu.stream(FITS, fixed_mel.append)))
     dynamic_audio = np.concatenate(list(dynamic.stream(FITS, dynamic_mel.append)))
-    np.testing.assert_allclose(np.concatenate(fixed_mel), np.concatenate(dynamic_mel), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.concatenate(fixed_mel), np.concatenate(dynamic_mel), rtol=0, atol=1e-5)
     assert fixed_audio.shape == dynamic_audio.shape
+    np.testing.assert_allclose(fixed_audio, dynamic_audio, rtol=0, atol=1e-4)  # what the README claims
 
 
 @settings(max_examples=15, deadline=None)
@@ -272,6 +270,7 @@ def test_networks_for_stack(tiny_addon_dir: Path) -> None:
         "text_encoder",
         "duration_predictor",
         "decoder",
+        "vocoder",
     ]
     assert networks_for_stack(addon, addon.stacks["cpu"]) == []
     with pytest.raises(StackError, match="network 'vocoder9'"):
@@ -338,4 +337,4 @@ def test_neuron_target_without_the_sdk(tiny_addon_dir: Path) -> None:
 def test_a_decoder_window_too_small_for_its_halo() -> None:
     sig = {8: (TensorSpec((1, 8, 4), "float32"), TensorSpec((1, 8), "float32"))}
     with pytest.raises(ValueError, match="leaves no core"):
-        PaddedDecoder("d", FixedShapeExecutor("d", {8: lambda *x: x[0]}, sig), radius=4, channels=4)
+        PaddedDecoder("d", FixedShapeExecutor("d", {8: lambda *x: x[0]}, sig), radius=4)

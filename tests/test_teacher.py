@@ -135,4 +135,4 @@ def test_a_few_attention_training_steps_bring_the_losses_down(tiny_teacher: Path
     assert last["postnet"] < 0.7 * first["postnet"]
     assert last["attention"] < 0.9 * first["attention"]
     assert {"eval_postnet", "eval_stop", "eval_attention"} <= set(last)
-    assert set(entries) == {"encoder", "decoder_step", "postnet"}
+    assert set(entries) == {"encoder", "decoder_step", "postnet", "vocoder"}  # the vocoder trains apart

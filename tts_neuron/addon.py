@@ -139,7 +139,8 @@ def read_parameters(path: Path) -> dict[str, torch.Tensor]:
         raise AddonError(f"{path}: network file not found") from None
     except OSError as err:
         raise AddonError(f"{path}: cannot read network file: {err}") from None
-    if head[:2] == b"PK" or head[:1] == b"\x80":
+    # A safetensors file starts with its header's length (8 bytes, which may begin with 0x80) and "{".
+    if head[8:9] != b"{" and (head[:2] == b"PK" or head[:1] == b"\x80"):
         raise AddonError(
             f"{path}: this is a pickled torch checkpoint, refused because it runs arbitrary code"
         )

@@ -34,6 +34,8 @@ _BUILTIN_BLOCKS: dict[str, str] = {
     "AttentionDecoder": "tts_neuron.blocks.attention:AttentionDecoder",
     "PaddedAttentionDecoder": "tts_neuron.blocks.attention:PaddedAttentionDecoder",
     # vocoders
+    "Vocoder": "tts_neuron.blocks.vocoder:Vocoder",
+    "PaddedVocoder": "tts_neuron.blocks.fixed:PaddedVocoder",
     "GriffinLim": "tts_neuron.blocks.vocoder:GriffinLimVocoder",
     "PaddedGriffinLim": "tts_neuron.blocks.fixed:PaddedGriffinLim",
 }

@@ -21,8 +21,8 @@ from tts_neuron.blocks.base import (
     StreamableBlock,
     construct,
 )
-from tts_neuron.blocks.buffer import FrameBuffer
 from tts_neuron.blocks.pieces import pause_ids, sentence_pieces
+from tts_neuron.blocks.windows import core_chunk, empty_chunk, windows
 from tts_neuron.errors import StackError
 from tts_neuron.stack import BuildContext
 
@@ -189,42 +189,50 @@ def upsample(encodings: torch.Tensor, ends: torch.Tensor, start: int, stop: int)
 
 
 class Decoder(StreamableBlock):
-    """Mel frames from upsampled frames, decoding each new stretch with its receptive field of context."""
+    """Frames in, frames out through one network with a bounded receptive field (its `receptive_radius`):
+    each window is run with that much context on each side, so the streamed output equals running the
+    whole utterance at once."""
+
+    role = "decoder"
+    """The role of the network it takes when its entry names none."""
 
     def __init__(self, name: str, network: nn.Module) -> None:
         self.name, self.network = name, network
-        self.radius: int = getattr(network, "receptive_radius", 0)
+        self.radius = receptive_radius(network, name)
+        self.per_frame = 1
+        """Output rows per input frame (audio samples per mel frame for a vocoder)."""
 
     @classmethod
     def build(cls, params: dict[str, Any], ctx: BuildContext) -> Decoder:
-        name = _network_by_role(ctx, "decoder", params.pop("network", None))
+        name = _network_by_role(ctx, cls.role, params.pop("network", None))
         return construct(cls, params, ctx.path, name=name, network=ctx.addon.network(name).to(ctx.device))
 
     def stream(self, upstream: Iterator[Chunk] | None, features: Features) -> Iterator[Chunk]:
         if upstream is None:
-            raise StackError("Decoder needs a block before it that makes frames (an Upsampler)")
-        return self._decode(upstream)
+            raise StackError(f"{type(self).__name__} needs a block before it that makes frames")
+        return self._run(upstream)
 
-    def _decode(self, upstream: Iterator[Chunk]) -> Iterator[Chunk]:
-        buffer, emitted = FrameBuffer(), 0
-        for chunk in upstream:
-            buffer.append(chunk)
-            # Frames before `ready` have all the right context they need.
-            ready = buffer.end if chunk.final else buffer.end - self.radius
-            if ready > emitted or chunk.final:
-                lo = max(0, emitted - self.radius)
-                mel = self.decode(buffer.window(lo, buffer.end))  # [T, n_mels]
-                yield Chunk(mel[emitted - lo : ready - lo], emitted, chunk.final)
-                emitted = max(emitted, ready)
-                buffer.drop_before(emitted - self.radius)
-            if chunk.final:
-                return
-
-    def decode(self, frames: torch.Tensor) -> torch.Tensor:
-        """Decode a window of frames [T, C] as one utterance: [T, n_mels]."""
-        with torch.inference_mode():
-            mask = torch.ones(1, frames.shape[0], device=frames.device)
-            return self.network(frames.unsqueeze(0), mask)[0]
+    def _run(self, upstream: Iterator[Chunk]) -> Iterator[Chunk]:
+        for window in windows(upstream, self.radius):
+            if not len(window.frames):
+                yield empty_chunk(window, self.per_frame)
+                continue
+            with torch.inference_mode():
+                mask = torch.ones(1, window.frames.shape[0], device=window.frames.device)
+                output = self.network(window.frames.unsqueeze(0), mask)[0]  # [rows * per_frame, ...]
+            yield core_chunk(window, output, window.start - window.lo, self.per_frame)
 
     def describe(self) -> str:
-        return f"Decoder '{self.name}' (receptive field +/-{self.radius} frames)"
+        return f"{type(self).__name__} '{self.name}' (receptive field +/-{self.radius} frames)"
+
+
+def receptive_radius(network: nn.Module, name: str) -> int:
+    """The frames of context each side a windowed network needs; a network that does not declare it
+    cannot be streamed exactly, so it is refused rather than streamed without context."""
+    radius = getattr(network, "receptive_radius", None)
+    if not isinstance(radius, int) or isinstance(radius, bool) or radius < 0:
+        raise ValueError(
+            f"network '{name}' ({type(network).__name__}) declares no receptive_radius, so it cannot be "
+            "run in windows"
+        )
+    return radius

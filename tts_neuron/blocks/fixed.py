@@ -3,8 +3,9 @@
 The integration layer, not the network, owns splitting and padding: NeuronEncoders pads each sentence to
 the smallest token bucket that holds it (splitting a sentence longer than the largest bucket at a phrase,
 then a word boundary), PaddedDecoder decodes fixed windows of frames with a halo of its receptive field,
-and PaddedGriffinLim vocodes fixed windows of mel frames. Networks mask padded positions, so padding
-never changes the outputs at real positions.
+PaddedVocoder does the same with the neural vocoder, and PaddedGriffinLim vocodes fixed windows of mel
+frames on the host. Networks mask padded positions, so padding never changes the outputs at real
+positions.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ import torch
 
 from tts_neuron.audio import AudioConfig
 from tts_neuron.backends.executor import BucketTable, FixedShapeExecutor, pad_length
-from tts_neuron.blocks.acoustic import Encoder, Encoders, _network_by_role, token_slice
+from tts_neuron.blocks.acoustic import Encoder, Encoders, _network_by_role, receptive_radius, token_slice
 from tts_neuron.blocks.base import Chunk, Features, StreamableBlock, construct
-from tts_neuron.blocks.buffer import FrameBuffer
 from tts_neuron.blocks.pieces import pause_ids
 from tts_neuron.blocks.vocoder import GriffinLimVocoder
+from tts_neuron.blocks.windows import Window, core_chunk, pad_window, windows
 from tts_neuron.errors import StackError
 from tts_neuron.stack import BuildContext
 
@@ -61,67 +62,62 @@ class NeuronEncoders(Encoders):
 
 
 class PaddedDecoder(StreamableBlock):
-    """Decodes fixed windows: a core of frames plus a halo of the receptive field each side, padded at the
-    utterance's edges and trimmed after; streamed output equals decoding the whole utterance."""
+    """Runs a compiled network on fixed windows: a core of frames plus a halo of the receptive field each
+    side, placed in the smallest compiled window that holds them, masked where the utterance has no
+    frames, and unpadded after; streamed output equals running the whole utterance. The first window of
+    an utterance has the smallest bucket's core, so its output comes early; later ones the largest's."""
 
-    def __init__(self, name: str, executor: FixedShapeExecutor, radius: int, channels: int) -> None:
-        self.name, self.executor, self.radius, self.channels = name, executor, radius, channels
-        self.core = executor.table.largest - 2 * radius
-        if self.core < 1:
+    role = "decoder"
+
+    def __init__(self, name: str, executor: FixedShapeExecutor, radius: int, per_frame: int = 1) -> None:
+        self.name, self.executor, self.radius, self.per_frame = name, executor, radius, per_frame
+        buckets = executor.table.buckets
+        self.first_core, self.core = buckets[0] - 2 * radius, buckets[-1] - 2 * radius
+        if self.first_core < 1:
             raise ValueError(
-                f"the largest window {executor.table.largest} leaves no core past a halo of {radius}"
+                f"the smallest window {buckets[0]} leaves no core past a halo of {radius} each side"
             )
 
     @classmethod
     def build(cls, params: dict[str, Any], ctx: BuildContext) -> PaddedDecoder:
-        name = _network_by_role(ctx, "decoder", params.pop("network", None))
+        name = _network_by_role(ctx, cls.role, params.pop("network", None))
         network = ctx.addon.network(name)
-        radius = getattr(network, "receptive_radius", 0)
-        channels = network.example_inputs(1)[0].shape[-1]  # type: ignore[operator]  # networks define it
         return construct(
-            cls, params, ctx.path, name=name, executor=ctx.compiled(name), radius=radius, channels=channels
+            cls,
+            params,
+            ctx.path,
+            name=name,
+            executor=ctx.compiled(name),
+            radius=receptive_radius(network, name),
+            per_frame=getattr(network, "hop", 1),
         )
 
     def stream(self, upstream: Iterator[Chunk] | None, features: Features) -> Iterator[Chunk]:
         if upstream is None:
-            raise StackError("PaddedDecoder needs a block before it that makes frames (an Upsampler)")
-        return self._decode(upstream)
+            raise StackError(f"{type(self).__name__} needs a block before it that makes frames")
+        return self._run(upstream)
 
-    def _decode(self, upstream: Iterator[Chunk]) -> Iterator[Chunk]:
-        buffer, done = FrameBuffer(), 0
-        for chunk in upstream:
-            buffer.append(chunk)
-            while chunk.final or buffer.end - done >= self.core + self.radius:
-                stop = min(done + self.core, buffer.end)
-                mel = self.decode_window(buffer, done, stop)
-                last = chunk.final and stop == buffer.end
-                yield Chunk(mel, done, last)
-                done = stop
-                buffer.drop_before(done - self.radius)
-                if last:
-                    return
-
-    def decode_window(self, buffer: FrameBuffer, start: int, stop: int) -> torch.Tensor:
-        """Mel frames [start, stop): frames [start - halo, stop + halo) placed in the smallest window that
-        holds them, with zero, masked frames where the utterance has none."""
-        lo, hi = max(0, start - self.radius), min(buffer.end, stop + self.radius)
-        left = lo - (start - self.radius)  # frames missing before the utterance's start
-        window = self.executor.table.bucket_for(stop - start + 2 * self.radius)
-        assert window is not None  # stop - start <= core
-        frames = buffer.window(lo, hi)  # [hi - lo, C]
-        x = frames.new_zeros(1, window, self.channels)
-        mask = frames.new_zeros(1, window)
-        x[0, left : left + hi - lo] = frames
-        mask[0, left : left + hi - lo] = 1
-        with torch.inference_mode():
-            mel = self.executor(x, mask)  # [1, window, n_mels]
-        return mel[0, self.radius : self.radius + stop - start]
+    def _run(self, upstream: Iterator[Chunk]) -> Iterator[Chunk]:
+        for window in windows(upstream, self.radius, self.core, self.first_core):
+            bucket = self.executor.table.bucket_for(window.stop - window.start + 2 * self.radius)
+            assert bucket is not None  # cores are cut to fit the largest bucket
+            x, mask = pad_window(window, bucket)
+            with torch.inference_mode():
+                output = self.executor(x, mask)[0]  # [bucket * per_frame, ...]
+            yield core_chunk(window, output, self.radius, self.per_frame)
 
     def describe(self) -> str:
         return (
-            f"PaddedDecoder '{self.name}' (windows {self.executor.table.buckets}: core {self.core} "
-            f"+/-{self.radius} halo)"
+            f"{type(self).__name__} '{self.name}' (windows {self.executor.table.buckets}: cores "
+            f"{self.first_core} first, then {self.core}, +/-{self.radius} halo)"
         )
+
+
+class PaddedVocoder(PaddedDecoder):
+    """The addon's neural vocoder, compiled at fixed windows of mel frames (real-only inverse STFT, so it
+    compiles for Neuron): streamed audio equals vocoding the whole utterance at once."""
+
+    role = "vocoder"
 
 
 class PaddedGriffinLim(GriffinLimVocoder):
@@ -136,12 +132,13 @@ class PaddedGriffinLim(GriffinLimVocoder):
     def build(cls, params: dict[str, Any], ctx: BuildContext) -> PaddedGriffinLim:
         return construct(cls, params, ctx.path, audio=ctx.addon.audio, device=ctx.device)
 
-    def vocode(self, frames: torch.Tensor, missing_left: int, missing_right: int) -> torch.Tensor:
+    def vocode(self, window: Window) -> torch.Tensor:
+        frames, left = window.frames, window.missing_left
         size = self.window_frames + 2 * self.context_frames
         padded = frames.new_full((size, frames.shape[1]), self.silence)  # [size, n_mels]
-        padded[missing_left : missing_left + len(frames)] = frames
+        padded[left : left + len(frames)] = frames
         audio = self.griffin_lim(padded)  # [size * hop]
-        return audio[missing_left * self.hop : (missing_left + len(frames)) * self.hop]
+        return audio[left * self.hop : (left + len(frames)) * self.hop]
 
     def describe(self) -> str:
         return "Padded" + super().describe()

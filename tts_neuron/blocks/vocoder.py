@@ -1,4 +1,9 @@
-"""Vocoder blocks: mel frames in, audio samples out."""
+"""Vocoder blocks: mel frames in, audio samples out.
+
+`Vocoder` runs the neural vocoder (the addon's network of role "vocoder") in windows with its receptive
+field of context, so its streamed audio equals vocoding the whole utterance; `GriffinLim` needs no
+network (a baseline, and for addons without a vocoder).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,9 @@ from typing import Any
 import torch
 
 from tts_neuron.audio import AudioConfig, GriffinLim
+from tts_neuron.blocks.acoustic import Decoder
 from tts_neuron.blocks.base import Chunk, Features, StreamableBlock, construct
-from tts_neuron.blocks.buffer import FrameBuffer
+from tts_neuron.blocks.windows import Window, windows
 from tts_neuron.errors import StackError
 from tts_neuron.stack import BuildContext
 
@@ -49,36 +55,37 @@ class GriffinLimVocoder(StreamableBlock):
         return self._vocode(upstream)
 
     def _vocode(self, upstream: Iterator[Chunk]) -> Iterator[Chunk]:
-        hop, window, context = self.hop, self.window_frames, self.context_frames
-        buffer, done = FrameBuffer(), 0
+        hop = self.hop
         tail = torch.zeros(0)  # previous window's audio just past its core, to fade out over our start
-        for chunk in upstream:
-            buffer.append(chunk)
-            while chunk.final or buffer.end - done >= window + context:
-                a = done
-                b = min(a + window, buffer.end)
-                lo, hi = max(0, a - context), min(buffer.end, b + context)
-                audio = self.vocode(buffer.window(lo, hi), lo - (a - context), a + window + context - hi)
-                core = audio[(a - lo) * hop : (b - lo) * hop].clone()
-                n = min(len(tail), len(core))
-                if n:
-                    ramp = torch.linspace(0.0, 1.0, n + 2, device=core.device)[1:-1]  # [n], excludes 0 and 1
-                    core[:n] = tail[:n] * (1 - ramp) + core[:n] * ramp
-                tail = audio[(b - lo) * hop : (b - lo) * hop + self.crossfade]
-                done = b
-                buffer.drop_before(done - context)
-                last = chunk.final and done == buffer.end
-                yield Chunk(core, a * hop, last)
-                if last:
-                    return
+        for window in windows(upstream, self.context_frames, self.window_frames):
+            audio = self.vocode(window)  # [(hi - lo) * hop]
+            core = audio[window.core.start * hop : window.core.stop * hop].clone()
+            n = min(len(tail), len(core))
+            if n:
+                ramp = torch.linspace(0.0, 1.0, n + 2, device=core.device)[1:-1]  # [n], excludes 0 and 1
+                core[:n] = tail[:n] * (1 - ramp) + core[:n] * ramp
+            tail = audio[window.core.stop * hop : window.core.stop * hop + self.crossfade]
+            yield Chunk(core, window.start * hop, window.final)
 
-    def vocode(self, frames: torch.Tensor, missing_left: int, missing_right: int) -> torch.Tensor:
-        """Audio [n * hop] of mel frames [n, n_mels]; `missing_*` count the frames of a full window that the
-        utterance does not have (a fixed-shape vocoder pads them)."""
-        return self.griffin_lim(frames)
+    def vocode(self, window: Window) -> torch.Tensor:
+        """Audio [(hi - lo) * hop] of the window's mel frames (a fixed-shape vocoder pads them first)."""
+        if not len(window.frames):
+            return window.frames.new_zeros(0)
+        return self.griffin_lim(window.frames)
 
     def describe(self) -> str:
         return (
             f"GriffinLim ({self.n_iter} iterations, windows of {self.window_frames} frames "
             f"+/-{self.context_frames} context)"
         )
+
+
+class Vocoder(Decoder):
+    """The addon's neural vocoder on windows of mel frames, each with its receptive field of context each
+    side: streamed audio equals vocoding the whole utterance at once (dynamic shapes: CPU and GPU)."""
+
+    role = "vocoder"
+
+    def __init__(self, name: str, network: torch.nn.Module) -> None:
+        super().__init__(name, network)
+        self.per_frame = network.hop  # type: ignore[assignment]  # samples per mel frame

@@ -12,6 +12,7 @@ from typing import Any
 from torch import nn
 
 _NETWORKS: dict[str, str] = {
+    "MelVocoder": "tts_neuron.models.vocoder:MelVocoder",
     "TextEncoder": "tts_neuron.models.fastspeech:TextEncoder",
     "DurationPredictor": "tts_neuron.models.fastspeech:DurationPredictor",
     "MelDecoder": "tts_neuron.models.fastspeech:MelDecoder",

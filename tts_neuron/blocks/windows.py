@@ -1,0 +1,110 @@
+"""The one window loop of every block that needs context around what it emits (decoders, vocoders).
+
+`windows` cuts the frames of an utterance, as they arrive, into windows: a core of frames to emit plus up
+to `halo` frames of context on each side (fewer at the utterance's edges, where the utterance has none).
+With a halo of at least the network's receptive field, processing each window and keeping its core gives
+what processing the whole utterance at once gives. Blocks differ only in what they do with a window:
+run a network on it as it is (dynamic shapes), or place it in a fixed-size bucket and mask the rest
+(`pad_window`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from tts_neuron.blocks.base import Chunk
+from tts_neuron.blocks.buffer import FrameBuffer
+
+
+@dataclass(frozen=True)
+class Window:
+    """Frames [lo, hi) of an utterance: the core [start, stop) with its context."""
+
+    frames: torch.Tensor
+    """[hi - lo, C]"""
+    lo: int
+    start: int
+    stop: int
+    hi: int
+    halo: int
+    final: bool
+    """True on the utterance's last window."""
+
+    @property
+    def core(self) -> slice:
+        """The core's rows within `frames` (or within any per-frame output of them)."""
+        return slice(self.start - self.lo, self.stop - self.lo)
+
+    @property
+    def missing_left(self) -> int:
+        """Context frames the utterance lacks before the core (it starts there)."""
+        return self.halo - (self.start - self.lo)
+
+    @property
+    def missing_right(self) -> int:
+        return self.halo - (self.hi - self.stop)
+
+
+def windows(
+    upstream: Iterator[Chunk], halo: int, core: int | None = None, first_core: int | None = None
+) -> Iterator[Window]:
+    """Windows over the frames `upstream` delivers, each as soon as its core has its right context.
+
+    `core=None`: every window takes all the frames that are ready (dynamic shapes). Otherwise a window
+    waits for a full core of `core` frames (`first_core` for the first one), except at the end.
+    """
+    buffer, done = FrameBuffer(), 0
+    size = first_core or core
+    for chunk in upstream:
+        buffer.append(chunk)
+        while True:
+            ready = buffer.end if chunk.final else max(done, buffer.end - halo)
+            if size is None:
+                if ready == done and not chunk.final:
+                    break
+                stop = ready
+            else:
+                if ready - done < size and not chunk.final:
+                    break
+                stop = min(done + size, ready)
+            last = chunk.final and stop == buffer.end
+            lo, hi = max(0, done - halo), min(buffer.end, stop + halo)
+            yield Window(buffer.window(lo, hi), lo, done, stop, hi, halo, last)
+            done, size = stop, core
+            buffer.drop_before(done - halo)
+            if last:
+                return
+
+
+def pad_window(window: Window, bucket: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The window placed in a bucket of `bucket` frames, core at offset `halo`, and its mask.
+
+    Frames the utterance does not have (before its start, past its end, past the core's halo) are zero
+    and masked, so a masked network gives the same core as on the utterance itself. Unpad the outputs
+    with rows [halo, halo + stop - start) (times samples per frame for audio).
+    """
+    # frames: [n, C] -> x: [1, bucket, C], mask: [1, bucket]
+    frames = window.frames
+    n, left = frames.shape[0], window.missing_left
+    x = frames.new_zeros(1, bucket, *frames.shape[1:])
+    mask = frames.new_zeros(1, bucket)
+    x[0, left : left + n] = frames
+    mask[0, left : left + n] = 1
+    return x, mask
+
+
+def core_chunk(window: Window, output: torch.Tensor, offset: int, per_frame: int) -> Chunk:
+    """The part of a network's output that belongs to the window's core, whose first frame is input row
+    `offset`; `per_frame` output rows per frame (1 for frames, hop for audio samples)."""
+    n = window.stop - window.start
+    return Chunk(
+        output[offset * per_frame : (offset + n) * per_frame], window.start * per_frame, window.final
+    )
+
+
+def empty_chunk(window: Window, per_frame: int) -> Chunk:
+    """What a window without frames gives (an utterance without frames): nothing, at its place."""
+    return Chunk(window.frames.new_zeros(0), window.start * per_frame, window.final)
