@@ -1,13 +1,17 @@
 """Intelligibility of a voice against espeak-ng, its teacher: word error rate from an offline recogniser,
-mel-cepstral distortion and duration error on the held-out teacher sentences.
+mel-cepstral distortion and duration error on the held-out teacher sentences, and how much of espeak-ng's
+audio survives our log-mel and each vocoder (PESQ, STOI).
 
     python benchmarks/intelligibility.py --addon addons/fastspeech-en --data data/teacher [--sentences N]
-        [--seeds 3] [--out benchmarks/results]
+        [--seeds 3] [--stack NAME] [--compare-stack NAME] [--out benchmarks/results]
 
 pocketsphinx, with its stock English model, is a weak recogniser: its WER is a relative signal, not a
-measure of how a listener hears the voice. Three systems are decoded on the same sentences: espeak-ng, the
-same audio through our log-mel and Griffin-Lim (the best this vocoder can do), and the voice. The voice's
-distance to that ceiling is what training can still win.
+measure of how a listener hears the voice. Up to five systems are decoded on the same sentences and dither:
+espeak-ng; copy synthesis, espeak-ng's audio through our log-mel and then Griffin-Lim ("ceiling") or the
+addon's neural vocoder ("copy", when it has one), which is the best each vocoder can do; the voice through
+its stack; and, with --compare-stack, the same voice through another stack (e.g. Griffin-Lim instead of the
+neural vocoder). Paired WER differences separate what the vocoder loses from what the acoustic model loses.
+PESQ (wide band) and STOI compare each copy synthesis with espeak-ng's own audio, sample by sample.
 
 Decoding uses a closed-vocabulary unigram language model over the words of every held-out sentence (not
 only the ones evaluated, so that a run on a subset estimates the same figure), slight Gaussian dither to
@@ -37,6 +41,8 @@ from typing import Any
 import numpy as np
 import pocketsphinx
 import torch
+from pesq import PesqError, pesq
+from pystoi import stoi
 from tqdm import tqdm
 
 import tts_neuron
@@ -48,6 +54,8 @@ from tts_neuron.frontend.espeak import Espeak
 
 RECOGNISER_RATE = 16000
 """Sample rate of pocketsphinx's English acoustic model."""
+QUALITY_RATE = 16000
+"""Sample rate of wide-band PESQ (STOI resamples to 10 kHz itself)."""
 DITHER_SIGMA = 100.0
 """Standard deviation of the dither in int16 units: enough to break digital silence, far below speech."""
 BOOTSTRAP_RESAMPLES = 1000
@@ -57,10 +65,23 @@ N_CEPSTRA = 24
 MCD_SCALE = 10.0 / math.log(10.0)
 
 SYSTEMS = {
-    "espeak": "espeak-ng",
-    "ceiling": "espeak-ng → log-mel → Griffin-Lim (vocoder ceiling)",
-    "voice": "our voice",
+    "espeak": ("espeak-ng", "espeak-ng"),
+    "ceiling": ("espeak-ng → log-mel → Griffin-Lim (copy synthesis)", "Griffin-Lim copy"),
+    "copy": ("espeak-ng → log-mel → neural vocoder (copy synthesis)", "vocoder copy"),
 }
+"""System -> (label, short name for paired rows); the voices' labels name the addon and stack. "ceiling"
+keeps its name from before the neural vocoder, so that older reports read the same."""
+COPIES = ("ceiling", "copy")
+"""The copy syntheses, scored against espeak-ng's audio by PESQ and STOI."""
+PAIRS = [
+    ("copy", "espeak"),
+    ("ceiling", "espeak"),
+    ("copy", "ceiling"),
+    ("voice", "espeak"),
+    ("voice", "ceiling"),
+    ("voice", "voice_compare"),
+]
+"""Paired WER differences (first minus second), reported where both systems ran."""
 
 
 # --- Word error rate ------------------------------------------------------------------------------------
@@ -302,6 +323,27 @@ def duration_error(ours: np.ndarray, teacher: np.ndarray) -> DurationError:
     return DurationError(float(np.abs(ours - teacher).sum()), len(ours))
 
 
+# --- Copy-synthesis quality -----------------------------------------------------------------------------
+
+
+def speech_quality(reference: np.ndarray, degraded: np.ndarray, sample_rate: int) -> tuple[float, float]:
+    """Wide-band PESQ and STOI of `degraded` against `reference`, float audio in [-1, 1] at `sample_rate`.
+
+    Both metrics compare the signals sample by sample, so they are trimmed to the shorter one first (a copy
+    synthesis has T * hop samples for espeak-ng's S, T = S // hop + 1) and resampled to 16 kHz. Raises
+    PesqError where PESQ cannot score the pair (it detects no utterance, or a signal is all zeros).
+    """
+    # reference: [S], degraded: [S'] -> both [round(min(S, S') * 16000 / sample_rate)]
+    n = min(len(reference), len(degraded))
+    ref = resample(reference[:n], sample_rate, QUALITY_RATE)
+    deg = resample(degraded[:n], sample_rate, QUALITY_RATE)
+    try:
+        pesq_wb = pesq(QUALITY_RATE, ref, deg, "wb")
+    except ValueError as err:  # an all-zero signal: pesq's level alignment turns NaN into an integer
+        raise PesqError(f"silent signal ({err})") from err
+    return float(pesq_wb), float(stoi(ref, deg, QUALITY_RATE, extended=False))
+
+
 # --- Synthesis ------------------------------------------------------------------------------------------
 
 
@@ -319,13 +361,35 @@ class Sentence:
     """(the voice's mel frames, the teacher's)"""
     failure: str | None = None
     """The voice's AttentionError, if its guards stopped it; its audio is then what came before."""
+    pesq: dict[str, float] = field(default_factory=dict)  # copy system -> wide-band PESQ
+    stoi: dict[str, float] = field(default_factory=dict)  # copy system -> STOI
+    quality_skipped: str | None = None
+    """Why PESQ could not score one of the copies; the sentence then has no PESQ or STOI for any."""
 
 
 class Systems:
-    """Makes each system's audio for a sentence, and the voice-side comparisons with the teacher."""
+    """Makes each system's audio for a sentence, and the comparisons with espeak-ng and the teacher."""
 
-    def __init__(self, addon: Path, data: Path) -> None:
-        self.voice = tts_neuron.load(addon)
+    def __init__(
+        self, addon: Path, data: Path, stack: str | None = None, compare_stack: str | None = None
+    ) -> None:
+        self.voice = tts_neuron.load(addon, stack=stack)
+        self.compare: tts_neuron.Voice | None = None
+        if compare_stack is not None:
+            self.compare = tts_neuron.load(addon, stack=compare_stack, frontend=self.voice.frontend)
+        vocoders = [spec.name for spec in self.voice.addon.networks_with_role("vocoder")]
+        if len(vocoders) > 1:
+            raise SystemExit(f"{addon}: several vocoder networks {vocoders}; copy synthesis needs one")
+        self.vocoder = self.voice.addon.network(vocoders[0]) if vocoders else None
+        name = self.voice.addon.name
+        self.labels = {key: SYSTEMS[key] for key in ("espeak", "ceiling")}
+        """System -> (label, short name), for the systems this addon has, in the report's order."""
+        if self.vocoder is not None:
+            self.labels["copy"] = SYSTEMS["copy"]
+        self.labels["voice"] = (f"{name} (ours, stack {self.voice.stack_name})", "ours")
+        if self.compare is not None:
+            compared = self.compare.stack_name
+            self.labels["voice_compare"] = (f"{name} (ours, stack {compared})", f"ours via {compared}")
         meta = json.loads((data / "meta.json").read_text(encoding="utf-8"))
         self.teacher_symbols: list[str] = meta["symbols"]
         config = AudioConfig.from_dict(meta["audio"])
@@ -341,15 +405,29 @@ class Systems:
         return self.espeak.synthesize(text, self.voice.addon.language).audio.astype(np.float32) / 32768.0
 
     def fill(self, sentence: Sentence) -> None:
-        """All three systems' recogniser audio, plus MCD and duration error of the voice."""
+        """Every system's recogniser audio, PESQ and STOI of the copies, the voice's MCD and durations."""
         rate = self.config.sample_rate
         espeak = self.espeak_audio(sentence.text)  # [S]
+        audio = {"espeak": espeak}
         with torch.inference_mode():
-            ceiling = self.griffin_lim(self.mel(torch.from_numpy(espeak))).numpy()  # [T * hop]
+            log_mel = self.mel(torch.from_numpy(espeak))  # [T, n_mels], T = S // hop + 1
+            audio["ceiling"] = self.griffin_lim(log_mel).numpy()  # [T * hop]
+            if self.vocoder is not None:  # the whole utterance at once: no windows, nothing to stream
+                mask = torch.ones(1, len(log_mel))  # [1, T]
+                audio["copy"] = self.vocoder(log_mel.unsqueeze(0), mask)[0].numpy()  # [T * hop]
+        try:
+            scores = {name: speech_quality(espeak, audio[name], rate) for name in COPIES if name in audio}
+        except PesqError as err:
+            sentence.quality_skipped = f"{type(err).__name__}: {err}"
+        else:
+            sentence.pesq = {name: score[0] for name, score in scores.items()}
+            sentence.stoi = {name: score[1] for name, score in scores.items()}
         frames: list[np.ndarray] = []
-        voice, sentence.failure = speak(self.voice, sentence.text, frames.append)
-        for name, audio in (("espeak", espeak), ("ceiling", ceiling), ("voice", voice)):
-            sentence.audio[name] = recogniser_input(audio, rate)
+        audio["voice"], sentence.failure = speak(self.voice, sentence.text, frames.append)
+        if self.compare is not None:
+            # Its guard failures are not listed: a truncation shows in its WER, like the voice's.
+            audio["voice_compare"], _ = speak(self.compare, sentence.text)
+        sentence.audio = {name: recogniser_input(audio[name], rate) for name in self.labels}
         if sentence.failure:
             return
 
@@ -452,10 +530,44 @@ def interval(values: tuple[float, float], fmt: str = ".3f") -> str:
     return f"[{values[0]:{fmt}}, {values[1]:{fmt}}]"
 
 
+def mean_with_ci(values: np.ndarray) -> tuple[float, tuple[float, float]]:
+    """Mean of per-sentence values [S] and its bootstrap interval (a ratio of sums over unit weights)."""
+    return float(values.mean()), bootstrap_ci(values, np.ones_like(values))
+
+
+def copy_quality(sentences: list[Sentence], labels: dict[str, tuple[str, str]]) -> dict[str, Any]:
+    """PESQ and STOI of each copy synthesis against espeak-ng, over the sentences PESQ could score."""
+    scored = [s for s in sentences if s.quality_skipped is None]
+    systems: dict[str, Any] = {}
+    for name in COPIES:
+        if name in labels and scored:
+            pesq_mean, pesq_ci = mean_with_ci(np.array([s.pesq[name] for s in scored]))  # [S']
+            stoi_mean, stoi_ci = mean_with_ci(np.array([s.stoi[name] for s in scored]))  # [S']
+            systems[name] = {
+                "label": labels[name][0],
+                "pesq_wb": pesq_mean,
+                "pesq_wb_ci95": pesq_ci,
+                "stoi": stoi_mean,
+                "stoi_ci95": stoi_ci,
+            }
+    return {
+        "systems": systems,
+        "sentences": len(scored),
+        "skipped": [{"index": s.index, "error": s.quality_skipped} for s in sentences if s.quality_skipped],
+    }
+
+
 def summarise(
-    sentences: list[Sentence], hypotheses: dict[tuple[int, str], list[str]], seeds: int, ms_per_frame: float
+    sentences: list[Sentence],
+    hypotheses: dict[tuple[int, str], list[str]],
+    seeds: int,
+    ms_per_frame: float,
+    labels: dict[str, tuple[str, str]],
 ) -> dict[str, Any]:
-    """Every figure of the report, and per-sentence results, as one JSON-ready dict."""
+    """Every figure of the report, and per-sentence results, as one JSON-ready dict.
+
+    `labels` names the systems that ran (system -> (label, short name)), in the report's order.
+    """
     words = np.array([len(s.reference) for s in sentences], dtype=np.float64)  # [S]
     errors = {  # system -> [seeds, S]
         name: np.array(
@@ -465,7 +577,7 @@ def summarise(
             ],
             dtype=np.float64,
         )
-        for name in SYSTEMS
+        for name in labels
     }
     systems = {
         name: {
@@ -474,18 +586,26 @@ def summarise(
             "ci95": bootstrap_ci(errors[name].mean(0), words),
             "wer_per_seed": [ratio_of_sums(e, words) for e in errors[name]],
         }
-        for name, label in SYSTEMS.items()
+        for name, (label, _) in labels.items()
     }
-    difference = errors["voice"].mean(0) - errors["ceiling"].mean(0)  # [S]
+    paired: dict[str, Any] = {}
+    for a, b in PAIRS:
+        if a in errors and b in errors:
+            difference = errors[a].mean(0) - errors[b].mean(0)  # [S]
+            paired[f"{a}_minus_{b}"] = {
+                "label": f"{labels[a][1]} − {labels[b][1]}",
+                "wer": ratio_of_sums(difference, words),
+                "ci95": bootstrap_ci(difference, words),
+            }
     scored = [s.durations for s in sentences if s.durations is not None]
     abs_error = np.array([d.abs_error for d in scored], dtype=np.float64)  # [S']
     phonemes = np.array([d.phonemes for d in scored], dtype=np.float64)  # [S']
     spoken = [s for s in sentences if s.mcd_db is not None and s.frames is not None]
-    mcd = np.array([s.mcd_db for s in spoken], dtype=np.float64)  # [S'']
+    mcd_db, mcd_db_ci = mean_with_ci(np.array([s.mcd_db for s in spoken], dtype=np.float64))  # [S'']
     frames = np.array([s.frames for s in spoken], dtype=np.float64).reshape(-1, 2)  # [S'', 2]
     voice_vs_teacher: dict[str, Any] = {
-        "mcd_db": float(mcd.mean()),
-        "mcd_db_ci95": bootstrap_ci(mcd, np.ones_like(mcd)),
+        "mcd_db": mcd_db,
+        "mcd_db_ci95": mcd_db_ci,
         "length_ratio": ratio_of_sums(frames[:, 0], frames[:, 1]),
         "length_ratio_ci95": bootstrap_ci(frames[:, 0], frames[:, 1]),
         "duration_sentences": len(scored),
@@ -505,34 +625,47 @@ def summarise(
             "index": s.index,
             "text": s.text,
             "reference_words": len(s.reference),
-            "wer": {name: float(errors[name][:, k].mean() / words[k]) for name in SYSTEMS},
-            "hypotheses": {name: hypotheses[s.index, name] for name in SYSTEMS},
+            "wer": {name: float(errors[name][:, k].mean() / words[k]) for name in labels},
+            "hypotheses": {name: hypotheses[s.index, name] for name in labels},
             "mcd_db": s.mcd_db,
             "duration_abs_error_frames": s.durations.abs_error if s.durations else None,
+            "pesq_wb": s.pesq,
+            "stoi": s.stoi,
+            "quality_skipped": s.quality_skipped,
         }
         for k, s in enumerate(sentences)
     ]
     return {
         "systems": systems,
-        "voice_minus_ceiling": {
-            "wer": ratio_of_sums(difference, words),
-            "ci95": bootstrap_ci(difference, words),
-        },
+        "paired": paired,
+        "voice_minus_ceiling": paired["voice_minus_ceiling"],
+        "copy_vs_espeak": copy_quality(sentences, labels),
         "voice_vs_teacher": voice_vs_teacher,
         "per_sentence": per_sentence,
     }
 
 
-def markdown_table(report: dict[str, Any], voice_name: str) -> str:
-    """The WER table and the voice-against-teacher table."""
-    systems = dict(report["systems"])
+def markdown_table(report: dict[str, Any]) -> str:
+    """The WER table, the copy-synthesis table and the voice-against-teacher table."""
     rows = ["| System | WER | 95% CI | WER per dither seed |", "|---|---:|---:|---|"]
-    for name, entry in systems.items():
-        label = f"{voice_name} (ours)" if name == "voice" else entry["label"]
+    for entry in report["systems"].values():
         seeds = " / ".join(f"{w:.3f}" for w in entry["wer_per_seed"])
-        rows.append(f"| {label} | {entry['wer']:.3f} | {interval(entry['ci95'])} | {seeds} |")
-    diff = report["voice_minus_ceiling"]
-    rows.append(f"| ours − ceiling (paired) | {diff['wer']:+.3f} | {interval(diff['ci95'], '+.3f')} | |")
+        rows.append(f"| {entry['label']} | {entry['wer']:.3f} | {interval(entry['ci95'])} | {seeds} |")
+    for diff in report["paired"].values():
+        ci = interval(diff["ci95"], "+.3f")
+        rows.append(f"| {diff['label']} (paired) | {diff['wer']:+.3f} | {ci} | |")
+    quality = report["copy_vs_espeak"]["systems"]
+    if quality:
+        rows += [
+            "",
+            "| Copy synthesis against espeak-ng | PESQ (wide band) | 95% CI | STOI | 95% CI |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for entry in quality.values():
+            rows.append(
+                f"| {entry['label']} | {entry['pesq_wb']:.2f} | {interval(entry['pesq_wb_ci95'], '.2f')} | "
+                f"{entry['stoi']:.3f} | {interval(entry['stoi_ci95'])} |"
+            )
     teacher = report["voice_vs_teacher"]
     rows += ["", "| Ours against the teacher | Value | 95% CI |", "|---|---:|---:|"]
     mcd_ci = interval(teacher["mcd_db_ci95"], ".2f")
@@ -552,13 +685,16 @@ def markdown_table(report: dict[str, Any], voice_name: str) -> str:
 
 def write_markdown(path: Path, report: dict[str, Any], table: str) -> None:
     rec, run = report["recogniser"], report["run"]
-    teacher = report["voice_vs_teacher"]
+    teacher, quality = report["voice_vs_teacher"], report["copy_vs_espeak"]
     method = [
         "Method: pocketsphinx (stock en-us model) with a closed-vocabulary unigram LM over the words of all "
         f"{rec['lm_sentences']} held-out sentences, on audio resampled to 16 kHz with Gaussian dither "
         f"(σ = {DITHER_SIGMA:g} int16 units); corpus WER averaged over {run['seeds']} dither seeds.",
         f"95% CIs: bootstrap over sentences ({BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}); "
-        "the paired difference resamples each sentence's two systems together.",
+        "each paired difference (first system's WER minus the second's) resamples each sentence's two "
+        "systems together.",
+        "PESQ (ITU-T P.862.2, wide band) and STOI: each copy synthesis against espeak-ng's own audio, both "
+        "trimmed to the shorter and resampled to 16 kHz, without dither.",
         "MCD: orthonormal DCT-II of the log-mel, c1–c24, DTW-aligned to the teacher's mel; durations: the "
         "duration predictor's frame counts against the teacher's, where the phoneme sequences match.",
     ]
@@ -569,13 +705,17 @@ def write_markdown(path: Path, report: dict[str, Any], table: str) -> None:
         "",
         *method,
         "",
-        f"- Voice: `{run['addon']}`" + ("" if run["addon_trained"] else " (**untrained**: random weights)"),
+        f"- Voice: `{run['addon']}`, stack `{run['stack']}`"
+        + (f", compared with stack `{run['compare_stack']}`" if run["compare_stack"] else "")
+        + ("" if run["addon_trained"] else " (**untrained**: random weights)"),
         f"- Sentences: {run['sentences']} of {rec['lm_sentences']} held out, {rec['reference_words']} "
         f"reference words, of which {rec['oov_words']} ({rec['oov_rate']:.1%}) are out of the recogniser's "
         f"vocabulary; LM vocabulary {rec['lm_vocabulary']} words",
         f"- Dither seeds: {run['seeds']}",
         f"- Duration error over {teacher['duration_sentences']} sentences; "
         f"{teacher['duration_skipped_phoneme_mismatch']} skipped (phonemes differ from the teacher's)",
+        f"- PESQ and STOI over {quality['sentences']} sentences; {len(quality['skipped'])} skipped (PESQ "
+        "could not score them)",
         f"- Recogniser: {rec['decode_seconds']:.0f} s of decoding (summed over processes) for "
         f"{rec['audio_seconds']:.0f} s of audio, real-time factor {rec['real_time_factor']:.3f}",
         f"- Whole run: {run['seconds']:.0f} s with {run['jobs']} recogniser processes",
@@ -618,7 +758,7 @@ def run(args: argparse.Namespace, addon_config: dict[str, Any]) -> dict[str, Any
         for i in pick_sentences(len(texts), args.sentences)
         if references[i]
     ]
-    systems = Systems(args.addon, args.data)
+    systems = Systems(args.addon, args.data, args.stack, args.compare_stack)
     if len(systems.teacher) != len(texts):
         raise SystemExit(f"{args.data}: eval.txt and eval.safetensors hold different numbers of sentences")
     for sentence in tqdm(sentences, desc="synthesising", unit="sentence"):
@@ -628,7 +768,7 @@ def run(args: argparse.Namespace, addon_config: dict[str, Any]) -> dict[str, Any
         language_model = write_language_model(references, Path(folder))
         hypotheses, decode_seconds = decode_all(sentences, language_model, args.seeds, args.jobs)
     ms_per_frame = 1000.0 * systems.config.hop_length / systems.config.sample_rate
-    report = summarise(sentences, hypotheses, args.seeds, ms_per_frame)
+    report = summarise(sentences, hypotheses, args.seeds, ms_per_frame, systems.labels)
 
     oov = set(language_model.oov_types)
     n_words = sum(len(s.reference) for s in sentences)
@@ -652,6 +792,8 @@ def run(args: argparse.Namespace, addon_config: dict[str, Any]) -> dict[str, Any
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "addon": str(args.addon),
         "addon_trained": addon_config.get("trained", True) is not False,
+        "stack": systems.voice.stack_name,
+        "compare_stack": systems.compare.stack_name if systems.compare else None,
         "data": str(args.data),
         "sentences": len(sentences),
         "seeds": args.seeds,
@@ -667,6 +809,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=Path("data/teacher"))
     parser.add_argument("--sentences", type=int, default=None, help="evaluate N evenly spread sentences")
     parser.add_argument("--seeds", type=int, default=3, help="dither seeds to average WER over")
+    parser.add_argument("--stack", help="the voice's stack (default: the addon's default stack)")
+    parser.add_argument("--compare-stack", help="also decode the voice through this stack, e.g. griffin-lim")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="recogniser processes")
     args = parser.parse_args(argv)
@@ -677,11 +821,16 @@ def main(argv: list[str] | None = None) -> int:
         print(problem, file=sys.stderr)
         return 2
     addon_config = json.loads((args.addon / "addon.json").read_text(encoding="utf-8"))
+    stacks = addon_config.get("stacks", {})
+    for stack in (args.stack, args.compare_stack):
+        if stack is not None and stack not in stacks:
+            print(f"{args.addon}: no stack '{stack}'; it has {sorted(stacks)}", file=sys.stderr)
+            return 2
     if addon_config.get("trained") is False:
         print(f"warning: {args.addon} is untrained (random weights): expect a WER near 1", file=sys.stderr)
 
     report = run(args, addon_config)
-    table = markdown_table(report, addon_config.get("name", args.addon.name))
+    table = markdown_table(report)
     rec = report["recogniser"]
     print(table)
     print(
