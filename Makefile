@@ -9,7 +9,7 @@ ADDON ?= addons/fastspeech-en
 ATTENTION_ADDON ?= addons/tacotron-en
 DEMO_TEXT ?= Hello! This is tts neuron, speaking one sentence with its default voice.
 
-.PHONY: setup demo test test-all lint teacher voice voice-tacotron voice-untrained eval compare bench clean
+.PHONY: setup demo test test-all lint teacher voice voice-tacotron vocoder voice-untrained eval compare bench clean
 
 setup: $(VENV)/.installed
 
@@ -49,6 +49,11 @@ voice: setup
 voice-tacotron: setup
 	test -f data/teacher/meta.json || $(PY) -m compile.teacher --out data/teacher
 	$(PY) -m compile.train_tacotron --data data/teacher --out $(ATTENTION_ADDON)
+
+# The neural vocoder on the same teacher's audio (about 50 minutes on 2 cores), installed in both voices.
+vocoder: setup
+	test -f data/teacher/meta.json || $(PY) -m compile.teacher --out data/teacher
+	$(PY) -m compile.train_vocoder --data data/teacher --addons $(ADDON) $(ATTENTION_ADDON)
 
 eval: setup
 	test -f data/teacher/meta.json || $(PY) -m compile.teacher --out data/teacher

@@ -3,7 +3,7 @@ networks (the peer a CPU user would pick), and the naive single call on the whol
 
 Every configuration ends up as a `Config`: a `Stream` plus what it cost to get there (compile, load),
 or the reason it was skipped. The peers reuse the addon's own frontend, networks, duration rounding and
-Griffin-Lim settings, so that only the runtime differs.
+vocoder, so that only the runtime differs.
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ from tts_neuron.backends.executor import FixedShapeExecutor
 from tts_neuron.blocks.acoustic import Encoder, Upsampler, durations_to_frames
 from tts_neuron.blocks.attention import PaddedAttentionDecoder
 from tts_neuron.blocks.base import Block
-from tts_neuron.blocks.fixed import PaddedDecoder, PaddedGriffinLim
-from tts_neuron.blocks.vocoder import GriffinLimVocoder
+from tts_neuron.blocks.fixed import PaddedDecoder, PaddedGriffinLim, PaddedVocoder
+from tts_neuron.blocks.vocoder import GriffinLimVocoder, Vocoder
+from tts_neuron.blocks.windows import Window
 from tts_neuron.errors import StackError, TargetUnavailableError
 from tts_neuron.frontend import Frontend
 
@@ -117,13 +118,13 @@ class PaddingCounter:
             executor.artifacts[bucket] = counted
 
     def wrap_vocoder(self, block: PaddedGriffinLim) -> None:
-        window = block.window_frames + 2 * block.context_frames
+        size = block.window_frames + 2 * block.context_frames
         vocode = block.vocode
         self.counts.setdefault("griffin_lim", [0, 0])
 
-        def counted(frames: torch.Tensor, missing_left: int, missing_right: int) -> torch.Tensor:
-            self.add("griffin_lim", len(frames), window)
-            return vocode(frames, missing_left, missing_right)
+        def counted(window: Window) -> torch.Tensor:
+            self.add("griffin_lim", len(window.frames), size)
+            return vocode(window)
 
         block.vocode = counted  # type: ignore[method-assign]
 
@@ -183,7 +184,8 @@ NetworkRunner = Callable[[str, list[torch.Tensor]], torch.Tensor]
 
 class WholeUtterancePipeline:
     """The voice's pipeline written the way a peer would: encoders, upsampling by the predicted durations,
-    decoder and Griffin-Lim, each called once on a whole utterance.
+    decoder and vocoder (the neural one the stack names, else Griffin-Lim), each called once on a whole
+    utterance.
 
     With `whole_text` the utterance is the whole text (every sentence's tokens concatenated: the naive
     single call); otherwise each sentence is one utterance and one chunk, streamed sentence by sentence.
@@ -194,10 +196,14 @@ class WholeUtterancePipeline:
         self.frontend = Frontend(voice.addon.symbols, voice.addon.language)
         blocks = list(walk(voice.stack))
         upsampler = next(b for b in blocks if isinstance(b, Upsampler))
-        vocoder = next(b for b in blocks if isinstance(b, GriffinLimVocoder))
+        vocoder = next(b for b in blocks if isinstance(b, (Vocoder, PaddedVocoder, GriffinLimVocoder)))
         self.length_scale, self.max_frames = upsampler.length_scale, upsampler.max_frames_per_phoneme
         self.encodings, self.durations = upsampler.encodings_key, upsampler.durations_key
-        self.griffin_lim = GriffinLim(voice.addon.audio, n_iter=vocoder.n_iter)
+        if isinstance(vocoder, GriffinLimVocoder):
+            self.vocoder: str | None = None
+            self.griffin_lim = GriffinLim(voice.addon.audio, n_iter=vocoder.n_iter)
+        else:
+            self.vocoder = vocoder.name
         self.decoder = next(spec.name for spec in voice.addon.networks_with_role("decoder"))
 
     def stream(self, text: str) -> Iterator[np.ndarray]:
@@ -219,9 +225,12 @@ class WholeUtterancePipeline:
         if int(frames.sum()) == 0:
             return np.zeros(0, dtype=np.float32)
         upsampled = features[self.encodings][0].repeat_interleave(frames, dim=0)[None]  # [1, T, C]
-        mel = self.run(self.decoder, [upsampled, torch.ones(1, upsampled.shape[1])])[0]  # [T, n_mels]
+        mask = torch.ones(1, upsampled.shape[1])  # [1, T]
+        mel = self.run(self.decoder, [upsampled, mask])  # [1, T, n_mels]
+        if self.vocoder is not None:
+            return self.run(self.vocoder, [mel, mask])[0].numpy()  # [T * hop]
         with torch.inference_mode():
-            return self.griffin_lim(mel).numpy()
+            return self.griffin_lim(mel[0]).numpy()
 
 
 def torch_runner(addon: Addon) -> NetworkRunner:
@@ -234,7 +243,11 @@ def torch_runner(addon: Addon) -> NetworkRunner:
 
 
 def export_onnx(network: nn.Module, inputs: list[str], outputs: list[str], path: Path) -> None:
-    """Export with a dynamic length axis (dim 1 of every input), as a CPU user would deploy it."""
+    """Export with a dynamic length axis (dim 1 of every input), as a CPU user would deploy it. A network
+    with a compiled form is exported in it: the vocoder's inverse STFT then runs inside ONNX Runtime, as a
+    matmul and shifted adds (ONNX's own DFT op is not what a CPU user of these networks would get)."""
+    compiled_form = getattr(network, "compiled_form", None)
+    network = compiled_form() if compiled_form else network
     length = torch.export.Dim("length", min=2, max=1 << 20)
     examples = network.example_inputs(8)  # type: ignore[operator]  # networks define it
     with warnings.catch_warnings():

@@ -12,6 +12,7 @@ from torch import nn
 
 from tts_neuron.addon import ADDON_FILE, FORMAT_VERSION, load_addon
 from tts_neuron.audio import AudioConfig
+from tts_neuron.backends.manifest import sha256_file
 
 SEED_STACK: list[dict[str, Any]] = [
     {
@@ -65,8 +66,8 @@ def save_parameters(root: Path, name: str, network: nn.Module) -> str:
     return relative
 
 
-def declaration(entry: NetworkEntry, parameters: str) -> dict[str, Any]:
-    """A network's entry in addon.json."""
+def declaration(entry: NetworkEntry, root: Path, parameters: str) -> dict[str, Any]:
+    """A network's entry in addon.json, with the sha256 of its parameter file (relative to root)."""
     return {
         "architecture": entry.architecture,
         "role": entry.role,
@@ -74,6 +75,7 @@ def declaration(entry: NetworkEntry, parameters: str) -> dict[str, Any]:
         "outputs": entry.outputs,
         "config": entry.config,
         "parameters": parameters,
+        "sha256": sha256_file(root / parameters),
         **({"buckets": entry.buckets} if entry.buckets else {}),
     }
 
@@ -93,7 +95,7 @@ def write_addon(
 ) -> Path:
     """Write `root/addon.json` and `root/networks/<name>.safetensors`, then load it back to validate it."""
     declared = {
-        name: declaration(entry, save_parameters(root, name, entry.network))
+        name: declaration(entry, root, save_parameters(root, name, entry.network))
         for name, entry in networks.items()
     }
     config = {

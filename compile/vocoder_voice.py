@@ -54,6 +54,8 @@ def install_vocoder(addon_dir: Path, network: MelVocoder, sizes: dict[str, Any] 
     entry.network = network
     path = addon_dir / ADDON_FILE
     config = json.loads(path.read_text(encoding="utf-8"))
-    config["networks"][VOCODER_NAME] = declaration(entry, save_parameters(addon_dir, VOCODER_NAME, network))
+    config["networks"][VOCODER_NAME] = declaration(
+        entry, addon_dir, save_parameters(addon_dir, VOCODER_NAME, network)
+    )
     path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     load_addon(addon_dir)

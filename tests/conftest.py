@@ -65,6 +65,16 @@ def edit_addon_json(root: Path, edit) -> None:  # type: ignore[no-untyped-def]
     path.write_text(json.dumps(config))
 
 
+def replace_parameters(root: Path, network: str, data: bytes) -> Path:
+    """Overwrite a network's parameter file and record its new sha256, as re-exporting a voice would."""
+    import hashlib
+
+    path = root / "networks" / f"{network}.safetensors"
+    path.write_bytes(data)
+    edit_addon_json(root, lambda c: c["networks"][network].update(sha256=hashlib.sha256(data).hexdigest()))
+    return path
+
+
 TINY_TACOTRON_SIZES = {
     "channels": 16,
     "encoder_layers": 1,

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import pickle
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from safetensors.torch import load_file, save
 
-from tests.conftest import edit_addon_json
+from tests.conftest import edit_addon_json, replace_parameters
 from tts_neuron.addon import load_addon
 from tts_neuron.errors import AddonError
 
@@ -101,17 +103,96 @@ def test_parameters_that_do_not_match_the_config(addon_copy: Path) -> None:
 
 def test_corrupt_network_file(addon_copy: Path) -> None:
     path = addon_copy / "networks" / "decoder.safetensors"
-    path.write_bytes(path.read_bytes()[:100])
+    replace_parameters(addon_copy, "decoder", path.read_bytes()[:100])
     with pytest.raises(AddonError, match="decoder.safetensors: corrupt or not a safetensors file"):
         load_addon(addon_copy).network("decoder")
 
 
-def test_pickles_are_refused_by_content_and_by_name(addon_copy: Path) -> None:
+def test_flipped_bytes_are_refused_by_their_sha256(addon_copy: Path) -> None:
+    """64 flipped bytes inside the tensors still parse as safetensors: only the recorded hash sees them."""
     path = addon_copy / "networks" / "decoder.safetensors"
-    torch.save({"w": torch.zeros(1)}, path)
+    data = bytearray(path.read_bytes())
+    for i in range(len(data) - 64, len(data)):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(AddonError, match=r"decoder.safetensors: sha256 differs from networks.decoder.sha256"):
+        load_addon(addon_copy).network("decoder")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda t: t.to(torch.int64), "tensor 'project_out.bias' is torch.int64; parameters are floats"),
+        (lambda t: t.fill_(float("nan")), "tensor 'project_out.bias' holds NaN or infinite values"),
+    ],
+)
+def test_integer_and_non_finite_weights_are_refused(addon_copy: Path, change: Any, message: str) -> None:
+    path = addon_copy / "networks" / "decoder.safetensors"
+    state = load_file(str(path))
+    state["project_out.bias"] = change(state["project_out.bias"])
+    replace_parameters(addon_copy, "decoder", save(state))
+    with pytest.raises(AddonError, match=message):
+        load_addon(addon_copy).network("decoder")
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (["audio", "n_mels"], 1_000_000_000, r"audio: AudioConfig.n_mels must be in \[1, 512\]"),
+        (["audio", "n_fft"], 10**12, r"audio: AudioConfig.n_fft must be in"),
+        (["audio", "sample_rate"], 10**12, r"audio: AudioConfig.sample_rate must be in"),
+        (
+            ["networks", "decoder", "config", "layers"],
+            10**7,
+            r"networks.decoder.config.layers: 10000000 is out",
+        ),
+        (
+            ["networks", "decoder", "config", "channels"],
+            10**9,
+            r"networks.decoder.config.channels: .* out of",
+        ),
+        (
+            ["networks", "decoder", "buckets"],
+            [10**12],
+            r"networks.decoder.buckets: expected a list of integers",
+        ),
+        (
+            ["networks", "text_encoder", "config", "n_symbols"],
+            7,
+            r"config.n_symbols: 7 differs from len\(sym",
+        ),
+        (
+            ["networks", "decoder", "config", "n_mels"],
+            81,
+            r"config.n_mels: 81 differs from audio.n_mels \(80\)",
+        ),
+        (["networks", "decoder", "sha256"], _DELETE, r"networks.decoder.sha256: missing"),
+    ],
+)
+def test_sizes_are_bounded_and_consistent(
+    addon_copy: Path, path: list[str], value: Any, message: str
+) -> None:
+    """Sizes that would exhaust memory (or write a WAV no player reads) fail at validation, named."""
+    edit_addon_json(addon_copy, _set(path, value))
+    with pytest.raises(AddonError, match=message):
+        load_addon(addon_copy)
+
+
+def test_a_config_larger_than_its_file_is_refused_before_it_is_built(addon_copy: Path) -> None:
+    """Within the bounds, a config may still describe a network far larger than its file: counted on the
+    meta device first, so nothing is allocated."""
+    edit_addon_json(addon_copy, _set(["networks", "decoder", "config", "layers"], 60_000))
+    with pytest.raises(AddonError, match=r"networks.decoder.config: describes [\d,]+ parameters, but"):
+        load_addon(addon_copy).network("decoder")
+
+
+def test_pickles_are_refused_by_content_and_by_name(addon_copy: Path) -> None:
+    buffer = io.BytesIO()
+    torch.save({"w": torch.zeros(1)}, buffer)
+    replace_parameters(addon_copy, "decoder", buffer.getvalue())
     with pytest.raises(AddonError, match="pickled torch checkpoint"):
         load_addon(addon_copy).network("decoder")
-    path.write_bytes(pickle.dumps({"w": 1}))
+    replace_parameters(addon_copy, "decoder", pickle.dumps({"w": 1}))
     with pytest.raises(AddonError, match="pickled"):
         load_addon(addon_copy).network("decoder")
     (addon_copy / "networks" / "decoder.pt").write_bytes(b"x")

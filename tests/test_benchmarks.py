@@ -176,7 +176,7 @@ def test_tiny_run_records_have_every_field_with_its_type(tiny_run: tuple[Path, l
     naive = next(r for r in measured if r["backend"] == "naive-whole-text")
     assert naive["ttfa_ms"]["p50"] == naive["total_ms"] and naive["gap_ms"]["max"] is None
     fixed = next(r for r in measured if r["backend"] == "torch-export-fixed")
-    assert {"text_encoder", "decoder", "griffin_lim"} <= set(fixed["padding"])
+    assert {"text_encoder", "decoder", "vocoder"} <= set(fixed["padding"])
     assert all(0 <= p["share"] < 1 for p in fixed["padding"].values())
     assert all(isinstance(s, float) for s in fixed["compile_s"].values())
     assert {r["streams"] for r in measured if r["kind"] == "throughput"} == {1, 2}

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import tts_neuron
 from compile.compiler import compile_addon, networks_for_stack
-from tests.conftest import edit_addon_json
+from tests.conftest import edit_addon_json, replace_parameters
 from tests.test_blocks import joined, split
 from tts_neuron.addon import load_addon
 from tts_neuron.backends import load_executor
@@ -248,9 +248,9 @@ def test_stale_and_missing_artifacts_say_which_and_how_to_recompile(
     params = root / "networks" / "decoder.safetensors"
     state = tts_neuron.addon.read_parameters(params)
     state["project_out.bias"] += 1
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    save_file(state, str(params))
+    replace_parameters(root, "decoder", save(state))
     with pytest.raises(CompiledArtifactError, match="parameters of 'decoder' changed"):
         load_executor(load_addon(root), "decoder", "cpu", torch.device("cpu"))
     compile_addon(root, "cpu", progress=False)

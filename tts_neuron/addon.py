@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from tts_neuron.audio import AudioConfig
+from tts_neuron.backends.manifest import sha256_file
 from tts_neuron.errors import AddonError, TTSNeuronError
 from tts_neuron.frontend import PAD_SYMBOL
 from tts_neuron.models import create_network
@@ -48,6 +49,8 @@ class NetworkSpec:
     parameters: Path
     buckets: list[int]
     """Lengths (tokens for encoders, window frames for a decoder) that fixed-shape targets compile."""
+    sha256: str
+    """Of the parameter file, checked when the network is loaded: a changed byte is refused, not spoken."""
 
 
 @dataclass
@@ -84,12 +87,35 @@ class Addon:
         return self._loaded[name]
 
     def _load_network(self, spec: NetworkSpec) -> nn.Module:
+        """Build the network, first without memory (on the meta device) so that a config describing a
+        network far larger than its file is refused before anything is allocated; then load and check
+        its parameters: the recorded sha256, floating point, finite."""
         where = f"{self.config_path}: networks.{spec.name}"
+        if sha256_file(spec.parameters) != spec.sha256:
+            raise AddonError(
+                f"{spec.parameters}: sha256 differs from networks.{spec.name}.sha256 in {ADDON_FILE}: "
+                "the file changed or is corrupt"
+            )
+        in_file = self.parameter_count(spec.name)
         try:
-            module = create_network(spec.architecture, spec.config)
-        except (TypeError, ValueError) as err:
+            with torch.device("meta"):
+                declared = sum(t.numel() for t in _build(spec).state_dict().values())
+        except (TypeError, ValueError, RuntimeError, NotImplementedError) as err:
             raise AddonError(f"{where}: cannot build '{spec.architecture}' from its config: {err}") from None
+        if declared != in_file:
+            raise AddonError(
+                f"{where}.config: describes {declared:,} parameters, "
+                f"but {spec.parameters.name} holds {in_file:,}"
+            )
+        module = _build(spec)
         state = read_parameters(spec.parameters)
+        for key, tensor in state.items():
+            if not tensor.is_floating_point():
+                raise AddonError(
+                    f"{spec.parameters}: tensor '{key}' is {tensor.dtype}; parameters are floats"
+                )
+            if not bool(torch.isfinite(tensor).all()):
+                raise AddonError(f"{spec.parameters}: tensor '{key}' holds NaN or infinite values")
         try:
             module.load_state_dict(state, strict=True)
         except RuntimeError as err:
@@ -107,6 +133,10 @@ class Addon:
                 return sum(_numel(f.get_slice(key).get_shape()) for key in f.keys())  # noqa: SIM118
         except (SafetensorError, OSError) as err:
             raise AddonError(f"{path}: not a readable safetensors file: {err}") from None
+
+
+def _build(spec: NetworkSpec) -> nn.Module:
+    return create_network(spec.architecture, spec.config)
 
 
 def _numel(shape: list[int]) -> int:
@@ -183,13 +213,33 @@ class _Reader:
         return list(values)
 
 
+MAX_SIZE = 1 << 16
+"""Bound on every integer of a network's config and on every bucket: far above what a voice needs, far
+below what exhausts a host's memory (a config is checked against its file's size before it is built)."""
+
+
 def _buckets(net: _Reader) -> list[int]:
     buckets = net.get("buckets", list, [])
-    if not all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in buckets):
-        net.fail("expected a list of positive integers", "buckets")
+    if not all(isinstance(b, int) and not isinstance(b, bool) and 0 < b <= MAX_SIZE for b in buckets):
+        net.fail(f"expected a list of integers from 1 to {MAX_SIZE}", "buckets")
     if buckets != sorted(set(buckets)):
         net.fail(f"must be increasing without repeats, got {buckets}", "buckets")
     return list(buckets)
+
+
+def _network_config(net: _Reader, n_symbols: int, audio: AudioConfig) -> dict[str, Any]:
+    """A network's constructor arguments, bounded, and agreeing with the addon's symbols and mel bands."""
+    config: dict[str, Any] = net.get("config", dict, {})
+    for key, value in config.items():
+        if isinstance(value, int) and not isinstance(value, bool) and not -MAX_SIZE <= value <= MAX_SIZE:
+            net.fail(f"{value} is out of range (at most {MAX_SIZE})", f"config.{key}")
+    for key, expected, what in (
+        ("n_symbols", n_symbols, "len(symbols)"),
+        ("n_mels", audio.n_mels, "audio.n_mels"),
+    ):
+        if key in config and config[key] != expected:
+            net.fail(f"{config[key]} differs from {what} ({expected})", f"config.{key}")
+    return config
 
 
 def load_addon(root: str | Path) -> Addon:
@@ -234,9 +284,10 @@ def load_addon(root: str | Path) -> Addon:
             role=role,
             inputs=net.strings("inputs"),
             outputs=net.strings("outputs"),
-            config=net.get("config", dict, {}),
+            config=_network_config(net, len(symbols), audio),
             parameters=params_file,
             buckets=_buckets(net),
+            sha256=net.get("sha256", str),
         )
     if not networks:
         networks_obj.fail("an addon declares at least one network")

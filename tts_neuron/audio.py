@@ -36,6 +36,10 @@ _MEL_LOG_STEP = math.log(6.4) / 27.0
 _PHASE_EPS = 1e-16
 
 
+_LIMITS = {"sample_rate": 192_000, "n_fft": 16_384, "hop_length": 16_384, "win_length": 16_384, "n_mels": 512}
+"""Far above what speech needs; a size past these exhausts memory, or writes a WAV no player reads."""
+
+
 @dataclass(frozen=True)
 class AudioConfig:
     """STFT and mel parameters; one instance must be shared by feature extraction and synthesis."""
@@ -70,9 +74,9 @@ class AudioConfig:
                 if not math.isfinite(value):
                     raise ValueError(f"AudioConfig.{field.name} must be finite, got {value!r}")
                 object.__setattr__(self, field.name, float(value))
-        for name in ("sample_rate", "n_fft", "hop_length", "win_length", "n_mels"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"AudioConfig.{name} must be > 0, got {getattr(self, name)}")
+        for name, most in _LIMITS.items():
+            if not 0 < getattr(self, name) <= most:
+                raise ValueError(f"AudioConfig.{name} must be in [1, {most}], got {getattr(self, name)}")
         if self.n_fft % 2:
             raise ValueError(f"AudioConfig.n_fft must be even, got {self.n_fft}")
         if self.win_length > self.n_fft:
@@ -133,8 +137,8 @@ def mel_filterbank(cfg: AudioConfig) -> Tensor:
     """
     fft_hz = torch.linspace(0.0, cfg.sample_rate / 2, cfg.n_fft // 2 + 1, dtype=torch.float64)  # [F]
     mel_edges = torch.linspace(
-        _hz_to_mel(torch.tensor(cfg.f_min, dtype=torch.float64)).item(),
-        _hz_to_mel(torch.tensor(cfg.f_max, dtype=torch.float64)).item(),
+        _hz_to_mel(torch.tensor(cfg.f_min, dtype=torch.float64, device="cpu")).item(),
+        _hz_to_mel(torch.tensor(cfg.f_max, dtype=torch.float64, device="cpu")).item(),
         cfg.n_mels + 2,
         dtype=torch.float64,
     )  # [M + 2]

@@ -100,7 +100,11 @@ def load_executor(addon: Addon, network: str, target_name: str, device: torch.de
     target.check_available()
     artifacts, signatures = {}, {}
     for artifact in entry.artifacts:
-        path = folder / artifact.file
+        path = (folder / artifact.file).resolve()
+        if not path.is_relative_to(folder.resolve()):
+            raise CompiledArtifactError(
+                f"{folder / MANIFEST_FILE}: artifact '{artifact.file}' lies outside {folder}"
+            )
         if not path.is_file() or sha256_file(path) != artifact.sha256:
             raise CompiledArtifactError(
                 f"{path}: missing or corrupt (sha256 differs from the manifest); {recompile}"
