@@ -57,13 +57,15 @@ vocoder: setup
 
 eval: setup
 	test -f data/teacher/meta.json || $(PY) -m compile.teacher --out data/teacher
-	$(PY) benchmarks/intelligibility.py --addon $(ADDON) --data data/teacher --out benchmarks/results
+	$(PY) benchmarks/intelligibility.py --addon $(ADDON) --data data/teacher --compare-stack griffin-lim \
+		--out benchmarks/results
 
 # Both voices side by side: intelligibility on the held-out sentences, robustness on the hard ones, and
 # latency (about 45 minutes on 2 cores; the README's comparison table comes from these files).
 compare: setup
 	test -f data/teacher/meta.json || $(PY) -m compile.teacher --out data/teacher
-	$(PY) benchmarks/intelligibility.py --addon $(ADDON) --data data/teacher --out benchmarks/results
+	$(PY) benchmarks/intelligibility.py --addon $(ADDON) --data data/teacher --compare-stack griffin-lim \
+		--out benchmarks/results
 	$(PY) benchmarks/intelligibility.py --addon $(ATTENTION_ADDON) --data data/teacher \
 		--out benchmarks/results/$(notdir $(ATTENTION_ADDON))
 	$(PY) benchmarks/robustness.py --addons $(ADDON) $(ATTENTION_ADDON) --out benchmarks/results

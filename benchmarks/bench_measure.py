@@ -138,7 +138,7 @@ def summarise(
         "total_ms": _ms(total),
         "total_ms_range": [_ms(min(walls_s)), _ms(max(walls_s))],
         "audio_s": round(audio_s, 3),
-        "rtf": round(total / audio_s, 4),
+        "rtf": round(total / audio_s, 6),
         "rtfx": round(audio_s / total, 2),
         "chunks": chunks,
         "repeats": len(walls_s),

@@ -135,7 +135,7 @@ def main() -> None:
         f"vocoder is {report['speedup_streamed_vs_streamed_griffin_lim']:.1f}x faster than streamed "
         "Griffin-Lim.",
         "",
-        f"Command: `{report['command']}` ({len(mels)} held-out sentences, medians; the fastest of 3 runs each)",
+        f"Command: `{report['command']}` ({len(mels)} held-out sentences, medians; fastest of 3 runs each)",
     ]
     table = "\n".join(rows)
     print(table)

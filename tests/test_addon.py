@@ -97,7 +97,7 @@ def test_bad_architecture_config(addon_copy: Path) -> None:
 
 def test_parameters_that_do_not_match_the_config(addon_copy: Path) -> None:
     edit_addon_json(addon_copy, _set(["networks", "decoder", "config", "channels"], 32))
-    with pytest.raises(AddonError, match="decoder.safetensors: parameters do not match networks.decoder"):
+    with pytest.raises(AddonError, match=r"decoder.config: describes 13,616 parameters, but decoder.safe"):
         load_addon(addon_copy).network("decoder")
 
 

@@ -87,16 +87,24 @@ class Addon:
         return self._loaded[name]
 
     def _load_network(self, spec: NetworkSpec) -> nn.Module:
-        """Build the network, first without memory (on the meta device) so that a config describing a
-        network far larger than its file is refused before anything is allocated; then load and check
-        its parameters: the recorded sha256, floating point, finite."""
+        """Check the parameter file (safetensors, its recorded sha256, finite floating-point tensors),
+        count what the config describes on the meta device (so a config far larger than its file is
+        refused before anything is allocated), then build the network and load it strictly."""
         where = f"{self.config_path}: networks.{spec.name}"
+        state = read_parameters(spec.parameters)  # refuses pickles and unreadable files first
         if sha256_file(spec.parameters) != spec.sha256:
             raise AddonError(
                 f"{spec.parameters}: sha256 differs from networks.{spec.name}.sha256 in {ADDON_FILE}: "
                 "the file changed or is corrupt"
             )
-        in_file = self.parameter_count(spec.name)
+        for key, tensor in state.items():
+            if not tensor.is_floating_point():
+                raise AddonError(
+                    f"{spec.parameters}: tensor '{key}' is {tensor.dtype}; parameters are floats"
+                )
+            if not bool(torch.isfinite(tensor).all()):
+                raise AddonError(f"{spec.parameters}: tensor '{key}' holds NaN or infinite values")
+        in_file = sum(tensor.numel() for tensor in state.values())
         try:
             with torch.device("meta"):
                 declared = sum(t.numel() for t in _build(spec).state_dict().values())
@@ -108,14 +116,6 @@ class Addon:
                 f"but {spec.parameters.name} holds {in_file:,}"
             )
         module = _build(spec)
-        state = read_parameters(spec.parameters)
-        for key, tensor in state.items():
-            if not tensor.is_floating_point():
-                raise AddonError(
-                    f"{spec.parameters}: tensor '{key}' is {tensor.dtype}; parameters are floats"
-                )
-            if not bool(torch.isfinite(tensor).all()):
-                raise AddonError(f"{spec.parameters}: tensor '{key}' holds NaN or infinite values")
         try:
             module.load_state_dict(state, strict=True)
         except RuntimeError as err:

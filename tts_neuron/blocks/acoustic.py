@@ -137,12 +137,14 @@ class Upsampler(StreamableBlock):
     """Repeats each phoneme's encoding for its predicted number of frames, a chunk at a time.
 
     The first chunk is small so that audio starts early; later ones are larger to amortise per-call costs.
+    The default first chunk (48 frames) is what the shipped voices need for their first audio: the
+    decoder's and the vocoder's right context (12 + 17 frames) plus a first audio chunk of 19 frames.
     """
 
     def __init__(
         self,
         chunk_frames: int = 64,
-        first_chunk_frames: int = 24,
+        first_chunk_frames: int = 48,
         length_scale: float = 1.0,
         max_frames_per_phoneme: int = 100,
         encodings: str = "encodings",

@@ -130,9 +130,10 @@ class AttentionDecoder(StreamableBlock):
     """Mel frames from the attention memory, `reduction` frames a step, handed out in chunks.
 
     A sentence longer than `max_tokens` is decoded in segments cut after a pause, else between words,
-    each with fresh state. Prenet dropout masks come from a generator seeded with `seed` for each sentence, so
-    the same text gives the same frames whether streamed or interleaved with other streams, and the same
-    to float rounding when the step is compiled.
+    each with fresh state. The first chunk (12 steps, 48 frames at reduction 4) covers the postnet's and
+    the vocoder's right context (8 + 17 frames) and a first audio chunk. Prenet dropout masks come from a
+    generator seeded with `seed` for each sentence, so the same text gives the same frames whether
+    streamed or interleaved with other streams, and the same to float rounding when the step is compiled.
     """
 
     def __init__(
@@ -146,7 +147,7 @@ class AttentionDecoder(StreamableBlock):
         pause_ids: set[int],
         table: BucketTable | None = None,
         max_tokens: int = 256,
-        first_chunk_steps: int = 6,
+        first_chunk_steps: int = 12,
         chunk_steps: int = 16,
         stop_threshold: float = 0.5,
         prenet_keep: float = 0.5,
