@@ -25,7 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from compile.teacher import TeacherSplit  # noqa: E402
-from tts_neuron.addon import load_addon  # noqa: E402
+from tts_neuron.addon import Addon, load_addon  # noqa: E402
 from tts_neuron.audio import GriffinLim  # noqa: E402
 from tts_neuron.blocks.base import Chunk, StreamableBlock  # noqa: E402
 from tts_neuron.blocks.vocoder import GriffinLimVocoder, Vocoder  # noqa: E402
@@ -72,18 +72,30 @@ def vocoder_flops(network: MelVocoder, frames: int) -> int:
     return int(counter.get_total_flops())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+def vocoder_arguments(doc: str, sentences: int) -> argparse.Namespace:
+    """The command line both vocoder measurements share; pins torch to one thread."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--addon", type=Path, default=Path("addons/fastspeech-en"))
     parser.add_argument("--data", type=Path, default=Path("data/teacher"))
-    parser.add_argument("--sentences", type=int, default=24)
+    parser.add_argument("--sentences", type=int, default=sentences)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    args = parser.parse_args()
     torch.set_num_threads(1)
-    addon = load_addon(args.addon)
+    return parser.parse_args()
+
+
+def addon_vocoder(addon_dir: Path) -> tuple[Addon, str, MelVocoder]:
+    """The addon, its vocoder network's name and the network."""
+    addon = load_addon(addon_dir)
     (spec,) = addon.networks_with_role("vocoder")
     network = addon.network(spec.name)
-    assert isinstance(network, MelVocoder)
+    if not isinstance(network, MelVocoder):
+        raise SystemExit(f"{addon_dir}: its vocoder is a {type(network).__name__}, not a MelVocoder")
+    return addon, spec.name, network
+
+
+def main() -> None:
+    args = vocoder_arguments(__doc__ or "", sentences=24)
+    addon, name, network = addon_vocoder(args.addon)
     real_only = network.compiled_form()
     griffin_lim = GriffinLim(addon.audio)
     split = TeacherSplit.load(args.data / "eval.safetensors")
@@ -97,7 +109,7 @@ def main() -> None:
         "neural vocoder, offline (real-only inverse STFT)": lambda m: (
             lambda: real_only(m[None], torch.ones(1, len(m)))
         ),
-        "neural vocoder, streamed (Vocoder block)": lambda m: streamed(Vocoder(spec.name, network), m),
+        "neural vocoder, streamed (Vocoder block)": lambda m: streamed(Vocoder(name, network), m),
         "Griffin-Lim 32 iterations, offline": lambda m: lambda: griffin_lim(m),
         "Griffin-Lim, streamed (GriffinLim block, 64-frame windows +/-16)": lambda m: streamed(
             GriffinLimVocoder(addon.audio, torch.device("cpu")), m

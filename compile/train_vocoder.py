@@ -33,7 +33,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from compile.teacher import TeacherSplit
-from compile.training import learning_rate, plot_losses
+from compile.training import learning_rate, plot_losses, teacher_meta
 from compile.vocoder_voice import install_vocoder, vocoder_config
 from tts_neuron.audio import AudioConfig, MelSpectrogram, _reflect_pad
 from tts_neuron.frontend.espeak import Espeak
@@ -262,9 +262,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="use only N training utterances (smoke runs)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if not (args.data / "meta.json").is_file():
-        raise SystemExit(f"{args.data}: no teacher data; run `make teacher` first")
-    audio = AudioConfig.from_dict(json.loads((args.data / "meta.json").read_text())["audio"])
+    audio = AudioConfig.from_dict(teacher_meta(args.data)["audio"])
     train_texts = TeacherSplit.load(args.data / "train.safetensors").texts
     held_texts = TeacherSplit.load(args.data / "eval.safetensors").texts
     if args.limit:

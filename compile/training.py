@@ -197,6 +197,14 @@ class Recipe:
     """Losses to plot (key -> label), the first also held out."""
 
 
+def teacher_meta(data: Path) -> dict[str, Any]:
+    """The teacher data's symbols and audio settings; a clear exit when there is no teacher data."""
+    if not (data / "meta.json").is_file():
+        raise SystemExit(f"{data}: no teacher data; run `make teacher` first")
+    meta: dict[str, Any] = json.loads((data / "meta.json").read_text())
+    return meta
+
+
 def keep_trained_vocoder(out: Path, entries: dict[str, NetworkEntry]) -> None:
     """Carry the trained vocoder of the addon being replaced over to the new one (it is trained apart,
     by `make vocoder`); without one the new addon keeps its untrained vocoder, and says so."""
@@ -222,9 +230,7 @@ def main(recipe: Recipe, doc: str) -> None:
     parser.add_argument("--limit", type=int, default=0, help="at most N steps per epoch (smoke runs)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if not (args.data / "meta.json").is_file():
-        raise SystemExit(f"{args.data}: no teacher data; run `make teacher` first")
-    meta = json.loads((args.data / "meta.json").read_text())
+    meta = teacher_meta(args.data)
     symbols, audio = meta["symbols"], AudioConfig.from_dict(meta["audio"])
     train_split = TeacherSplit.load(args.data / "train.safetensors")
     held_out = TeacherSplit.load(args.data / "eval.safetensors")

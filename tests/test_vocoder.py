@@ -130,14 +130,16 @@ def test_windows_tile_the_utterance_with_their_halo(
 
 # ------------------------------------------------------------------------------- streaming is exact
 @settings(max_examples=30, deadline=None)
-@given(frames_and_cuts(), st.integers(0, 2**16))
-def test_vocoder_streams_exactly_for_any_chunking(case: tuple[int, list[int]], seed: int) -> None:
+@given(frames_and_cuts(), st.integers(0, 2**16), st.sampled_from([(16, 128), (1, 1), (None, None), (5, 40)]))
+def test_vocoder_streams_exactly_for_any_chunking(
+    case: tuple[int, list[int]], seed: int, sizes: tuple[int | None, int | None]
+) -> None:
     n, cuts = case
     network = small_vocoder(seed % 3)
     mel = log_mel(n, seed)
     with torch.inference_mode():
         offline = network(mel[None], torch.ones(1, n))[0]
-    block = Vocoder("vocoder", network)
+    block = Vocoder("vocoder", network, *sizes)
     chunks = list(block.stream(chunked(mel, cuts), {}))
     assert [c.start for c in chunks] == [0] + [c.end for c in chunks[:-1]] and chunks[-1].final
     streamed = torch.cat([c.data for c in chunks])

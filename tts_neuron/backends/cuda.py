@@ -7,8 +7,10 @@ into the captured buffers and replay. NOT RUN: no GPU was available where this w
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -17,13 +19,18 @@ from tts_neuron.errors import TargetUnavailableError
 
 
 class CudaGraphRunner:
-    """Replays one captured CUDA graph of `module` at the shapes of its first call."""
+    """Replays one captured CUDA graph of `module` at the shapes of its first call.
 
-    def __init__(self, module: Callable[..., torch.Tensor]) -> None:
+    The graph reads and writes fixed buffers, so calls from several streams' threads are serialised by a
+    lock, and outputs (one tensor or a tuple, as the attention step returns) are copied out before the
+    next call can overwrite them."""
+
+    def __init__(self, module: Callable[..., Any]) -> None:
         self.module = module
         self.graph: torch.cuda.CUDAGraph | None = None
         self.static_inputs: list[torch.Tensor] = []
-        self.static_output: torch.Tensor | None = None
+        self.static_output: Any = None
+        self.lock = threading.Lock()
 
     def _capture(self, inputs: tuple[torch.Tensor, ...]) -> None:
         self.static_inputs = [x.clone() for x in inputs]
@@ -37,14 +44,16 @@ class CudaGraphRunner:
         with torch.cuda.graph(self.graph), torch.inference_mode():
             self.static_output = self.module(*self.static_inputs)
 
-    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
-        if self.graph is None:
-            self._capture(inputs)
-        for static, x in zip(self.static_inputs, inputs, strict=True):
-            static.copy_(x)
-        assert self.graph is not None and self.static_output is not None
-        self.graph.replay()
-        return self.static_output.clone()
+    def __call__(self, *inputs: torch.Tensor) -> Any:
+        with self.lock:
+            if self.graph is None:
+                self._capture(inputs)
+            for static, x in zip(self.static_inputs, inputs, strict=True):
+                static.copy_(x)
+            assert self.graph is not None and self.static_output is not None
+            self.graph.replay()
+            output = self.static_output
+            return tuple(o.clone() for o in output) if isinstance(output, tuple) else output.clone()
 
 
 class CudaTarget(CpuTarget):

@@ -198,9 +198,21 @@ class Decoder(StreamableBlock):
     role = "decoder"
     """The role of the network it takes when its entry names none."""
 
-    def __init__(self, name: str, network: nn.Module) -> None:
+    def __init__(
+        self,
+        name: str,
+        network: nn.Module,
+        first_chunk_frames: int | None = None,
+        chunk_frames: int | None = None,
+    ) -> None:
+        """Without chunk sizes, each window takes every frame that has its context; with them, a window
+        waits for that many (the first for `first_chunk_frames`), which amortises the recomputed halo."""
+        for size in (first_chunk_frames, chunk_frames):
+            if size is not None and size < 1:
+                raise ValueError(f"chunk sizes must be at least one frame, got {size}")
         self.name, self.network = name, network
         self.radius = receptive_radius(network, name)
+        self.first_chunk_frames, self.chunk_frames = first_chunk_frames, chunk_frames
         self.per_frame = 1
         """Output rows per input frame (audio samples per mel frame for a vocoder)."""
 
@@ -215,7 +227,7 @@ class Decoder(StreamableBlock):
         return self._run(upstream)
 
     def _run(self, upstream: Iterator[Chunk]) -> Iterator[Chunk]:
-        for window in windows(upstream, self.radius):
+        for window in windows(upstream, self.radius, self.chunk_frames, self.first_chunk_frames):
             if not len(window.frames):
                 yield empty_chunk(window, self.per_frame)
                 continue

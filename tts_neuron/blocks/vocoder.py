@@ -82,10 +82,19 @@ class GriffinLimVocoder(StreamableBlock):
 
 class Vocoder(Decoder):
     """The addon's neural vocoder on windows of mel frames, each with its receptive field of context each
-    side: streamed audio equals vocoding the whole utterance at once (dynamic shapes: CPU and GPU)."""
+    side: streamed audio equals vocoding the whole utterance at once (dynamic shapes: CPU and GPU).
+
+    The first window makes 16 frames of audio, so it comes early; later ones 128, so the recomputed
+    context (17 frames each side) costs 27% more work rather than the 53% of 64-frame windows."""
 
     role = "vocoder"
 
-    def __init__(self, name: str, network: torch.nn.Module) -> None:
-        super().__init__(name, network)
+    def __init__(
+        self,
+        name: str,
+        network: torch.nn.Module,
+        first_chunk_frames: int | None = 16,
+        chunk_frames: int | None = 128,
+    ) -> None:
+        super().__init__(name, network, first_chunk_frames, chunk_frames)
         self.per_frame = network.hop  # type: ignore[assignment]  # samples per mel frame
