@@ -213,8 +213,7 @@ class Decoder(StreamableBlock):
         self.name, self.network = name, network
         self.radius = receptive_radius(network, name)
         self.first_chunk_frames, self.chunk_frames = first_chunk_frames, chunk_frames
-        self.per_frame = 1
-        """Output rows per input frame (audio samples per mel frame for a vocoder)."""
+        self.per_frame = rows_per_frame(network)
 
     @classmethod
     def build(cls, params: dict[str, Any], ctx: BuildContext) -> Decoder:
@@ -238,6 +237,13 @@ class Decoder(StreamableBlock):
 
     def describe(self) -> str:
         return f"{type(self).__name__} '{self.name}' (receptive field +/-{self.radius} frames)"
+
+
+def rows_per_frame(network: nn.Module) -> int:
+    """Output rows a network makes per input frame: its `hop` (audio samples per mel frame) for a
+    vocoder, 1 for a network that maps frames to frames."""
+    hop = getattr(network, "hop", 1)
+    return hop if isinstance(hop, int) and hop >= 1 else 1
 
 
 def receptive_radius(network: nn.Module, name: str) -> int:

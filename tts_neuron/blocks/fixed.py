@@ -18,7 +18,14 @@ import torch
 
 from tts_neuron.audio import AudioConfig
 from tts_neuron.backends.executor import BucketTable, FixedShapeExecutor, pad_length
-from tts_neuron.blocks.acoustic import Encoder, Encoders, _network_by_role, receptive_radius, token_slice
+from tts_neuron.blocks.acoustic import (
+    Encoder,
+    Encoders,
+    _network_by_role,
+    receptive_radius,
+    rows_per_frame,
+    token_slice,
+)
 from tts_neuron.blocks.base import Chunk, Features, StreamableBlock, construct
 from tts_neuron.blocks.pieces import pause_ids
 from tts_neuron.blocks.vocoder import GriffinLimVocoder
@@ -89,7 +96,7 @@ class PaddedDecoder(StreamableBlock):
             name=name,
             executor=ctx.compiled(name),
             radius=receptive_radius(network, name),
-            per_frame=getattr(network, "hop", 1),
+            per_frame=rows_per_frame(network),
         )
 
     def stream(self, upstream: Iterator[Chunk] | None, features: Features) -> Iterator[Chunk]:

@@ -97,4 +97,3 @@ class Vocoder(Decoder):
         chunk_frames: int | None = 128,
     ) -> None:
         super().__init__(name, network, first_chunk_frames, chunk_frames)
-        self.per_frame = network.hop  # type: ignore[assignment]  # samples per mel frame
