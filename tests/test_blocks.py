@@ -19,9 +19,11 @@ from tts_neuron.blocks.base import (
     StreamableBlock,
     StreamablePipeline,
     StreamableStack,
+    construct,
 )
 from tts_neuron.blocks.buffer import FrameBuffer
 from tts_neuron.blocks.vocoder import GriffinLimVocoder
+from tts_neuron.errors import StackError
 from tts_neuron.models.fastspeech import MelDecoder
 
 
@@ -210,3 +212,37 @@ def test_griffin_lim_block_streams_contiguous_audio_close_to_offline() -> None:
     assert streamed.shape == (200 * cfg.hop_length,)
     offline = GriffinLim(cfg)(mel)
     assert spectral_convergence(offline, streamed, cfg) < 0.35
+
+
+class Typed(StreamableBlock):
+    """A block whose constructor annotations the stack's values are checked against."""
+
+    def __init__(
+        self, gain: float = 1.0, steps: int = 1, label: str | None = None, sizes: list[int] | None = None
+    ) -> None:
+        self.gain, self.steps, self.label, self.sizes = gain, steps, label, sizes
+
+    def stream(self, upstream: Iterator[Chunk] | None, features: Features) -> Iterator[Chunk]:
+        yield from upstream or ()
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"gain": "loud"}, r"stack\[0\]: Typed: parameter 'gain' expects float, got str \"loud\""),
+        ({"steps": 2.5}, r"parameter 'steps' expects int, got float 2.5"),
+        ({"steps": True}, r"parameter 'steps' expects int, got bool true"),
+        ({"label": 3}, r"parameter 'label' expects str \| None, got int 3"),
+        ({"sizes": [1, "2"]}, r"parameter 'sizes' expects list\[int\] \| None"),
+    ],
+)
+def test_stack_values_are_checked_against_annotations(params: dict, message: str) -> None:
+    with pytest.raises(StackError, match=message):
+        construct(Typed, params, "stack[0]")
+
+
+def test_values_that_fit_their_annotations_build() -> None:
+    block = construct(Typed, {"gain": 2, "steps": 3, "label": None, "sizes": [1, 2]}, "stack[0]")
+    assert (block.gain, block.steps, block.label, block.sizes) == (2, 3, None, [1, 2])
+    with pytest.raises(StackError, match="Upsampler: parameter 'chunk_frames' expects int"):
+        construct(Upsampler, {"chunk_frames": "64"}, "stack[0]")

@@ -9,6 +9,9 @@ stack can stand wherever a single block stands.
 from __future__ import annotations
 
 import inspect
+import json
+import types
+import typing
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -59,7 +62,8 @@ class Block(ABC):  # noqa: B024 - shared base; the two abstractions below declar
 
 
 def construct(cls: type[B], params: Mapping[str, Any], path: str, **extra: Any) -> B:
-    """Call `cls(**params, **extra)`; a parameter mismatch becomes an error that names the stack entry."""
+    """Call `cls(**params, **extra)`; a parameter mismatch, or a stack value that does not match its
+    parameter's annotation (`{"gain": "loud"}` for `gain: float`), becomes an error naming the entry."""
     try:
         inspect.signature(cls).bind(**params, **extra)
     except TypeError as err:
@@ -68,9 +72,45 @@ def construct(cls: type[B], params: Mapping[str, Any], path: str, **extra: Any) 
             f"{path}: {cls.__name__}: {err}; accepted parameters: {accepted or 'none'}"
         ) from None
     try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # noqa: BLE001 - annotations that cannot be resolved are not checked
+        hints = {}
+    for key, value in params.items():
+        if key in hints and not _matches(value, hints[key]):
+            raise StackError(
+                f"{path}: {cls.__name__}: parameter '{key}' expects {_type_name(hints[key])}, "
+                f"got {type(value).__name__} {json.dumps(value)[:60]}"
+            )
+    try:
         return cls(**params, **extra)
     except (TypeError, ValueError) as err:
         raise StackError(f"{path}: {cls.__name__}: {err}") from None
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits an annotation; types JSON cannot hold (tensors, modules) are not checked."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint in (int, str):
+        return isinstance(value, hint) and not isinstance(value, bool)
+    if origin in (list, Sequence) or hint in (list, Sequence):
+        return isinstance(value, list) and all(_matches(item, args[0]) for item in value if args)
+    if origin in (dict, Mapping) or hint in (dict, Mapping):
+        return isinstance(value, dict)
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
 class SequenceBlock(Block):
