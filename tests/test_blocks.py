@@ -22,6 +22,7 @@ from tts_neuron.blocks.base import (
     construct,
 )
 from tts_neuron.blocks.buffer import FrameBuffer
+from tts_neuron.blocks.fixed import PaddedGriffinLim
 from tts_neuron.blocks.vocoder import GriffinLimVocoder
 from tts_neuron.errors import StackError
 from tts_neuron.models.fastspeech import MelDecoder
@@ -212,6 +213,24 @@ def test_griffin_lim_block_streams_contiguous_audio_close_to_offline() -> None:
     assert streamed.shape == (200 * cfg.hop_length,)
     offline = GriffinLim(cfg)(mel)
     assert spectral_convergence(offline, streamed, cfg) < 0.35
+
+
+def test_padded_griffin_lim_equals_the_plain_block_where_no_window_is_padded() -> None:
+    """PaddedGriffinLim only differs where a window lacks context (the utterance's edges), and there it
+    pads with silence: every window with full context gives the plain block's samples exactly."""
+    cfg = AudioConfig()
+    hop, window, context, fade = cfg.hop_length, 64, 16, 4
+    mel = torch.randn(400, cfg.n_mels) - 6  # windows start at 0, 64, ..., 384
+    kwargs = {"n_iter": 4, "window_frames": window, "context_frames": context, "crossfade_frames": fade}
+    plain = GriffinLimVocoder(cfg, torch.device("cpu"), **kwargs)
+    padded = PaddedGriffinLim(cfg, torch.device("cpu"), **kwargs)
+    a, _ = joined(plain.stream(split(mel, [30, 100]), {}))
+    b, _ = joined(padded.stream(split(mel, [30, 100]), {}))
+    assert a.shape == b.shape == (400 * hop,)
+    # The first window lacks its left context (and fades into the second), the last its right context.
+    interior = slice((window + fade) * hop, 384 * hop)
+    assert torch.equal(a[interior], b[interior])
+    assert not torch.equal(a[: window * hop], b[: window * hop])
 
 
 class Typed(StreamableBlock):
