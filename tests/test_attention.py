@@ -216,6 +216,14 @@ def test_the_trained_voice_speaks_for_about_as_long_as_its_teacher(tacotron: tts
     assert 0.7 < ours / theirs < 1.4, (ours, theirs)
 
 
+@pytest.mark.parametrize("text", ["a", "I", "O."])
+def test_a_one_vowel_sentence_is_not_cut_to_one_step(tacotron: tts_neuron.Voice, text: str) -> None:
+    """The stop token is ignored until the utterance has 4 frames a token (the teacher never has fewer
+    than 5): one vowel and its two pause tokens give at least 12 frames, not one step of 4."""
+    (sentence,) = tacotron.frontend.sentences(text)
+    assert len(tacotron.synthesize(text)) >= 4 * len(sentence.tokens) * tacotron.addon.audio.hop_length
+
+
 @settings(max_examples=6, deadline=None)
 @given(first=st.integers(1, 10), size=st.integers(1, 40))
 def test_chunk_sizes_do_not_change_the_frames(tacotron: tts_neuron.Voice, first: int, size: int) -> None:

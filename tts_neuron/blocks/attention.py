@@ -50,6 +50,10 @@ class AttentionGuards:
     min_end_coverage: int = 1
     """The stop token is accepted only when attention has come within this many tokens of the last
     spoken one."""
+    min_frames_per_token: int = 4
+    """The stop token is ignored before the utterance has this many frames per token (pauses included):
+    the teacher's sentences never have fewer than 5.0, and without it a one-vowel sentence ("a", "I")
+    stopped after one step (0.05 s)."""
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
@@ -257,6 +261,7 @@ class AttentionDecoder(StreamableBlock):
             weights = alignment[0, 0, :n]
             stop = bool(torch.sigmoid(stop_logit[0]) > self.stop_threshold)
             stop = stop or (inner and int(weights.argmax()) == n - 1)
+            stop = stop and (step + 1) * self.reduction >= self.guards.min_frames_per_token * n
             monitor.check(step, weights, stop)
             last = frames[:, -1]
             yield frames[0], stop
