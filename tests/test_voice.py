@@ -135,3 +135,15 @@ def test_a_voice_set_shares_a_frontend_only_between_equal_symbol_tables(
         voices.add(tiny_addon_dir)
     with pytest.raises(AddonError, match="differ from the shared frontend's"):
         tts_neuron.load(REPO / "addons" / "fastspeech-en", frontend=duration.frontend)
+
+
+def test_the_neuron_target_refuses_a_stack_that_compiles_nothing(
+    tiny_addon_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On an inf2 host (the SDK's check passes), the dynamic stack would run every block on the host CPU
+    without a word: it is refused, naming the stack."""
+    from tts_neuron.backends.neuron import NeuronTarget
+
+    monkeypatch.setattr(NeuronTarget, "check_available", lambda self: None)
+    with pytest.raises(StackError, match=r"stacks.cpu: runs no compiled network, so target 'neuron'"):
+        tts_neuron.load(tiny_addon_dir, stack="cpu", target="neuron")

@@ -11,7 +11,8 @@ import torch
 
 from tts_neuron.addon import Addon, load_addon
 from tts_neuron.backends import TARGETS, get_target
-from tts_neuron.blocks.base import Chunk, StreamableStack
+from tts_neuron.backends.executor import FixedShapeExecutor
+from tts_neuron.blocks.base import Block, Chunk, StreamableStack
 from tts_neuron.errors import AddonError, AttentionError, StackError
 from tts_neuron.frontend import Frontend, Sentence
 from tts_neuron.stack import BuildContext, build_stack
@@ -137,7 +138,19 @@ def load(
     if frontend is not None and (frontend.symbols, frontend.language) != (addon.symbols, addon.language):
         raise AddonError(f"{addon.config_path}: its symbols or language differ from the shared frontend's")
     built = build_stack(spec, BuildContext(addon, device, path, target))
+    if target == "neuron" and not _runs_compiled(built):
+        raise StackError(
+            f"{path}: runs no compiled network, so target 'neuron' would leave every block on the host CPU; "
+            f"use a stack of compiled blocks (the addon has {sorted(addon.stacks)})"
+        )
     return Voice(addon, built, name, target, device, frontend)
+
+
+def _runs_compiled(block: Block) -> bool:
+    """Whether any block of the tree calls a compiled, fixed-shape network."""
+    if any(isinstance(value, FixedShapeExecutor) for value in vars(block).values()):
+        return True
+    return any(_runs_compiled(child) for child in block.children())
 
 
 class VoiceSet:
