@@ -4,12 +4,18 @@ We synthesise rather than only transcribe, because the phoneme events of synthes
 start sample: the runtime reads the phoneme names, the training recipe also keeps the audio and the
 timings, and both see exactly the same phoneme sequence. libespeak-ng holds global state, so every call
 goes through one process-wide lock.
+
+libespeak-ng runs in this process, so text that overflows one of its fixed buffers kills the process
+(SIGSEGV, or SIGABRT from its stack protector). `bound_text` reshapes the two measured triggers before
+every call; docs/security.md gives the measurements.
 """
 
 from __future__ import annotations
 
 import ctypes
+import re
 import threading
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +70,75 @@ class Synthesis:
     """int16 samples at `sample_rate`."""
     phonemes: list[Phoneme]
     sample_rate: int
+
+
+MAX_CHAIN_BYTES = 96
+"""Most bytes one dotted chain ("U.S.A.", "a.a. a.a.") may hold between its dots. libespeak-ng gathers a
+chain's single letters into a fixed buffer and overflows it at about 200 bytes of letters (measured: 191
+ASCII letters, 101 two-byte, 67 three-byte letters); 96 bytes is under half of that."""
+MAX_TOKEN_CHARS = 48
+"""Longest run of non-space characters handed on. Long tokens of other kinds did not crash (measured up to
+1,500 characters), but no word is this long, and 48 characters of at most 3 bytes fit the 160-byte word
+buffers of libespeak-ng."""
+_CHAIN_ITEM_CHARS = 4
+"""What lies between two dots continues a chain when it is this short and has no space: a letter, or a
+short word (as in "U.S.A." or "e.g.")."""
+
+_LONG_TOKEN = re.compile(rf"\S{{{MAX_TOKEN_CHARS + 1},}}")
+_MARKS = "\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f"
+_NOT_WORD = rf"(?:[^\w{_MARKS}]|_)"
+_CHAIN_SEPARATOR = re.compile(rf"({_NOT_WORD}*\.{_NOT_WORD}*)")
+"""Dots with the spaces and punctuation around them; libespeak-ng reads "_" as a space and a combining mark
+as a letter."""
+
+
+def bound_text(text: str) -> str:
+    """The text with no token longer than MAX_TOKEN_CHARS and no dotted chain longer than MAX_CHAIN_BYTES.
+
+    A long token is cut after its last punctuation in the second half of MAX_TOKEN_CHARS, else at
+    MAX_TOKEN_CHARS (not before a combining mark); a long chain is cut by turning one of its dots into a
+    space. Text without long tokens or long chains is returned unchanged.
+    """
+    return _cut_chains(_LONG_TOKEN.sub(_cut_token, text))
+
+
+def _cut_token(match: re.Match[str]) -> str:
+    token, pieces = match.group(), []
+    while len(token) > MAX_TOKEN_CHARS:
+        window = token[:MAX_TOKEN_CHARS]
+        cut = next(
+            (i + 1 for i in range(len(window) - 1, MAX_TOKEN_CHARS // 2 - 1, -1) if not window[i].isalnum()),
+            MAX_TOKEN_CHARS,
+        )
+        while cut > 1 and unicodedata.category(token[cut])[0] == "M":
+            cut -= 1
+        pieces.append(token[:cut])
+        token = token[cut:]
+    return " ".join([*pieces, token])
+
+
+def _cut_chains(text: str) -> str:
+    """Replace a chain's separator by a space wherever the chain would pass MAX_CHAIN_BYTES."""
+    items = _CHAIN_SEPARATOR.split(text)  # item, separator, item, ...
+    parts = [items[0]]
+    chain_bytes = len(items[0].encode()) if _in_chain(items[0]) else 0
+    for separator, item in zip(items[1::2], items[2::2], strict=True):
+        size = len(separator.encode()) + len(item.encode())
+        if not _in_chain(item):
+            parts += [separator, item]
+            chain_bytes = 0
+        elif chain_bytes + size > MAX_CHAIN_BYTES:
+            parts += [" ", item]
+            chain_bytes = len(item.encode())
+        else:
+            parts += [separator, item]
+            chain_bytes += size
+    return "".join(parts)
+
+
+def _in_chain(item: str) -> bool:
+    """Whether what lies between two dots continues a chain: not a word, nor a letter and a space."""
+    return len(item) <= _CHAIN_ITEM_CHARS and not any(char.isspace() for char in item)
 
 
 class EspeakError(TTSNeuronError):
@@ -131,8 +206,12 @@ class Espeak:
         return 0
 
     def synthesize(self, text: str, voice: str = "en-us") -> Synthesis:
-        """Speak `text` (one sentence, already normalised) and return its audio and phoneme timings."""
-        data = text.encode("utf-8") + b"\0"
+        """Speak `text` (one sentence, already normalised) and return its audio and phoneme timings.
+
+        The text is first bounded (`bound_text`), so no input can overflow libespeak-ng's buffers; text
+        without long tokens or long dotted chains is spoken exactly as given.
+        """
+        data = bound_text(text).encode("utf-8") + b"\0"
         with self._lock:
             if voice != self._voice:
                 if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:

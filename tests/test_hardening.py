@@ -1,0 +1,133 @@
+"""Hostile input (issue 14): text that crashed libespeak-ng, stacks that import code, CLI failure paths.
+
+Inputs that could crash the interpreter run only in child processes, so a regression fails a test instead
+of killing pytest.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tts_neuron.frontend.espeak import MAX_CHAIN_BYTES, MAX_TOKEN_CHARS, bound_text
+
+REPO = Path(__file__).resolve().parent.parent
+
+CRASHERS = [
+    "a." * 191 + "a",  # SIGSEGV in libespeak-ng before the bound
+    "U.S.A." * 64,  # stack smashing (SIGABRT)
+    "a.a. " * 100,  # one chain across spaces
+    "ḁ." * 70,  # three-byte letters: about 200 bytes of letters
+    "щ.." * 160,
+    "a._" * 200,  # espeak-ng reads "_" as a space
+    "\u0301.\u0325." * 200,  # combining marks count as letters
+]
+
+
+def run_python(code: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run `code` in a child interpreter at the repository root; a crash there is just a return code."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def assert_exits_cleanly(result: subprocess.CompletedProcess[str]) -> None:
+    last = result.stderr.strip().splitlines()[-3:]
+    assert result.returncode == 0, f"child exited {result.returncode}; last stderr lines: {last}"
+
+
+# -- 1. text that killed the process --------------------------------------------------------------------
+
+
+def test_text_that_crashed_espeak_is_spoken() -> None:
+    code = f"""
+from compile.symbols import collect_symbols
+from tests.conftest import COVERAGE_TEXT
+from tts_neuron.errors import TextError
+from tts_neuron.frontend import Frontend
+from tts_neuron.frontend.espeak import Espeak
+
+frontend = Frontend(collect_symbols(COVERAGE_TEXT))
+for text in {CRASHERS!r}:
+    Espeak.get().synthesize(text)
+    try:
+        list(frontend.sentences(text))
+    except TextError:  # marks alone: nothing to speak
+        pass
+"""
+    assert_exits_cleanly(run_python(code))
+
+
+def test_ordinary_text_reaches_espeak_unchanged() -> None:
+    for text in [
+        "U.S.A. e.g. i.e. J. R. R. Tolkien met Dr. Jones at 5 p.m.",
+        "Visit www.example.com or 192.168.0.1 for version 1.2.3. Wait... what?",
+        "pneumonoultramicroscopicsilicovolcanoconiosis is a long word.",
+    ]:
+        assert bound_text(text) == text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(st.sampled_from("ab.é_ ḁ-/1\u0301"), max_size=600))
+def test_bound_text_only_moves_spaces_and_punctuation(text: str) -> None:
+    bounded = bound_text(text)
+    assert all(len(token) <= MAX_TOKEN_CHARS for token in bounded.split())
+    assert re.sub(r"[\W_]", "", bounded) == re.sub(r"[\W_]", "", text)
+    assert bound_text(bounded) == bounded, "every chain and token is within bounds once bounded"
+
+
+def test_long_chains_are_cut_into_short_ones() -> None:
+    bounded = bound_text("U.S.A." * 64)
+    chains = bounded.split(" ")
+    assert len(chains) > 1 and all(len(chain.encode()) <= MAX_CHAIN_BYTES + 2 for chain in chains)
+
+
+CLASSES = {
+    "ascii letters": "abcxyzAUSW",
+    "latin": "éßøŋəʃḁḃỳẽẞ",
+    "greek": "αβγΩ",
+    "cyrillic": "жщЯ",
+    "digits": "0179",
+    "punctuation": ".,;:-/_'\"()!?&%#@+=*",
+    "emoji": "🙂🎉👍🏽",
+    "marks": "\u0301\u0325",
+    "other scripts": "漢字عربي",
+}
+SEPARATORS = [".", ". ", "", "-", "/", ",", "'", "._", ".'", ". _", "..", "。", "．", ".\u0301"]
+
+
+@st.composite
+def long_space_free_text(draw: st.DrawFn) -> str:
+    """Characters of one class (or all mixed) joined by one separator: tokens, chains, URLs, digit strings."""
+    alphabet = draw(st.sampled_from([*CLASSES.values(), "".join(CLASSES.values())]))
+    separator = draw(st.sampled_from(SEPARATORS))
+    return separator.join(draw(st.lists(st.sampled_from(alphabet), min_size=100, max_size=400)))
+
+
+def fuzz_espeak_boundary(examples: int) -> None:
+    """Speak hostile text through the one entry point into libespeak-ng; run only in a child process."""
+    from tts_neuron.frontend.espeak import Espeak
+
+    espeak = Espeak.get()
+
+    @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))  # fmt: skip
+    @given(st.lists(long_space_free_text(), min_size=1, max_size=3).map(" ".join))
+    def speak(text: str) -> None:
+        print(repr(text), file=sys.stderr, flush=True)  # the last line names the input of a crash
+        espeak.synthesize(text)
+
+    speak()
+
+
+def test_fuzz_the_espeak_boundary_in_a_child_process() -> None:
+    assert_exits_cleanly(
+        run_python("from tests.test_hardening import fuzz_espeak_boundary; fuzz_espeak_boundary(100)")
+    )
