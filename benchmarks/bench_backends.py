@@ -167,7 +167,7 @@ def voice_config(
                 for artifact in entry.artifacts
             }
         started = time.perf_counter()
-        voice = tts_neuron.load(addon_dir, stack=stack, target=target)
+        voice = tts_neuron.load(addon_dir, stack=stack, target=target, threads=None)  # run.py sets them
         config.load_s = round(time.perf_counter() - started, 3)
     except (TargetUnavailableError, StackError) as err:
         config.skipped = str(err)

@@ -147,3 +147,18 @@ def test_the_neuron_target_refuses_a_stack_that_compiles_nothing(
     monkeypatch.setattr(NeuronTarget, "check_available", lambda self: None)
     with pytest.raises(StackError, match=r"stacks.cpu: runs no compiled network, so target 'neuron'"):
         tts_neuron.load(tiny_addon_dir, stack="cpu", target="neuron")
+
+
+def test_load_sets_one_intra_op_thread_unless_told_otherwise(tiny_addon_dir: Path) -> None:
+    """One thread per stream is the serving policy (docs: threads); None leaves torch's setting alone."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        tts_neuron.load(tiny_addon_dir, threads=None)
+        assert torch.get_num_threads() == 2
+        tts_neuron.load(tiny_addon_dir)
+        assert torch.get_num_threads() == 1
+        with pytest.raises(ValueError, match="threads must be a positive integer"):
+            tts_neuron.load(tiny_addon_dir, threads=0)
+    finally:
+        torch.set_num_threads(before)
