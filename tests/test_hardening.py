@@ -12,10 +12,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import tts_neuron
+from tests.test_cli import assert_clean_error
+from tests.test_cli import run as run_cli
+from tts_neuron.addon import load_addon
+from tts_neuron.errors import StackError
 from tts_neuron.frontend.espeak import MAX_CHAIN_BYTES, MAX_TOKEN_CHARS, bound_text
+from tts_neuron.registry import register_block, resolve_block
+from tts_neuron.stack import BuildContext, build_stack
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -131,3 +140,51 @@ def test_fuzz_the_espeak_boundary_in_a_child_process() -> None:
     assert_exits_cleanly(
         run_python("from tests.test_hardening import fuzz_espeak_boundary; fuzz_espeak_boundary(100)")
     )
+
+
+# -- 2. a stack file is code: an explicit mode without imports -------------------------------------------
+
+NOISY_MODULE = """
+print("IMPORTED noisy_block")
+from tts_neuron.blocks.base import StreamableBlock
+
+
+class Loud(StreamableBlock):
+    def stream(self, upstream, features):
+        yield from upstream or ()
+"""
+
+
+def test_without_imports_a_module_path_is_refused_before_it_is_imported(
+    tiny_addon_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "noisy_block.py").write_text(NOISY_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    stack = [{"type": "Upsampler"}, {"type": "noisy_block:Loud"}]
+    message = r"stack\[1\]: block type 'noisy_block:Loud' would import module 'noisy_block'"
+    with pytest.raises(StackError, match=message):
+        tts_neuron.load(tiny_addon_dir, stack=stack, allow_imports=False)
+    context = BuildContext(load_addon(tiny_addon_dir), torch.device("cpu"), "stack", allow_imports=False)
+    with pytest.raises(StackError, match=message):
+        build_stack(stack, context)
+    assert "noisy_block" not in sys.modules
+    assert "IMPORTED" not in capfd.readouterr().out
+
+
+def test_without_imports_registered_and_built_in_blocks_still_resolve() -> None:
+    register_block("LazyHardeningDoubler", "tests.test_stack:Doubler")
+    assert resolve_block("LazyHardeningDoubler", allow_imports=False).__name__ == "Doubler"
+    assert resolve_block("Upsampler", allow_imports=False).__name__ == "Upsampler"
+
+
+def test_cli_no_imports_keeps_module_output_out_of_the_pcm_stream(
+    tiny_addon_dir: Path, tmp_path: Path
+) -> None:
+    stack_file = tmp_path / "this.json"
+    stack_file.write_text('[{"type": "this:X"}]')  # importing `this` prints the Zen of Python
+    args = ["synthesize", "--addon", str(tiny_addon_dir), "--stack-file", str(stack_file), "--text", "Hi."]
+    trusting = run_cli(*args, "--raw")
+    assert b"Beautiful is better than ugly" in trusting.stdout, "without the flag the module runs"
+    refused = run_cli(*args, "--raw", "--no-imports")
+    assert_clean_error(refused, "stack[0]: block type 'this:X' would import module 'this'")
+    assert refused.stdout == b""

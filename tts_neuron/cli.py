@@ -20,6 +20,10 @@ from tts_neuron.errors import TextError, TTSNeuronError
 from tts_neuron.voice import TARGETS, Voice
 
 EXIT_USAGE = 2
+_NO_IMPORTS_HELP = (
+    "refuse stack entries of type 'module:Class' (a stack that names a module runs its code); "
+    "allow only built-in, registered and installed blocks"
+)
 
 _LOG = logging.getLogger("tts_neuron")
 
@@ -76,11 +80,12 @@ def _read_text(args: argparse.Namespace) -> str:
 
 
 def _load_voice(args: argparse.Namespace) -> Voice:
-    from tts_neuron.stack import read_stack_file
+    from tts_neuron.stack import allowing_imports, read_stack_file
     from tts_neuron.voice import load
 
     stack = read_stack_file(Path(args.stack_file)) if args.stack_file else args.stack
-    return load(args.addon, stack=stack, target=args.target)
+    with allowing_imports(not args.no_imports):
+        return load(args.addon, stack=stack, target=args.target)
 
 
 def _synthesize(args: argparse.Namespace) -> int:
@@ -156,7 +161,8 @@ def _inspect(args: argparse.Namespace) -> int:
     print(f"stacks (default {addon.default_stack}):")
     for name, spec in addon.stacks.items():
         print(f"  {name}:")
-        context = BuildContext(addon, torch.device("cpu"), f"{addon.config_path}: stacks.{name}", "cpu")
+        path = f"{addon.config_path}: stacks.{name}"
+        context = BuildContext(addon, torch.device("cpu"), path, "cpu", allow_imports=not args.no_imports)
         try:
             lines = describe_tree(build_stack(spec, context), "    ")
         except CompiledArtifactError as err:  # a compiled stack is built from its artifacts
@@ -209,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     synth.add_argument("--mel", help="also save the mel frames [T, n_mels] as .npy")
     synth.add_argument("--timings", action="store_true", help="print time to first audio, total time and RTF")
+    synth.add_argument("--no-imports", action="store_true", help=_NO_IMPORTS_HELP)
     synth.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     synth.set_defaults(run=_synthesize)
 
@@ -231,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     insp = commands.add_parser("inspect", help="show an addon's stacks, networks and compiled targets")
     insp.add_argument("--addon", required=True, help="addon folder (holds addon.json)")
+    insp.add_argument("--no-imports", action="store_true", help=_NO_IMPORTS_HELP)
     insp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     insp.set_defaults(run=_inspect)
     return parser

@@ -2,7 +2,9 @@
 installed packages (entry-point group `tts_neuron.blocks`), and `"package.module:Class"` for anything else.
 
 Nothing is imported until a stack names it, so a third-party block with heavy dependencies costs nothing
-to a stack that does not use it.
+to a stack that does not use it. A `"module:Class"` name imports (and so runs) that module: a stack file is
+code, not data. With `allow_imports=False` only built-in, registered and entry-point blocks resolve, and
+a module path is refused before anything is imported.
 """
 
 from __future__ import annotations
@@ -57,8 +59,12 @@ def known_blocks() -> list[str]:
     return sorted({*_BUILTIN_BLOCKS, *_registered, *_entry_points()})
 
 
-def resolve_block(name: str, path: str = "stack") -> type[Block]:
-    """The class a stack entry's "type" names; `path` locates the entry in the JSON for errors."""
+def resolve_block(name: str, path: str = "stack", allow_imports: bool = True) -> type[Block]:
+    """The class a stack entry's "type" names; `path` locates the entry in the JSON for errors.
+
+    Registered and entry-point blocks were chosen by code or by an installed package, so they may import
+    their module even when `allow_imports` is False; only a module path written in the stack is refused.
+    """
     target: type[Block] | str | None = _registered.get(name) or _BUILTIN_BLOCKS.get(name)
     if target is None:
         target = _entry_points().get(name)
@@ -67,6 +73,11 @@ def resolve_block(name: str, path: str = "stack") -> type[Block]:
             raise StackError(
                 f"{path}: unknown block type '{name}'; known: {', '.join(known_blocks())} "
                 "(or 'package.module:Class' for a block outside the package)"
+            )
+        if not allow_imports:
+            raise StackError(
+                f"{path}: block type '{name}' would import module '{name.partition(':')[0]}', and imports "
+                "are not allowed here; use a built-in, registered or installed block"
             )
         target = name
     cls = _import(target, path) if isinstance(target, str) else target

@@ -8,7 +8,10 @@ name the JSON path of the bad entry, e.g. `stacks.cpu[0].streamable_block.stack[
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -26,6 +29,19 @@ if TYPE_CHECKING:
 
 K = TypeVar("K", SequenceBlock, StreamableBlock)
 
+_ALLOW_IMPORTS: ContextVar[bool] = ContextVar("tts_neuron_allow_imports", default=True)
+
+
+@contextmanager
+def allowing_imports(allowed: bool) -> Iterator[None]:
+    """Stacks built inside the block get `BuildContext.allow_imports = allowed` by default: for callers of
+    code that makes its own BuildContext, such as `tts_neuron.voice.load`."""
+    token = _ALLOW_IMPORTS.set(allowed)
+    try:
+        yield
+    finally:
+        _ALLOW_IMPORTS.reset(token)
+
 
 @dataclass(frozen=True)
 class BuildContext:
@@ -37,6 +53,9 @@ class BuildContext:
     path: str
     target: str = "cpu"
     """Where compiled blocks run their networks; dynamic blocks just use `device`."""
+    allow_imports: bool = field(default_factory=_ALLOW_IMPORTS.get)
+    """Whether a "module:Class" type may import its module; False allows only built-in, registered and
+    entry-point blocks (see `tts_neuron.registry`)."""
 
     def compiled(self, network: str) -> FixedShapeExecutor:
         """The fixed-shape executor of a network for this context's target (artifacts checked, warmed up)."""
@@ -63,7 +82,7 @@ def build_block(spec: Any, ctx: BuildContext, kind: type[K]) -> K:
     name = params.pop("type", None)
     if not isinstance(name, str) or not name:
         raise StackError(f"{ctx.path}: a block entry needs a string 'type'")
-    cls = resolve_block(name, ctx.path)
+    cls = resolve_block(name, ctx.path, ctx.allow_imports)
     if not issubclass(cls, kind):
         raise StackError(f"{ctx.path}: '{name}' is a {_kind_of(cls)}, but a {kind.__name__} is needed here")
     block: Block = cls.build(params, ctx)
