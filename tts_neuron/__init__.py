@@ -1,7 +1,6 @@
 """tts_neuron: voices of different architectures in one streaming runtime, built from blocks by a JSON
 stack, and compiled at fixed bucketed shapes for AWS Inferentia2 with CPU and GPU fallbacks."""
 
-from pathlib import Path
 from typing import Any
 
 from tts_neuron import voice as _voice
@@ -21,7 +20,6 @@ from tts_neuron.errors import (
     TextError,
     TTSNeuronError,
 )
-from tts_neuron.frontend import Frontend
 from tts_neuron.registry import known_blocks, register_block
 from tts_neuron.stack import allowing_imports
 from tts_neuron.voice import Voice, VoiceSet
@@ -29,18 +27,12 @@ from tts_neuron.voice import Voice, VoiceSet
 __version__ = "0.1.0"
 
 
-def load(
-    addon_dir: str | Path,
-    stack: str | list[Any] | dict[str, Any] | None = None,
-    target: str | None = None,
-    frontend: Frontend | None = None,
-    *,
-    allow_imports: bool = True,
-) -> Voice:
-    """`tts_neuron.voice.load`; with `allow_imports=False` the stack may use only built-in, registered and
-    entry-point blocks, and a "module:Class" entry is a StackError raised before anything is imported."""
+def load(*args: Any, allow_imports: bool = True, **kwargs: Any) -> Voice:
+    """`tts_neuron.voice.load` (same arguments); with `allow_imports=False` the stack may use only built-in,
+    registered and entry-point blocks, and a "module:Class" entry is a StackError raised before anything
+    is imported."""
     with allowing_imports(allow_imports):
-        return _voice.load(addon_dir, stack, target, frontend)
+        return _voice.load(*args, **kwargs)
 
 
 __all__ = [
