@@ -6,6 +6,7 @@ of killing pytest.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import subprocess
@@ -20,11 +21,12 @@ from hypothesis import strategies as st
 import tts_neuron
 from tests.test_cli import assert_clean_error
 from tests.test_cli import run as run_cli
+from tts_neuron import cli
 from tts_neuron.addon import load_addon
-from tts_neuron.errors import StackError
+from tts_neuron.errors import StackError, TextError
 from tts_neuron.frontend.espeak import MAX_CHAIN_BYTES, MAX_TOKEN_CHARS, bound_text
 from tts_neuron.registry import register_block, resolve_block
-from tts_neuron.stack import BuildContext, build_stack
+from tts_neuron.stack import MAX_NESTING, BuildContext, build_stack
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -188,3 +190,134 @@ def test_cli_no_imports_keeps_module_output_out_of_the_pcm_stream(
     refused = run_cli(*args, "--raw", "--no-imports")
     assert_clean_error(refused, "stack[0]: block type 'this:X' would import module 'this'")
     assert refused.stdout == b""
+
+
+# -- 3. CLI failures: one line, exit 2, no traceback, no partial file -----------------------------------
+
+HOSTILE_BLOCKS = """
+import torch
+from tts_neuron.blocks.base import Chunk, StreamableBlock
+
+
+class Raiser(StreamableBlock):
+    def stream(self, upstream, features):
+        yield Chunk(torch.zeros(4096), 0, False)
+        raise RuntimeError("boom\\nsecond line")
+
+
+class Silent(StreamableBlock):
+    def stream(self, upstream, features):
+        return iter(())
+
+
+class NotANumber(StreamableBlock):
+    def stream(self, upstream, features):
+        yield Chunk(torch.full((4096,), float("nan")), 0, True)
+"""
+needs_dev_full = pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+
+
+def synthesize_args(addon: Path, *extra: str) -> list[str]:
+    return ["synthesize", "--addon", str(addon), "--text", "Hello there.", *extra]
+
+
+@needs_dev_full
+def test_a_full_disk_is_one_line(tiny_addon_dir: Path) -> None:
+    assert_clean_error(
+        run_cli(*synthesize_args(tiny_addon_dir, "--out", "/dev/full")), "/dev/full: cannot write"
+    )
+    with open("/dev/full", "wb") as full:
+        result = subprocess.run(
+            [sys.executable, "-m", "tts_neuron.cli", *synthesize_args(tiny_addon_dir, "--raw")],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            timeout=240,
+        )
+    assert_clean_error(result, "stdout: cannot write: No space left on device")
+
+
+@needs_dev_full
+def test_a_failed_mel_file_takes_the_finished_wav_with_it(tiny_addon_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "x.wav"
+    result = run_cli(*synthesize_args(tiny_addon_dir, "--out", str(out), "--mel", "/dev/full"))
+    assert_clean_error(result, "/dev/full: cannot write")
+    assert not out.exists()
+
+
+def test_a_missing_mel_folder_is_refused_before_synthesis(tiny_addon_dir: Path, tmp_path: Path) -> None:
+    out, mel = tmp_path / "x.wav", tmp_path / "no" / "mel.npy"
+    result = run_cli(*synthesize_args(tiny_addon_dir, "--out", str(out), "--mel", str(mel), "--timings"))
+    assert_clean_error(result, f"{mel}: cannot write: folder")
+    assert not out.exists() and "load" not in result.stderr.decode(), "refused before the voice was loaded"
+
+
+def test_deep_stacks_are_stack_errors(tiny_addon_dir: Path, tmp_path: Path) -> None:
+    deep_json = tmp_path / "deep.json"
+    deep_json.write_text("[" * 1500 + "]" * 1500)
+    result = run_cli(*synthesize_args(tiny_addon_dir, "--raw", "--stack-file", str(deep_json)))
+    assert_clean_error(result, "deep.json: JSON nested too deeply to read")
+
+    spec: dict[str, object] = {"type": "Upsampler"}
+    for _ in range(200):
+        spec = {"type": "StreamableStack", "stack": [spec]}
+    context = BuildContext(load_addon(tiny_addon_dir), torch.device("cpu"), "stack")
+    with pytest.raises(
+        StackError, match=rf"stack(\[0\]\.stack){{{MAX_NESTING}}}\[0\]: blocks are nested more"
+    ):
+        build_stack([spec], context)
+
+
+def test_endless_text_is_refused_past_max_chars(tiny_addon_dir: Path) -> None:
+    args = ["synthesize", "--addon", str(tiny_addon_dir), "--raw"]
+    assert_clean_error(
+        run_cli(*args, "--text-file", "/dev/zero"), "/dev/zero: more than 1,000,000 characters"
+    )
+    assert_clean_error(
+        run_cli(*args, "--max-chars", "5", stdin="Hello there."), "stdin: more than 5 characters"
+    )
+
+
+def test_invalid_utf8_is_refused_alike_from_stdin_and_a_file(tiny_addon_dir: Path, tmp_path: Path) -> None:
+    text = tmp_path / "latin1.txt"
+    text.write_bytes("Grüße aus Köln.".encode("latin-1"))
+    args = ["synthesize", "--addon", str(tiny_addon_dir), "--raw"]
+    from_file = run_cli(*args, "--text-file", str(text))
+    assert_clean_error(from_file, f"{text}: not UTF-8 text (invalid start byte at byte 2)")
+    from_stdin = subprocess.run(
+        [sys.executable, "-m", "tts_neuron.cli", *args],
+        input=text.read_bytes(),
+        capture_output=True,
+        timeout=240,
+        env={**os.environ, "LC_ALL": "C"},  # the locale must not change how stdin is decoded
+    )
+    assert_clean_error(from_stdin, "stdin: not UTF-8 text (invalid start byte at byte 2)")
+
+
+def test_utf8_is_decoded_across_blocks_and_errors_give_the_file_offset() -> None:
+    split = "a" * (cli._READ_BLOCK_BYTES - 1) + "é"  # é's two bytes straddle the first block's end
+    assert cli._read_utf8(io.BytesIO(split.encode()), "x", 10**6) == split
+    with pytest.raises(TextError, match=rf"x: not UTF-8 text \(invalid start byte at byte {70_000}\)"):
+        cli._read_utf8(io.BytesIO(b"a" * 70_000 + b"\xff"), "x", 10**6)
+
+
+@pytest.mark.parametrize(
+    ("block", "message"),
+    [
+        ("Raiser", "stack 'custom' failed: RuntimeError: boom"),
+        ("Silent", "stack 'custom' made no audio for the text"),
+        ("NotANumber", "stack 'custom' made audio that is not finite (NaN or infinity) at 0.00 s"),
+    ],
+)
+def test_a_failing_block_is_one_line_and_leaves_no_file(
+    tiny_addon_dir: Path, tmp_path: Path, block: str, message: str
+) -> None:
+    (tmp_path / "hostile_blocks.py").write_text(HOSTILE_BLOCKS)
+    stack_file = tmp_path / "stack.json"
+    stack_file.write_text(f'[{{"type": "hostile_blocks:{block}"}}]')
+    out = tmp_path / "x.wav"
+    args = synthesize_args(tiny_addon_dir, "--stack-file", str(stack_file), "--out", str(out))
+    result = run_cli(*args, env={"PYTHONPATH": str(tmp_path)})
+    assert_clean_error(result, message)
+    assert "second line" not in result.stderr.decode()
+    assert not out.exists(), "a failed run leaves no partial WAV"

@@ -7,7 +7,10 @@ absent target) exits with status 2 and one line on stderr; `--debug` shows the t
 from __future__ import annotations
 
 import argparse
+import codecs
+import contextlib
 import logging
+import os
 import sys
 import time
 import wave
@@ -16,10 +19,12 @@ from typing import BinaryIO
 
 import numpy as np
 
-from tts_neuron.errors import TextError, TTSNeuronError
+from tts_neuron.errors import OutputError, SynthesisError, TextError, TTSNeuronError
 from tts_neuron.voice import TARGETS, Voice
 
 EXIT_USAGE = 2
+DEFAULT_MAX_CHARS = 1_000_000
+_READ_BLOCK_BYTES = 1 << 16
 _NO_IMPORTS_HELP = (
     "refuse stack entries of type 'module:Class' (a stack that names a module runs its code); "
     "allow only built-in, registered and installed blocks"
@@ -39,44 +44,115 @@ class _WavWriter:
         self.path, self.sample_rate = path, sample_rate
         self._file: BinaryIO | None = None
         self._wav: wave.Wave_write | None = None
+        self._created = False
 
     def write(self, audio: np.ndarray) -> None:
-        if self._wav is None:
-            try:
+        try:
+            if self._wav is None:
                 self._file = self.path.open("wb")  # noqa: SIM115 - closed by close()
-            except OSError as err:
-                raise TTSNeuronError(f"{self.path}: cannot write: {err.strerror}") from None
-            self._wav = wave.open(self._file, "wb")  # noqa: SIM115 - closed by close()
-            self._wav.setnchannels(1)
-            self._wav.setsampwidth(2)
-            self._wav.setframerate(self.sample_rate)
-        self._wav.writeframes(_pcm16(audio))
+                self._created = True
+                self._wav = wave.open(self._file, "wb")  # noqa: SIM115 - closed by close()
+                self._wav.setnchannels(1)
+                self._wav.setsampwidth(2)
+                self._wav.setframerate(self.sample_rate)
+            self._wav.writeframes(_pcm16(audio))
+        except OSError as err:
+            raise OutputError(f"{self.path}: cannot write: {err.strerror}") from None
 
     def close(self) -> None:
-        if self._wav is not None:
-            self._wav.close()
-        if self._file is not None:
-            self._file.close()
+        """Finish the file; the header is patched and flushed here, so a full disk may fail only now."""
+        try:
+            try:
+                if self._wav is not None:
+                    self._wav.close()
+            finally:
+                if self._file is not None:
+                    self._file.close()
+        except OSError as err:
+            raise OutputError(f"{self.path}: cannot write: {err.strerror}") from None
+        finally:
+            self._wav = self._file = None
+
+    def discard(self) -> None:
+        """Close and delete what was written, unless it is not a regular file (/dev/full, a pipe)."""
+        with contextlib.suppress(OutputError):
+            self.close()
+        if self._created and self.path.is_file():
+            self.path.unlink()
+
+
+def _write_raw(audio: np.ndarray) -> None:
+    try:
+        sys.stdout.buffer.write(_pcm16(audio))
+        sys.stdout.buffer.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as err:
+        # What could not be written stays buffered; point stdout at /dev/null so the exit flush succeeds.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise OutputError(f"stdout: cannot write: {err.strerror}") from None
+
+
+def _save_mel(path: Path, frames: np.ndarray) -> None:
+    """Write the frames to exactly `path` (np.save would add ".npy"), leaving no partial file."""
+    try:
+        with path.open("wb") as f:
+            np.save(f, frames)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            if path.is_file():
+                path.unlink()
+        raise OutputError(f"{path}: cannot write: {err.strerror}") from None
+
+
+def _check_folder(path: str | None) -> None:
+    """Refuse an output whose folder is missing before any time is spent on synthesis."""
+    if path is not None and not Path(path).parent.is_dir():
+        raise OutputError(f"{path}: cannot write: folder {Path(path).parent} does not exist")
 
 
 def _read_text(args: argparse.Namespace) -> str:
+    if args.max_chars < 1:
+        raise TextError(f"--max-chars must be at least 1, got {args.max_chars}")
     if args.text is not None:
+        if len(args.text) > args.max_chars:
+            raise TextError(f"--text: more than {args.max_chars:,} characters (raise --max-chars)")
         return str(args.text)
     if args.text_file is not None:
         try:
-            return Path(args.text_file).read_text(encoding="utf-8")
+            with Path(args.text_file).open("rb") as f:
+                return _read_utf8(f, args.text_file, args.max_chars)
         except FileNotFoundError:
             raise TextError(f"{args.text_file}: text file not found") from None
-        except UnicodeDecodeError as err:
-            raise TextError(f"{args.text_file}: not UTF-8 text ({err.reason} at byte {err.start})") from None
         except OSError as err:
             raise TextError(f"{args.text_file}: cannot read: {err.strerror}") from None
     if sys.stdin is None or sys.stdin.isatty():
         raise TextError("no text: give --text, --text-file, or pipe text on stdin")
-    try:
-        return sys.stdin.read()
-    except UnicodeDecodeError:
-        raise TextError("stdin is not UTF-8 text") from None
+    return _read_utf8(sys.stdin.buffer, "stdin", args.max_chars)
+
+
+def _read_utf8(stream: BinaryIO, where: str, max_chars: int) -> str:
+    """Decode UTF-8 a block at a time: invalid bytes and text past `max_chars` are refused as they come, so
+    an endless input (/dev/zero) costs at most `max_chars` characters of memory."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    parts: list[str] = []
+    chars = offset = 0
+    while True:
+        block = stream.read(_READ_BLOCK_BYTES)
+        pending = len(decoder.getstate()[0])
+        try:
+            text = decoder.decode(block, final=not block)
+        except UnicodeDecodeError as err:
+            raise TextError(
+                f"{where}: not UTF-8 text ({err.reason} at byte {offset - pending + err.start})"
+            ) from None
+        offset += len(block)
+        chars += len(text)
+        if chars > max_chars:
+            raise TextError(f"{where}: more than {max_chars:,} characters (raise --max-chars)")
+        parts.append(text)
+        if not block:
+            return "".join(parts)
 
 
 def _load_voice(args: argparse.Namespace) -> Voice:
@@ -91,53 +167,88 @@ def _load_voice(args: argparse.Namespace) -> Voice:
 def _synthesize(args: argparse.Namespace) -> int:
     if not (args.out or args.raw or args.mel):
         raise TTSNeuronError("say where the output goes: --out FILE.wav, --raw, and/or --mel FILE.npy")
+    _check_folder(args.out)
+    _check_folder(args.mel)
     text = _read_text(args)
     t_load = time.perf_counter()
     voice = _load_voice(args)
     load_s = time.perf_counter() - t_load
 
     mel: list[np.ndarray] = []
-    mel_sink = mel.append if args.mel else None
-    sink: _WavWriter | BinaryIO | None = None
-    if args.out:
-        sink = _WavWriter(Path(args.out), voice.sample_rate)
-    elif args.raw:
-        sink = sys.stdout.buffer
-
+    wav = _WavWriter(Path(args.out), voice.sample_rate) if args.out else None
     t0 = time.perf_counter()
-    first_audio_s: float | None = None
-    samples = 0
     try:
-        if sink is None:  # mel only: the stack may end at the decoder
-            for _ in voice.chunks(text, mel_sink):
-                first_audio_s = first_audio_s or time.perf_counter() - t0
-        else:
-            for audio in voice.stream(text, mel_sink):
-                first_audio_s = first_audio_s or time.perf_counter() - t0
-                samples += len(audio)
-                if isinstance(sink, _WavWriter):
-                    sink.write(audio)
-                else:
-                    sink.write(_pcm16(audio))
-                    sink.flush()
-    finally:
-        if isinstance(sink, _WavWriter):
-            sink.close()
+        first_audio_s, samples = _speak(voice, text, args, wav, mel)
+        if wav is not None:
+            wav.close()
+        if args.mel:
+            _save_mel(Path(args.mel), _checked_frames(voice, mel))
+    except BaseException:
+        if wav is not None:
+            wav.discard()
+        raise
     total_s = time.perf_counter() - t0
 
-    if args.mel:
-        frames = np.concatenate(mel) if mel else np.zeros((0, voice.addon.audio.n_mels), np.float32)
-        np.save(args.mel, frames.astype(np.float32))
     if args.timings:
         audio_s = samples / voice.sample_rate
         rtf = f"{total_s / audio_s:.3f}" if audio_s else "n/a"
         print(
-            f"load {load_s:.3f} s, time to first {'audio' if sink else 'frames'} {first_audio_s or 0:.3f} s, "
+            f"load {load_s:.3f} s, time to first {'audio' if samples else 'frames'} {first_audio_s:.3f} s, "
             f"total {total_s:.3f} s, audio {audio_s:.2f} s, real-time factor {rtf} "
             f"(stack {voice.stack_name}, target {voice.target})",
             file=sys.stderr,
         )
     return 0
+
+
+def _speak(
+    voice: Voice, text: str, args: argparse.Namespace, wav: _WavWriter | None, mel: list[np.ndarray]
+) -> tuple[float, int]:
+    """Stream the text into the outputs: (time to the first chunk, samples written).
+
+    An error a block raises that is not tts_neuron's own becomes one SynthesisError, so the command fails
+    with one line instead of a traceback (`--debug` shows the cause); so do no audio and NaN audio.
+    """
+    t0 = time.perf_counter()
+    first_s: float | None = None
+    samples = 0
+    mel_sink = mel.append if args.mel else None
+    try:
+        if not (args.out or args.raw):  # mel only: the stack may end at the decoder
+            for _ in voice.chunks(text, mel_sink):
+                first_s = first_s or time.perf_counter() - t0
+            return first_s or 0.0, 0
+        for audio in voice.stream(text, mel_sink):
+            first_s = first_s or time.perf_counter() - t0
+            if not np.isfinite(audio).all():
+                raise SynthesisError(
+                    f"stack '{voice.stack_name}' made audio that is not finite (NaN or infinity) at "
+                    f"{samples / voice.sample_rate:.2f} s; nothing is written"
+                )
+            samples += len(audio)
+            if wav is not None:
+                wav.write(audio)
+            else:
+                _write_raw(audio)
+    except (TTSNeuronError, BrokenPipeError):
+        raise
+    except Exception as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else "no message"
+        raise SynthesisError(f"stack '{voice.stack_name}' failed: {type(err).__name__}: {reason}") from err
+    if not samples:
+        raise SynthesisError(f"stack '{voice.stack_name}' made no audio for the text")
+    return first_s or 0.0, samples
+
+
+def _checked_frames(voice: Voice, mel: list[np.ndarray]) -> np.ndarray:
+    if not mel:
+        raise SynthesisError(f"stack '{voice.stack_name}' made no mel frames for the text")
+    frames = np.concatenate(mel).astype(np.float32)
+    if not np.isfinite(frames).all():
+        raise SynthesisError(
+            f"stack '{voice.stack_name}' made mel frames that are not finite (NaN or infinity)"
+        )
+    return frames
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -208,6 +319,12 @@ def build_parser() -> argparse.ArgumentParser:
     text = synth.add_mutually_exclusive_group()
     text.add_argument("--text", help="text to speak (default: read stdin)")
     text.add_argument("--text-file", help="UTF-8 file of text to speak")
+    synth.add_argument(
+        "--max-chars",
+        type=int,
+        default=DEFAULT_MAX_CHARS,
+        help=f"refuse longer text (default {DEFAULT_MAX_CHARS:,}), so an endless input cannot fill memory",
+    )
     out = synth.add_mutually_exclusive_group()
     out.add_argument("--out", help="write a 16-bit mono WAV file")
     out.add_argument(
@@ -255,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tts-neuron: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:  # the reader of --raw went away (e.g. `| head -c`): not an error
-        sys.stderr.close()
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor is the exit flush
         return 0
     except KeyboardInterrupt:
         return 130

@@ -28,3 +28,12 @@ class AttentionError(TTSNeuronError, RuntimeError):
     def __init__(self, message: str, *, kind: str, step: int, frame: int, token: int) -> None:
         super().__init__(message)
         self.kind, self.step, self.frame, self.token = kind, step, frame, token
+
+
+class OutputError(TTSNeuronError):
+    """An output (a WAV or mel file, or stdout) cannot be written; a failed run leaves no file behind."""
+
+
+class SynthesisError(TTSNeuronError, RuntimeError):
+    """Speaking failed inside the stack: a block raised an error of its own, or made no audio, or audio that
+    is not finite (NaN or infinity)."""

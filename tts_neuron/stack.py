@@ -7,7 +7,7 @@ name the JSON path of the bad entry, e.g. `stacks.cpu[0].streamable_block.stack[
 
 from __future__ import annotations
 
-import json
+import reprlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     from tts_neuron.addon import Addon
 
 K = TypeVar("K", SequenceBlock, StreamableBlock)
+
+MAX_NESTING = 32
+"""Deepest nesting of block entries a stack may have; the addons' stacks nest 4 deep. A bound, because each
+level is a few Python frames and a hostile stack 200 containers deep would end in RecursionError."""
 
 _ALLOW_IMPORTS: ContextVar[bool] = ContextVar("tts_neuron_allow_imports", default=True)
 
@@ -56,6 +60,8 @@ class BuildContext:
     allow_imports: bool = field(default_factory=_ALLOW_IMPORTS.get)
     """Whether a "module:Class" type may import its module; False allows only built-in, registered and
     entry-point blocks (see `tts_neuron.registry`)."""
+    depth: int = 0
+    """How many block entries enclose this one."""
 
     def compiled(self, network: str) -> FixedShapeExecutor:
         """The fixed-shape executor of a network for this context's target (artifacts checked, warmed up)."""
@@ -70,13 +76,15 @@ class BuildContext:
     def build(self, spec: Any, key: str, kind: type[K]) -> K:
         """Build a nested entry found at `key` below this one and check it is the kind the parent needs."""
         path = f"{self.path}.{key}" if not key.startswith("[") else f"{self.path}{key}"
-        return build_block(spec, replace(self, path=path), kind)
+        if self.depth >= MAX_NESTING:
+            raise StackError(f"{path}: blocks are nested more than {MAX_NESTING} deep")
+        return build_block(spec, replace(self, path=path, depth=self.depth + 1), kind)
 
 
 def build_block(spec: Any, ctx: BuildContext, kind: type[K]) -> K:
     if not isinstance(spec, dict):
         raise StackError(
-            f"{ctx.path}: a block entry must be an object with a 'type', got {json.dumps(spec)[:80]}"
+            f"{ctx.path}: a block entry must be an object with a 'type', got {reprlib.repr(spec)}"
         )
     params = dict(spec)
     name = params.pop("type", None)
@@ -100,7 +108,11 @@ def build_stack(spec: Any, ctx: BuildContext) -> StreamableStack:
 
 
 def read_stack_file(path: Path) -> Any:
-    return read_json(path, StackError)
+    """The JSON of a stack file; JSON nested too deeply for Python's parser is a StackError too."""
+    try:
+        return read_json(path, StackError)
+    except RecursionError:
+        raise StackError(f"{path}: JSON nested too deeply to read") from None
 
 
 def _kind_of(cls: type) -> str:
