@@ -321,3 +321,21 @@ def test_a_failing_block_is_one_line_and_leaves_no_file(
     assert_clean_error(result, message)
     assert "second line" not in result.stderr.decode()
     assert not out.exists(), "a failed run leaves no partial WAV"
+
+
+# -- 4. the public API's error types --------------------------------------------------------------------
+
+
+def test_the_public_api_exports_its_error_types_and_the_frontend() -> None:
+    from tts_neuron.backends.executor import ShapeError
+    from tts_neuron.backends.manifest import CompiledArtifactError
+    from tts_neuron.frontend import Frontend
+    from tts_neuron.frontend.espeak import EspeakError
+
+    exported = {"ShapeError": ShapeError, "CompiledArtifactError": CompiledArtifactError,
+                "EspeakError": EspeakError, "Frontend": Frontend}  # fmt: skip
+    for name, thing in exported.items():
+        assert name in tts_neuron.__all__ and getattr(tts_neuron, name) is thing
+    errors = [getattr(tts_neuron, name) for name in tts_neuron.__all__ if name.endswith("Error")]
+    assert len(errors) >= 11 and all(issubclass(error, tts_neuron.TTSNeuronError) for error in errors)
+    assert all(hasattr(tts_neuron, name) for name in tts_neuron.__all__)

@@ -4,6 +4,8 @@ stack, and compiled at fixed bucketed shapes for AWS Inferentia2 with CPU and GP
 from typing import Any
 
 from tts_neuron import voice as _voice
+from tts_neuron.backends.executor import ShapeError
+from tts_neuron.backends.manifest import CompiledArtifactError
 from tts_neuron.blocks import (
     Chunk,
     SequenceBlock,
@@ -15,11 +17,15 @@ from tts_neuron.blocks import (
 from tts_neuron.errors import (
     AddonError,
     AttentionError,
+    OutputError,
     StackError,
+    SynthesisError,
     TargetUnavailableError,
     TextError,
     TTSNeuronError,
 )
+from tts_neuron.frontend import Frontend
+from tts_neuron.frontend.espeak import EspeakError
 from tts_neuron.registry import known_blocks, register_block
 from tts_neuron.stack import allowing_imports
 from tts_neuron.voice import Voice, VoiceSet
@@ -39,12 +45,18 @@ __all__ = [
     "AddonError",
     "AttentionError",
     "Chunk",
+    "CompiledArtifactError",
+    "EspeakError",
+    "Frontend",
+    "OutputError",
     "SequenceBlock",
     "SequenceBlockContainer",
+    "ShapeError",
     "StackError",
     "StreamableBlock",
     "StreamablePipeline",
     "StreamableStack",
+    "SynthesisError",
     "TTSNeuronError",
     "TargetUnavailableError",
     "TextError",
