@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,12 @@ def test_bound_text_only_moves_spaces_and_punctuation(text: str) -> None:
     assert all(len(token) <= MAX_TOKEN_CHARS for token in bounded.split())
     assert re.sub(r"[\W_]", "", bounded) == re.sub(r"[\W_]", "", text)
     assert bound_text(bounded) == bounded, "every chain and token is within bounds once bounded"
+
+
+def test_bound_text_takes_linear_time() -> None:
+    start = time.perf_counter()
+    bound_text("! " * 50_000 + "x" * 100_000)  # a quadratic scan took 10 s for 20,000 characters of this
+    assert time.perf_counter() - start < 2.0
 
 
 def test_long_chains_are_cut_into_short_ones() -> None:

@@ -73,9 +73,9 @@ class Synthesis:
 
 
 MAX_CHAIN_BYTES = 96
-"""Most bytes one dotted chain ("U.S.A.", "a.a. a.a.") may hold between its dots. libespeak-ng gathers a
-chain's single letters into a fixed buffer and overflows it at about 200 bytes of letters (measured: 191
-ASCII letters, 101 two-byte, 67 three-byte letters); 96 bytes is under half of that."""
+"""Most bytes (letters and the dots between them) one dotted chain such as "U.S.A." or "a.a. a.a." may hold.
+libespeak-ng gathers a chain's single letters into a fixed buffer and overflows it at about 200 bytes of
+letters (measured: 191 ASCII letters, 101 two-byte, 67 three-byte letters); 96 bytes is under half."""
 MAX_TOKEN_CHARS = 48
 """Longest run of non-space characters handed on. Long tokens of other kinds did not crash (measured up to
 1,500 characters), but no word is this long, and 48 characters of at most 3 bytes fit the 160-byte word
@@ -86,40 +86,40 @@ short word (as in "U.S.A." or "e.g.")."""
 
 _LONG_TOKEN = re.compile(rf"\S{{{MAX_TOKEN_CHARS + 1},}}")
 _MARKS = "\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f"
-_NOT_WORD = rf"(?:[^\w{_MARKS}]|_)"
-_CHAIN_SEPARATOR = re.compile(rf"({_NOT_WORD}*\.{_NOT_WORD}*)")
-"""Dots with the spaces and punctuation around them; libespeak-ng reads "_" as a space and a combining mark
-as a letter."""
+_NON_WORD_RUN = re.compile(rf"((?:[^\w{_MARKS}]|_)+)")
+"""Spaces and punctuation; "_" among them, as libespeak-ng reads it as a space, but not combining marks,
+which it reads as letters."""
 
 
 def bound_text(text: str) -> str:
     """The text with no token longer than MAX_TOKEN_CHARS and no dotted chain longer than MAX_CHAIN_BYTES.
 
     A long token is cut after its last punctuation in the second half of MAX_TOKEN_CHARS, else at
-    MAX_TOKEN_CHARS (not before a combining mark); a long chain is cut by turning one of its dots into a
-    space. Text without long tokens or long chains is returned unchanged.
+    MAX_TOKEN_CHARS (not before a combining mark); a long chain is cut by turning the spaces and
+    punctuation around one of its dots into a space. Text without either is returned unchanged; the time
+    taken is linear in the length of the text.
     """
     return _cut_chains(_LONG_TOKEN.sub(_cut_token, text))
 
 
 def _cut_token(match: re.Match[str]) -> str:
-    token, pieces = match.group(), []
-    while len(token) > MAX_TOKEN_CHARS:
-        window = token[:MAX_TOKEN_CHARS]
+    token, pieces, start = match.group(), [], 0
+    while len(token) - start > MAX_TOKEN_CHARS:
+        end = start + MAX_TOKEN_CHARS
         cut = next(
-            (i + 1 for i in range(len(window) - 1, MAX_TOKEN_CHARS // 2 - 1, -1) if not window[i].isalnum()),
-            MAX_TOKEN_CHARS,
+            (i + 1 for i in range(end - 1, start + MAX_TOKEN_CHARS // 2 - 1, -1) if not token[i].isalnum()),
+            end,
         )
-        while cut > 1 and unicodedata.category(token[cut])[0] == "M":
+        while cut > start + 1 and unicodedata.category(token[cut])[0] == "M":
             cut -= 1
-        pieces.append(token[:cut])
-        token = token[cut:]
-    return " ".join([*pieces, token])
+        pieces.append(token[start:cut])
+        start = cut
+    return " ".join([*pieces, token[start:]])
 
 
 def _cut_chains(text: str) -> str:
     """Replace a chain's separator by a space wherever the chain would pass MAX_CHAIN_BYTES."""
-    items = _CHAIN_SEPARATOR.split(text)  # item, separator, item, ...
+    items = _split_at_dots(text)  # item, separator, item, ...
     parts = [items[0]]
     chain_bytes = len(items[0].encode()) if _in_chain(items[0]) else 0
     for separator, item in zip(items[1::2], items[2::2], strict=True):
@@ -134,6 +134,19 @@ def _cut_chains(text: str) -> str:
             parts += [separator, item]
             chain_bytes += size
     return "".join(parts)
+
+
+def _split_at_dots(text: str) -> list[str]:
+    """[item, separator, item, ...]: a separator is a run of spaces and punctuation that holds a dot."""
+    items: list[str] = []
+    current: list[str] = []
+    for i, run in enumerate(_NON_WORD_RUN.split(text)):  # word, non-word run, word, ...
+        if i % 2 and "." in run:
+            items += ["".join(current), run]
+            current = []
+        else:
+            current.append(run)
+    return [*items, "".join(current)]
 
 
 def _in_chain(item: str) -> bool:
