@@ -38,7 +38,7 @@ def _pcm16(audio: np.ndarray) -> bytes:
 
 
 class _WavWriter:
-    """A 16-bit mono WAV written as chunks arrive, opened on the first chunk so errors leave no file."""
+    """A 16-bit mono WAV written as chunks arrive, opened on the first chunk; `discard` removes it again."""
 
     def __init__(self, path: Path, sample_rate: int) -> None:
         self.path, self.sample_rate = path, sample_rate
