@@ -72,7 +72,7 @@ def test_bad_fields_are_named(addon_copy: Path, path: list[str], value: Any, mes
         load_addon(addon_copy)
 
 
-@pytest.mark.parametrize("text", ["", "{", '{"format": 1,', "[1, 2]", "\xff\xfe"])
+@pytest.mark.parametrize("text", ["", "{", '{"format": 1,', "[1, 2]", "\xff\xfe", "[" * 100_000])
 def test_malformed_json(addon_copy: Path, text: str) -> None:
     (addon_copy / "addon.json").write_text(text, encoding="latin-1")
     with pytest.raises(AddonError, match="addon.json"):

@@ -156,6 +156,8 @@ def read_json(path: Path, error: type[TTSNeuronError]) -> Any:
         raise error(f"{path}: cannot read: {err}") from None
     except json.JSONDecodeError as err:
         raise error(f"{path}: invalid JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
+    except RecursionError:
+        raise error(f"{path}: JSON nested too deeply to read") from None
 
 
 def read_parameters(path: Path) -> dict[str, torch.Tensor]:

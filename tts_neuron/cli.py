@@ -156,12 +156,11 @@ def _read_utf8(stream: BinaryIO, where: str, max_chars: int) -> str:
 
 
 def _load_voice(args: argparse.Namespace) -> Voice:
-    from tts_neuron.stack import allowing_imports, read_stack_file
+    from tts_neuron.stack import read_stack_file
     from tts_neuron.voice import load
 
     stack = read_stack_file(Path(args.stack_file)) if args.stack_file else args.stack
-    with allowing_imports(not args.no_imports):
-        return load(args.addon, stack=stack, target=args.target)
+    return load(args.addon, stack=stack, target=args.target, allow_imports=not args.no_imports)
 
 
 def _synthesize(args: argparse.Namespace) -> int:

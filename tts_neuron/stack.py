@@ -8,10 +8,7 @@ name the JSON path of the bad entry, e.g. `stacks.cpu[0].streamable_block.stack[
 from __future__ import annotations
 
 import reprlib
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -33,19 +30,6 @@ MAX_NESTING = 32
 """Deepest nesting of block entries a stack may have; the addons' stacks nest 4 deep. A bound, because each
 level is a few Python frames and a hostile stack 200 containers deep would end in RecursionError."""
 
-_ALLOW_IMPORTS: ContextVar[bool] = ContextVar("tts_neuron_allow_imports", default=True)
-
-
-@contextmanager
-def allowing_imports(allowed: bool) -> Iterator[None]:
-    """Stacks built inside the block get `BuildContext.allow_imports = allowed` by default: for callers of
-    code that makes its own BuildContext, such as `tts_neuron.voice.load`."""
-    token = _ALLOW_IMPORTS.set(allowed)
-    try:
-        yield
-    finally:
-        _ALLOW_IMPORTS.reset(token)
-
 
 @dataclass(frozen=True)
 class BuildContext:
@@ -57,7 +41,7 @@ class BuildContext:
     path: str
     target: str = "cpu"
     """Where compiled blocks run their networks; dynamic blocks just use `device`."""
-    allow_imports: bool = field(default_factory=_ALLOW_IMPORTS.get)
+    allow_imports: bool = True
     """Whether a "module:Class" type may import its module; False allows only built-in, registered and
     entry-point blocks (see `tts_neuron.registry`)."""
     depth: int = 0

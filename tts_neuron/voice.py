@@ -118,13 +118,15 @@ def load(
     target: str | None = None,
     frontend: Frontend | None = None,
     threads: int | None = 1,
+    allow_imports: bool = True,
 ) -> Voice:
     """Load an addon and build a stack for a target.
 
     `stack` is the name of one of the addon's stacks (default: its `default_stack`) or a stack itself (a
     list of block entries, or an object with a "stack" list, as in a stack file). `target` is cpu, cuda or
     neuron; by default the stack's name when that is a target, else cpu. `frontend` lets voices with the
-    same symbol table and language share one.
+    same symbol table and language share one. With `allow_imports=False` the stack may use only built-in,
+    registered and entry-point blocks: a "module:Class" entry is a StackError before anything is imported.
 
     `threads` sets torch's intra-op threads for the process (None leaves them alone). One is the serving
     policy: one thread per stream, streams in parallel. More threads help one stream on an idle host
@@ -147,7 +149,7 @@ def load(
     device = resolve_device(target)
     if frontend is not None and (frontend.symbols, frontend.language) != (addon.symbols, addon.language):
         raise AddonError(f"{addon.config_path}: its symbols or language differ from the shared frontend's")
-    built = build_stack(spec, BuildContext(addon, device, path, target))
+    built = build_stack(spec, BuildContext(addon, device, path, target, allow_imports))
     if target == "neuron" and not _runs_compiled(built):
         raise StackError(
             f"{path}: runs no compiled network, so target 'neuron' would leave every block on the host CPU; "
