@@ -276,8 +276,7 @@ def main() -> None:
     held_out = speak_split(held_texts, audio, "espeak-ng held out")
     model, history = train(cfg, train_data, held_out, audio)
     minutes = (time.perf_counter() - started) / 60
-    args.data.joinpath("vocoder.safetensors").parent.mkdir(parents=True, exist_ok=True)
-    save_file(
+    save_file(  # kept beside the teacher data too, so installing can be redone without retraining
         {k: v.contiguous() for k, v in model.state_dict().items()}, str(args.data / "vocoder.safetensors")
     )
     for addon in args.addons:
