@@ -28,15 +28,14 @@ from compile.compiler import compile_addon
 from tts_neuron.addon import Addon, load_addon
 from tts_neuron.audio import GriffinLim
 from tts_neuron.backends import get_target
-from tts_neuron.backends.executor import FixedShapeExecutor
-from tts_neuron.blocks.acoustic import Encoder, Upsampler, durations_to_frames
-from tts_neuron.blocks.attention import PaddedAttentionDecoder
+from tts_neuron.blocks.acoustic import Upsampler, durations_to_frames
 from tts_neuron.blocks.base import Block
-from tts_neuron.blocks.fixed import PaddedDecoder, PaddedGriffinLim, PaddedVocoder
+from tts_neuron.blocks.fixed import PaddedGriffinLim, PaddedVocoder
 from tts_neuron.blocks.vocoder import GriffinLimVocoder, Vocoder
 from tts_neuron.blocks.windows import Window
 from tts_neuron.errors import StackError, TargetUnavailableError
 from tts_neuron.frontend import Frontend
+from tts_neuron.runners import NetworkHandle, TappedRunner
 
 
 @dataclass
@@ -77,26 +76,28 @@ def walk(block: Block) -> Iterator[Block]:
 
 
 class PaddingCounter:
-    """Counts real and computed positions of every fixed-shape call, by wrapping each bucket's artifact as
-    tests/test_fixed_shapes.py does: real positions are those the input mask marks, computed ones the
-    bucket's length. Encoders count tokens, the decoder frames (its halo is real context, not padding).
-    The padded vocoder is counted too: its windows are padded with silence at each utterance's edges, and
-    on CPU it costs far more than the networks."""
+    """Counts real and computed positions of every fixed-shape call, as the runner's tap sees it (before
+    the call): real positions are those the input mask marks, computed ones the bucket's length. Encoders
+    count tokens, the decoder frames (its halo is real context, not padding). The padded Griffin-Lim
+    vocoder is counted too: its windows are padded with silence at each utterance's edges."""
 
-    def __init__(self) -> None:
+    def __init__(self, inputs: dict[str, list[str]]) -> None:
+        """`inputs`: each network's input names, to find its mask."""
+        self.masks = {
+            name: next(i for i, key in enumerate(keys) if key.endswith("mask"))
+            for name, keys in inputs.items()
+        }
         self.counts: dict[str, list[int]] = {}
         self._lock = threading.Lock()
 
+    def tap(self, handle: NetworkHandle, inputs: tuple[torch.Tensor, ...]) -> None:
+        if handle.compiled and handle.name in self.masks:
+            mask = inputs[self.masks[handle.name]]
+            self.add(handle.name, int(mask.sum()), mask.numel())
+
     def attach(self, voice: tts_neuron.Voice) -> PaddingCounter:
         for block in walk(voice.stack):
-            if isinstance(block, Encoder) and isinstance(block.network, FixedShapeExecutor):
-                self.wrap(block.name, block.network, block.inputs)
-            elif isinstance(block, PaddedDecoder):
-                self.wrap(block.name, block.executor, voice.addon.networks[block.name].inputs)
-            elif isinstance(block, PaddedAttentionDecoder):
-                assert isinstance(block.network, FixedShapeExecutor)  # what its build() gives it
-                self.wrap(block.name, block.network, voice.addon.networks[block.name].inputs)
-            elif isinstance(block, PaddedGriffinLim):
+            if isinstance(block, PaddedGriffinLim):
                 self.wrap_vocoder(block)
         return self
 
@@ -105,17 +106,6 @@ class PaddingCounter:
             count = self.counts.setdefault(name, [0, 0])
             count[0] += real
             count[1] += computed
-
-    def wrap(self, name: str, executor: FixedShapeExecutor, inputs: list[str]) -> None:
-        mask = next(i for i, key in enumerate(inputs) if key.endswith("mask"))
-        self.counts.setdefault(name, [0, 0])
-        for bucket, run in dict(executor.artifacts).items():
-
-            def counted(*x: torch.Tensor, run: Callable[..., Any] = run, bucket: int = bucket) -> Any:
-                self.add(name, int(x[mask].sum()), bucket)
-                return run(*x)
-
-            executor.artifacts[bucket] = counted
 
     def wrap_vocoder(self, block: PaddedGriffinLim) -> None:
         size = block.window_frames + 2 * block.context_frames
@@ -167,14 +157,16 @@ def voice_config(
                 for artifact in entry.artifacts
             }
         started = time.perf_counter()
-        voice = tts_neuron.load(addon_dir, stack=stack, target=target, threads=None)  # run.py sets them
-        config.load_s = round(time.perf_counter() - started, 3)
+        counter = PaddingCounter({name: spec.inputs for name, spec in load_addon(addon_dir).networks.items()})
+        runner = TappedRunner(counter.tap)
+        voice = tts_neuron.load(addon_dir, stack=stack, target=target, threads=None, runner=runner)
+        config.load_s = round(time.perf_counter() - started, 3)  # run.py sets the threads
     except (TargetUnavailableError, StackError) as err:
         config.skipped = str(err)
         return config, None
     config.stream = voice.stream
     if compile_for is not None:
-        config.padding = PaddingCounter().attach(voice)
+        config.padding = counter.attach(voice)
     return config, voice
 
 

@@ -109,7 +109,9 @@ def main() -> None:
         "neural vocoder, offline (real-only inverse STFT)": lambda m: (
             lambda: real_only(m[None], torch.ones(1, len(m)))
         ),
-        "neural vocoder, streamed (Vocoder block)": lambda m: streamed(Vocoder(name, network), m),
+        "neural vocoder, streamed (Vocoder block)": lambda m: streamed(
+            Vocoder(name, network, network.receptive_radius, network.hop), m
+        ),
         "Griffin-Lim 32 iterations, offline": lambda m: lambda: griffin_lim(m),
         "Griffin-Lim, streamed (GriffinLim block, 64-frame windows +/-16)": lambda m: streamed(
             GriffinLimVocoder(addon.audio, torch.device("cpu")), m

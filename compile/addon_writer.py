@@ -55,6 +55,7 @@ class NetworkEntry:
     outputs: list[str]
     config: dict[str, Any]
     buckets: list[int] = field(default_factory=list)
+    batch_sizes: list[int] = field(default_factory=lambda: [1])
 
 
 def save_parameters(root: Path, name: str, network: nn.Module) -> str:
@@ -77,6 +78,7 @@ def declaration(entry: NetworkEntry, root: Path, parameters: str) -> dict[str, A
         "parameters": parameters,
         "sha256": sha256_file(root / parameters),
         **({"buckets": entry.buckets} if entry.buckets else {}),
+        **({"batch_sizes": entry.batch_sizes} if entry.buckets and entry.batch_sizes != [1] else {}),
     }
 
 

@@ -2,9 +2,10 @@
 
     tts-neuron compile --addon addons/fastspeech-en --target cpu|cuda|neuron [--stack NAME] [--jobs N]
 
-Buckets are compiled largest first. An artifact whose parameters, bucket, torch version, compiler and
-compiler arguments are unchanged is kept, so a second run recompiles only what changed. The Neuron
-compiler is single-threaded, so its buckets compile in parallel; torch.export runs one at a time.
+Every bucket is compiled at every batch size the network declares, largest first. An artifact whose
+parameters, shape, torch version, compiler and compiler arguments are unchanged is kept, so a second run
+recompiles only what changed. The Neuron compiler is single-threaded, so its artifacts compile in
+parallel; torch.export runs one at a time.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def networks_for_stack(addon: Addon, stack: Any) -> list[str]:
 
 
 def _reusable(
-    previous: Manifest | None, manifest: Manifest, name: str, bucket: int, folder: Path
+    previous: Manifest | None, manifest: Manifest, name: str, shape: tuple[int, int], folder: Path
 ) -> Artifact | None:
     if previous is None or (previous.torch, previous.compiler, previous.compiler_args) != (
         manifest.torch,
@@ -84,7 +85,7 @@ def _reusable(
     entry = previous.networks.get(name)
     if entry is None or entry.parameters_sha256 != manifest.networks[name].parameters_sha256:
         return None
-    artifact = next((a for a in entry.artifacts if a.bucket == bucket), None)
+    artifact = next((a for a in entry.artifacts if (a.batch, a.bucket) == shape), None)
     path = folder / artifact.file if artifact else None
     if artifact is None or path is None or not path.is_file() or sha256_file(path) != artifact.sha256:
         return None
@@ -124,32 +125,36 @@ def compile_addon(
     args = compiler_args if compiler_args is not None else target.default_compiler_args()
     manifest = Manifest(target_name, torch.__version__, target.compiler_version(), args)
 
-    todo: list[tuple[str, int]] = []
+    todo: list[tuple[str, tuple[int, int]]] = []
     reused: list[Artifact] = []
     for name in names:
         spec = addon.networks[name]
-        manifest.networks[name] = NetworkArtifacts(sha256_file(spec.parameters), spec.buckets)
-        for bucket in reversed(spec.buckets):  # largest first: it is the one most likely to fail
-            kept = _reusable(previous, manifest, name, bucket, folder)
+        manifest.networks[name] = NetworkArtifacts(
+            sha256_file(spec.parameters), spec.buckets, spec.batch_sizes
+        )
+        # largest first: it is the one most likely to fail
+        for shape in sorted(((b, n) for b in spec.batch_sizes for n in spec.buckets), reverse=True):
+            kept = _reusable(previous, manifest, name, shape, folder)
             if kept:
                 reused.append(kept)
                 manifest.networks[name].artifacts.append(kept)
             else:
-                todo.append((name, bucket))
+                todo.append((name, shape))
 
-    def compile_one(job: tuple[str, int]) -> tuple[str, Artifact]:
-        name, bucket = job
+    def compile_one(job: tuple[str, tuple[int, int]]) -> tuple[str, Artifact]:
+        name, (batch, bucket) = job
         network = addon.network(name)
         # A network with a form for compiled targets (the vocoder's real-only inverse STFT) is compiled in it.
         compiled_form = getattr(network, "compiled_form", None)
         network = compiled_form() if compiled_form else network
-        inputs = network.example_inputs(bucket)  # type: ignore[operator]  # the same inputs the runtime pads to
-        path = folder / f"{name}.{bucket}{target.extension}"
+        one = network.example_inputs(bucket)  # type: ignore[operator]  # the same inputs the runtime pads to
+        inputs = tuple(x.expand(batch, *x.shape[1:]).contiguous() for x in one)  # batch is dim 0 of each
+        path = folder / f"{name}.b{batch}.{bucket}{target.extension}"
         t0 = time.perf_counter()
         target.compile(network, inputs, path, args)
         seconds = time.perf_counter() - t0
         return name, Artifact(
-            bucket, path.name, sha256_file(path), [TensorSpec.of(x) for x in inputs], seconds
+            batch, bucket, path.name, sha256_file(path), [TensorSpec.of(x) for x in inputs], seconds
         )
 
     workers = jobs or ((os.cpu_count() or 1) if target_name == "neuron" else 1)
@@ -162,7 +167,7 @@ def compile_addon(
             compiled.append(artifact)
             manifest.networks[name].artifacts.append(artifact)
     for entry in manifest.networks.values():
-        entry.artifacts.sort(key=lambda a: a.bucket)
+        entry.artifacts.sort(key=lambda a: (a.batch, a.bucket))
 
     tmp = folder / (MANIFEST_FILE + ".tmp")
     tmp.write_text(manifest.to_json(), encoding="utf-8")

@@ -19,6 +19,7 @@ from tts_neuron.backends.executor import FixedShapeExecutor, TensorSpec
 from tts_neuron.backends.neuron import NeuronTarget
 from tts_neuron.errors import TargetUnavailableError
 from tts_neuron.models.fastspeech import MelDecoder, TextEncoder
+from tts_neuron.runners import TappedRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))  # run.py's own folder
 
@@ -64,14 +65,14 @@ def test_padding_share_and_counter() -> None:
     assert padding_share(5, 8) == 0.375 and padding_share(0, 0) == 0.0 and padding_share(8, 8) == 0.0
     with pytest.raises(ValueError):
         padding_share(9, 8)
-    signatures = {b: (TensorSpec((1, b), "int64"), TensorSpec((1, b), "float32")) for b in (8, 16)}
-    executor = FixedShapeExecutor("enc", {b: (lambda *x: x[0]) for b in signatures}, signatures)
-    counter = PaddingCounter()
-    counter.wrap("enc", executor, ["tokens", "token_mask"])
+    signatures = {(1, b): (TensorSpec((1, b), "int64"), TensorSpec((1, b), "float32")) for b in (8, 16)}
+    executor = FixedShapeExecutor("enc", {shape: (lambda *x: x[0]) for shape in signatures}, signatures)
+    counter = PaddingCounter({"enc": ["tokens", "token_mask"]})
+    encoder = TappedRunner(counter.tap).handle("enc", executor)
     for real, bucket in ((5, 8), (16, 16), (9, 16)):
         mask = torch.zeros(1, bucket)
         mask[0, :real] = 1
-        executor(torch.zeros(1, bucket, dtype=torch.int64), mask)
+        encoder(torch.zeros(1, bucket, dtype=torch.int64), mask)
     assert counter.summary() == {"enc": {"real": 30, "computed": 40, "share": 0.25}}
     counter.reset()
     assert counter.summary()["enc"]["computed"] == 0

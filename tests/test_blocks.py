@@ -105,7 +105,7 @@ def test_upsampler_refuses_bad_length_scale(length_scale: float) -> None:
 def make_decoder(layers: int = 3, kernel_size: int = 5) -> Decoder:
     torch.manual_seed(1)
     net = MelDecoder(in_channels=4, channels=8, layers=layers, kernel_size=kernel_size, n_mels=5).eval()
-    return Decoder("decoder", net)
+    return Decoder("decoder", net, net.receptive_radius)
 
 
 @settings(max_examples=40, deadline=None)

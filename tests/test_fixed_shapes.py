@@ -28,6 +28,7 @@ from tts_neuron.blocks.fixed import PaddedDecoder
 from tts_neuron.blocks.pieces import split_points
 from tts_neuron.errors import StackError, TargetUnavailableError
 from tts_neuron.models.fastspeech import MelDecoder
+from tts_neuron.runners import TappedRunner
 
 FITS = "The quick brown fox jumps over the lazy dog."  # fewer tokens than the tiny addon's largest bucket
 
@@ -71,8 +72,14 @@ def test_split_points_keep_pieces_within_the_limit_and_prefer_phrases(
     assert cuts[-1] - cuts[-2] <= limit if len(cuts) > 1 else True
 
 
+def at_batch_1(name: str, run: object, signatures: dict[int, tuple[TensorSpec, ...]]) -> FixedShapeExecutor:
+    """An executor of one artifact per bucket at batch 1, each running `run`."""
+    by_shape = {(1, bucket): signature for bucket, signature in signatures.items()}
+    return FixedShapeExecutor(name, dict.fromkeys(by_shape, run), by_shape)  # type: ignore[arg-type]
+
+
 def identity_executor(shapes: dict[int, tuple[TensorSpec, ...]]) -> FixedShapeExecutor:
-    return FixedShapeExecutor("net", {b: (lambda *x: x[0]) for b in shapes}, shapes)
+    return at_batch_1("net", lambda *x: x[0], shapes)
 
 
 def test_executor_refuses_other_shapes_and_names_them() -> None:
@@ -101,8 +108,8 @@ def test_a_second_compile_recompiles_only_what_changed(compiled_addon: Path, tmp
     assert len(compile_addon(root, "cpu", progress=False).reused) == 11
     edit_addon_json(root, lambda c: c["networks"]["decoder"].update(buckets=[24, 40]))
     report = compile_addon(root, "cpu", progress=False)
-    assert [a.file for a in report.compiled] == ["decoder.40.pt2"] and len(report.reused) == 10
-    assert not (root / "compiled" / "cpu" / "decoder.72.pt2").exists(), "stale artifacts are removed"
+    assert [a.file for a in report.compiled] == ["decoder.b1.40.pt2"] and len(report.reused) == 10
+    assert not (root / "compiled" / "cpu" / "decoder.b1.72.pt2").exists(), "stale artifacts are removed"
 
 
 def test_manifest_records_what_the_runtime_checks(compiled_addon: Path) -> None:
@@ -135,13 +142,6 @@ def test_padding_does_not_change_real_positions_at_any_bucket(compiled_addon: Pa
             torch.testing.assert_close(padded[:, : n * rows], expected, rtol=1e-4, atol=1e-5)
 
 
-def recording(executor: FixedShapeExecutor, log: list[tuple[TensorSpec, ...]]) -> FixedShapeExecutor:
-    original = dict(executor.artifacts)
-    for bucket, run in original.items():
-        executor.artifacts[bucket] = lambda *x, run=run: log.append(tuple(map(TensorSpec.of, x))) or run(*x)
-    return executor
-
-
 @settings(max_examples=25, deadline=None)
 @given(length=st.integers(1, 150), sizes=st.lists(st.integers(1, 40), min_size=1, max_size=4))
 def test_padded_decoder_streams_what_offline_decoding_gives(length: int, sizes: list[int]) -> None:
@@ -150,20 +150,24 @@ def test_padded_decoder_streams_what_offline_decoding_gives(length: int, sizes: 
     windows = [12, 24]  # cores of 4 and 16 frames
     signatures = {w: (TensorSpec((1, w, 4), "float32"), TensorSpec((1, w), "float32")) for w in windows}
     log: list[tuple[TensorSpec, ...]] = []
-    executor = recording(FixedShapeExecutor("decoder", {w: net for w in windows}, signatures), log)
-    decoder = PaddedDecoder("decoder", executor, radius=4)
+
+    def recorded(*x: torch.Tensor) -> torch.Tensor:  # runs after the executor's check: it records what passed
+        log.append(tuple(map(TensorSpec.of, x)))
+        return net(*x)
+
+    decoder = PaddedDecoder("decoder", at_batch_1("decoder", recorded, signatures), radius=4)
     frames = torch.randn(length, 4)
     streamed, _ = joined(decoder.stream(split(frames, sizes), {}))
     with torch.inference_mode():
         offline = net(frames[None], torch.ones(1, length))[0]
     torch.testing.assert_close(streamed, offline, rtol=1e-5, atol=1e-5)
-    assert log and all(sig in signatures.values() for sig in log)
+    assert log and all(sig in signatures.values() for sig in log) and log[0][0].shape[1] == 12
 
 
 def test_padded_decoder_window_that_ends_exactly_at_the_end() -> None:
     net = MelDecoder(in_channels=4, channels=8, layers=2, kernel_size=5, n_mels=3).eval()
     sig = {24: (TensorSpec((1, 24, 4), "float32"), TensorSpec((1, 24), "float32"))}
-    decoder = PaddedDecoder("decoder", FixedShapeExecutor("d", {24: net}, sig), radius=4)
+    decoder = PaddedDecoder("decoder", at_batch_1("d", net, sig), radius=4)
     frames = torch.randn(32, 4)  # exactly two cores of 16
     out, chunks = joined(decoder.stream(split(frames, [32]), {}))
     assert [c.data.shape[0] for c in chunks] == [16, 16]
@@ -191,24 +195,33 @@ def test_neuron_stack_on_cpu_equals_the_dynamic_stack(
     np.testing.assert_allclose(fixed_audio, dynamic_audio, rtol=0, atol=1e-4)  # what the README claims
 
 
+@pytest.fixture(scope="module")
+def tapped_neuron_on_cpu(
+    compiled_addon: Path,
+) -> tuple[tts_neuron.Voice, list[tuple[str, tuple[TensorSpec, ...]]]]:
+    """The fixed-shape voice with every network call recorded before the executor checks its shape."""
+    log: list[tuple[str, tuple[TensorSpec, ...]]] = []
+    runner = TappedRunner(lambda handle, inputs: log.append((handle.name, tuple(map(TensorSpec.of, inputs)))))
+    return tts_neuron.load(compiled_addon, stack="neuron", target="cpu", runner=runner), log
+
+
 @settings(max_examples=15, deadline=None)
 @given(words=st.integers(1, 60))
-def test_no_executor_is_called_at_an_uncompiled_shape(neuron_on_cpu: tts_neuron.Voice, words: int) -> None:
+def test_no_executor_is_called_at_an_uncompiled_shape(
+    tapped_neuron_on_cpu: tuple[tts_neuron.Voice, list[tuple[str, tuple[TensorSpec, ...]]]], words: int
+) -> None:
+    voice, log = tapped_neuron_on_cpu
     text = " ".join(["alpha", "bravo,", "charlie", "delta"] * 15)[: words * 7] + "."
-    blocks = neuron_on_cpu.stack.stack[0].children()
-    encoders, decoder = blocks[0], blocks[1].children()[1]
-    executors = [block.network for block in encoders.blocks] + [decoder.executor]
-    log: list[tuple[TensorSpec, ...]] = []
-    originals = [dict(executor.artifacts) for executor in executors]
-    for executor in executors:
-        recording(executor, log)
-    try:
-        assert len(neuron_on_cpu.synthesize(text)) > 0
-    finally:
-        for executor, artifacts in zip(executors, originals, strict=True):  # unwrap for the next example
-            executor.artifacts.update(artifacts)
-    compiled = {sig for executor in executors for sig in executor.signatures.values()}
-    assert log and set(log) <= compiled
+    log.clear()
+    assert len(voice.synthesize(text)) > 0
+    manifest = json.loads((voice.addon.root / "compiled" / "cpu" / "manifest.json").read_text())
+    compiled = {
+        (name, tuple(TensorSpec(tuple(t["shape"]), t["dtype"]) for t in artifact["inputs"]))
+        for name, network in manifest["networks"].items()
+        for artifact in network["artifacts"]
+    }
+    assert {name for name, _ in log} == set(voice.addon.networks)  # every network was called
+    assert set(log) <= compiled
 
 
 def test_long_paragraph_and_long_sentence_on_the_fixed_path(neuron_on_cpu: tts_neuron.Voice) -> None:
@@ -255,9 +268,9 @@ def test_stale_and_missing_artifacts_say_which_and_how_to_recompile(
         load_executor(load_addon(root), "decoder", "cpu", torch.device("cpu"))
     compile_addon(root, "cpu", progress=False)
 
-    artifact = root / "compiled" / "cpu" / "decoder.24.pt2"
+    artifact = root / "compiled" / "cpu" / "decoder.b1.24.pt2"
     artifact.write_bytes(artifact.read_bytes()[:-10])
-    with pytest.raises(CompiledArtifactError, match="decoder.24.pt2: missing or corrupt"):
+    with pytest.raises(CompiledArtifactError, match="decoder.b1.24.pt2: missing or corrupt"):
         load_executor(load_addon(root), "decoder", "cpu", torch.device("cpu"))
     manifest_path.write_text("{}")
     with pytest.raises(CompiledArtifactError, match="unreadable manifest"):
@@ -337,4 +350,4 @@ def test_neuron_target_without_the_sdk(tiny_addon_dir: Path) -> None:
 def test_a_decoder_window_too_small_for_its_halo() -> None:
     sig = {8: (TensorSpec((1, 8, 4), "float32"), TensorSpec((1, 8), "float32"))}
     with pytest.raises(ValueError, match="leaves no core"):
-        PaddedDecoder("d", FixedShapeExecutor("d", {8: lambda *x: x[0]}, sig), radius=4)
+        PaddedDecoder("d", at_batch_1("d", lambda *x: x[0], sig), radius=4)

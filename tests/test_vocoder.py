@@ -139,7 +139,7 @@ def test_vocoder_streams_exactly_for_any_chunking(
     mel = log_mel(n, seed)
     with torch.inference_mode():
         offline = network(mel[None], torch.ones(1, n))[0]
-    block = Vocoder("vocoder", network, *sizes)
+    block = Vocoder("vocoder", network, network.receptive_radius, network.hop, *sizes)
     chunks = list(block.stream(chunked(mel, cuts), {}))
     assert [c.start for c in chunks] == [0] + [c.end for c in chunks[:-1]] and chunks[-1].final
     streamed = torch.cat([c.data for c in chunks])
@@ -156,8 +156,8 @@ def padded_executor(network: MelVocoder, buckets: list[int]) -> tuple[FixedShape
         calls.append(list(x.shape))
         return compiled(x, mask)
 
-    signatures = {b: tuple(TensorSpec.of(t) for t in network.example_inputs(b)) for b in buckets}
-    return FixedShapeExecutor("vocoder (test)", dict.fromkeys(buckets, at_bucket), signatures), calls
+    signatures = {(1, b): tuple(TensorSpec.of(t) for t in network.example_inputs(b)) for b in buckets}
+    return FixedShapeExecutor("vocoder (test)", dict.fromkeys(signatures, at_bucket), signatures), calls
 
 
 @settings(max_examples=30, deadline=None)

@@ -49,6 +49,9 @@ class NetworkSpec:
     parameters: Path
     buckets: list[int]
     """Lengths (tokens for encoders, window frames for a decoder) that fixed-shape targets compile."""
+    batch_sizes: list[int]
+    """Batch sizes compiled at every bucket (default [1]): a batching runner runs the calls of several
+    streams as one call at these sizes. 1 comes first, so a lone stream never pays for dummy rows."""
     sha256: str
     """Of the parameter file, checked when the network is loaded: a changed byte is refused, not spoken."""
 
@@ -229,6 +232,19 @@ def _buckets(net: _Reader) -> list[int]:
     return list(buckets)
 
 
+MAX_BATCH = 256
+"""Bound on a compiled batch size: a row is one stream's window, and no host serves more streams."""
+
+
+def _batch_sizes(net: _Reader) -> list[int]:
+    sizes = net.get("batch_sizes", list, [1])
+    if not all(isinstance(b, int) and not isinstance(b, bool) and 0 < b <= MAX_BATCH for b in sizes):
+        net.fail(f"expected a list of integers from 1 to {MAX_BATCH}", "batch_sizes")
+    if sizes != sorted(set(sizes)) or sizes[:1] != [1]:
+        net.fail(f"must start at 1 and increase without repeats, got {sizes}", "batch_sizes")
+    return list(sizes)
+
+
 def _network_config(net: _Reader, n_symbols: int, audio: AudioConfig) -> dict[str, Any]:
     """A network's constructor arguments, bounded, and agreeing with the addon's symbols and mel bands."""
     config: dict[str, Any] = net.get("config", dict, {})
@@ -289,6 +305,7 @@ def load_addon(root: str | Path) -> Addon:
             config=_network_config(net, len(symbols), audio),
             parameters=params_file,
             buckets=_buckets(net),
+            batch_sizes=_batch_sizes(net),
             sha256=net.get("sha256", str),
         )
     if not networks:

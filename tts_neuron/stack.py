@@ -8,7 +8,7 @@ name the JSON path of the bad entry, e.g. `stacks.cpu[0].streamable_block.stack[
 from __future__ import annotations
 
 import reprlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -16,10 +16,10 @@ import torch
 
 from tts_neuron.addon import read_json
 from tts_neuron.backends import load_executor
-from tts_neuron.backends.executor import FixedShapeExecutor
 from tts_neuron.blocks.base import Block, SequenceBlock, StreamableBlock, StreamableStack
 from tts_neuron.errors import StackError
 from tts_neuron.registry import resolve_block
+from tts_neuron.runners import DirectRunner, NetworkHandle, Runner
 
 if TYPE_CHECKING:
     from tts_neuron.addon import Addon
@@ -46,16 +46,27 @@ class BuildContext:
     entry-point blocks (see `tts_neuron.registry`)."""
     depth: int = 0
     """How many block entries enclose this one."""
+    runner: Runner = field(default_factory=DirectRunner)
+    """Runs the calls of the networks blocks get from `network` and `compiled`."""
 
-    def compiled(self, network: str) -> FixedShapeExecutor:
-        """The fixed-shape executor of a network for this context's target (artifacts checked, warmed up)."""
-        if network not in self.addon.networks:
+    def network(self, name: str) -> NetworkHandle:
+        """A handle on a network with dynamic shapes, on this context's device."""
+        self._check(name)
+        return self.runner.handle(name, self.addon.network(name).to(self.device))
+
+    def compiled(self, name: str) -> NetworkHandle:
+        """A handle on a network's fixed-shape executor for this context's target (artifacts checked and
+        warmed up at every batch size and bucket)."""
+        self._check(name)
+        if not self.addon.networks[name].buckets:
+            raise StackError(f"{self.path}: network '{name}' declares no buckets to compile in addon.json")
+        return self.runner.handle(name, load_executor(self.addon, name, self.target, self.device))
+
+    def _check(self, name: str) -> None:
+        if name not in self.addon.networks:
             raise StackError(
-                f"{self.path}: the addon has no network '{network}'; it has {sorted(self.addon.networks)}"
+                f"{self.path}: the addon has no network '{name}'; it has {sorted(self.addon.networks)}"
             )
-        if not self.addon.networks[network].buckets:
-            raise StackError(f"{self.path}: network '{network}' declares no buckets to compile in addon.json")
-        return load_executor(self.addon, network, self.target, self.device)
 
     def build(self, spec: Any, key: str, kind: type[K]) -> K:
         """Build a nested entry found at `key` below this one and check it is the kind the parent needs."""

@@ -11,10 +11,10 @@ import torch
 
 from tts_neuron.addon import Addon, load_addon
 from tts_neuron.backends import TARGETS, get_target
-from tts_neuron.backends.executor import FixedShapeExecutor
 from tts_neuron.blocks.base import Block, Chunk, StreamableStack
 from tts_neuron.errors import AddonError, AttentionError, StackError
 from tts_neuron.frontend import Frontend, Sentence
+from tts_neuron.runners import DirectRunner, Runner, handles
 from tts_neuron.stack import BuildContext, build_stack
 
 FrameSink = Callable[[np.ndarray], None]
@@ -50,45 +50,79 @@ class Voice:
     def sample_rate(self) -> int:
         return self.addon.audio.sample_rate
 
-    def stream(self, text: str, mel_sink: FrameSink | None = None) -> Iterator[np.ndarray]:
-        """Yield float32 audio chunks as soon as each is ready, sentence after sentence."""
-        for chunk in self.chunks(text, mel_sink):
-            if chunk.data.ndim != 1:
-                raise StackError(f"stack '{self.stack_name}' ends at frames, not audio: add a vocoder block")
-            yield chunk.data.float().cpu().numpy()
+    @property
+    def takes_speed(self) -> bool:
+        """Whether the stack can change its speaking rate per call (duration voices can)."""
+        return _any_block(self.stack, lambda block: getattr(block, "takes_rate", False))
 
-    def synthesize(self, text: str) -> np.ndarray:
+    def stream(
+        self, text: str, mel_sink: FrameSink | None = None, speed: float = 1.0
+    ) -> Iterator[np.ndarray]:
+        """Yield float32 audio chunks as soon as each is ready, sentence after sentence.
+
+        `speed` is this call's speaking rate (0.25 to 4, >1 is faster), for stacks that `takes_speed`."""
+        for sentence, chunks in self._sentences(text, mel_sink, speed):
+            for chunk in chunks:
+                if chunk.data.ndim != 1:
+                    raise StackError(
+                        f"stack '{self.stack_name}' ends at frames, not audio: add a vocoder block"
+                    )
+                yield chunk.data.float().cpu().numpy()
+            pause = round(getattr(sentence, "pause_after", 0.0) * self.sample_rate)
+            if pause > 0:
+                yield np.zeros(pause, dtype=np.float32)
+
+    def synthesize(self, text: str, speed: float = 1.0) -> np.ndarray:
         """The whole utterance as one float32 array (use `stream` for long text)."""
-        parts = list(self.stream(text))
+        parts = list(self.stream(text, speed=speed))
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
-    def chunks(self, text: str, mel_sink: FrameSink | None = None) -> Iterator[Chunk]:
+    def chunks(self, text: str, mel_sink: FrameSink | None = None, speed: float = 1.0) -> Iterator[Chunk]:
         """The stack's own output chunks (audio, or mel frames for a stack that ends at the decoder).
 
         `mel_sink` receives the mel frames of every sentence: a stack's output when it ends at frames,
         otherwise the frames that enter its last top-level block that takes frames.
         """
-        for sentence in self.frontend.sentences(text):
-            try:
-                yield from self.sentence_chunks(sentence, mel_sink)
-            except AttentionError as err:
-                phoneme = sentence.phonemes[min(err.token, len(sentence.phonemes) - 1)]
-                raise AttentionError(
-                    f"{self.addon.name}: {err} (phoneme '{phoneme}' of word {sentence.words[err.token] + 1} "
-                    f"in {sentence.text!r})",
-                    kind=err.kind,
-                    step=err.step,
-                    frame=err.frame,
-                    token=err.token,
-                ) from None
+        for _, chunks in self._sentences(text, mel_sink, speed):
+            yield from chunks
 
-    def sentence_chunks(self, sentence: Sentence, mel_sink: FrameSink | None = None) -> Iterator[Chunk]:
+    def _sentences(
+        self, text: str, mel_sink: FrameSink | None, speed: float
+    ) -> Iterator[tuple[Sentence, Iterator[Chunk]]]:
+        if isinstance(speed, bool) or not isinstance(speed, (int, float)) or not 0.25 <= speed <= 4:
+            raise ValueError(f"speed must be a number from 0.25 to 4, got {speed!r}")
+        if speed != 1 and not self.takes_speed:
+            raise StackError(f"stack '{self.stack_name}' of {self.addon.name} cannot change its speed")
+        for sentence in self.frontend.sentences(text):
+            yield sentence, self._checked(sentence, mel_sink, speed)
+
+    def _checked(self, sentence: Sentence, mel_sink: FrameSink | None, speed: float) -> Iterator[Chunk]:
+        """One sentence's chunks, with an attention failure named by the phoneme and word it was at."""
+        rate = speed * getattr(sentence, "rate", 1.0)
+        try:
+            yield from self.sentence_chunks(sentence, mel_sink, rate)
+        except AttentionError as err:
+            phoneme = sentence.phonemes[min(err.token, len(sentence.phonemes) - 1)]
+            raise AttentionError(
+                f"{self.addon.name}: {err} (phoneme '{phoneme}' of word {sentence.words[err.token] + 1} "
+                f"in {sentence.text!r})",
+                kind=err.kind,
+                step=err.step,
+                frame=err.frame,
+                token=err.token,
+            ) from None
+
+    def sentence_chunks(
+        self, sentence: Sentence, mel_sink: FrameSink | None = None, rate: float = 1.0
+    ) -> Iterator[Chunk]:
         tokens = torch.tensor([sentence.tokens], dtype=torch.long, device=self.device)  # [1, N]
         features = {
             "tokens": tokens,
             "token_mask": torch.ones_like(tokens, dtype=torch.float32),
             "words": torch.tensor([sentence.words], dtype=torch.long, device=self.device),
         }
+        if rate != 1:
+            features["rate"] = torch.tensor(float(rate))
         if mel_sink is None:
             yield from self.stack.stream(None, features)
             return
@@ -119,6 +153,7 @@ def load(
     frontend: Frontend | None = None,
     threads: int | None = 1,
     allow_imports: bool = True,
+    runner: Runner | None = None,
 ) -> Voice:
     """Load an addon and build a stack for a target.
 
@@ -127,6 +162,8 @@ def load(
     neuron; by default the stack's name when that is a target, else cpu. `frontend` lets voices with the
     same symbol table and language share one. With `allow_imports=False` the stack may use only built-in,
     registered and entry-point blocks: a "module:Class" entry is a StackError before anything is imported.
+    `runner` runs the stack's network calls: by default each at once (`DirectRunner`); a server passes a
+    `BatchingRunner` shared by its voices, so that the calls of concurrent streams are batched.
 
     `threads` sets torch's intra-op threads for the process (None leaves them alone). One is the serving
     policy: one thread per stream, streams in parallel. More threads help one stream on an idle host
@@ -149,7 +186,8 @@ def load(
     device = resolve_device(target)
     if frontend is not None and (frontend.symbols, frontend.language) != (addon.symbols, addon.language):
         raise AddonError(f"{addon.config_path}: its symbols or language differ from the shared frontend's")
-    built = build_stack(spec, BuildContext(addon, device, path, target, allow_imports))
+    context = BuildContext(addon, device, path, target, allow_imports, runner=runner or DirectRunner())
+    built = build_stack(spec, context)
     if target == "neuron" and not _runs_compiled(built):
         raise StackError(
             f"{path}: runs no compiled network, so target 'neuron' would leave every block on the host CPU; "
@@ -158,19 +196,25 @@ def load(
     return Voice(addon, built, name, target, device, frontend)
 
 
+def _any_block(block: Block, test: Callable[[Block], bool]) -> bool:
+    return test(block) or any(_any_block(child, test) for child in block.children())
+
+
 def _runs_compiled(block: Block) -> bool:
     """Whether any block of the tree calls a compiled, fixed-shape network."""
-    if any(isinstance(value, FixedShapeExecutor) for value in vars(block).values()):
-        return True
-    return any(_runs_compiled(child) for child in block.children())
+    return _any_block(block, lambda b: any(handle.compiled for handle in handles(b)))
 
 
 class VoiceSet:
     """Several voices in one process, chosen per call by name. Voices of one symbol table and language
     share a frontend; each stream keeps its own state, so streams of different voices can interleave."""
 
-    def __init__(self) -> None:
+    def __init__(self, runner: Runner | None = None, allow_imports: bool = True) -> None:
+        """`runner` is shared by every voice added (a `BatchingRunner` batches across voices' streams
+        per network); `allow_imports=False` allows only built-in and registered blocks in their stacks."""
         self.voices: dict[str, Voice] = {}
+        self.runner = runner or DirectRunner()
+        self.allow_imports = allow_imports
 
     def add(
         self,
@@ -192,7 +236,8 @@ class VoiceSet:
             ),
             None,
         )
-        self.voices[name] = voice = load(addon_dir, stack, target, shared)
+        voice = load(addon_dir, stack, target, shared, allow_imports=self.allow_imports, runner=self.runner)
+        self.voices[name] = voice
         return voice
 
     def __getitem__(self, name: str) -> Voice:

@@ -92,6 +92,11 @@ def load_executor(addon: Addon, network: str, target_name: str, device: torch.de
         stale = f"it has no network '{network}'"
     elif entry.buckets != spec.buckets:
         stale = f"'{network}' was compiled for buckets {entry.buckets}, addon.json now says {spec.buckets}"
+    elif entry.batch_sizes != spec.batch_sizes:
+        stale = (
+            f"'{network}' was compiled for batch sizes {entry.batch_sizes}, "
+            f"addon.json now says {spec.batch_sizes}"
+        )
     elif entry.parameters_sha256 != sha256_file(spec.parameters):
         stale = f"the parameters of '{network}' changed since it was compiled ({spec.parameters.name})"
     if stale:
@@ -109,9 +114,10 @@ def load_executor(addon: Addon, network: str, target_name: str, device: torch.de
             raise CompiledArtifactError(
                 f"{path}: missing or corrupt (sha256 differs from the manifest); {recompile}"
             )
-        artifacts[artifact.bucket] = run = target.load(path, device)
-        signatures[artifact.bucket] = tuple(artifact.inputs)
-        with torch.inference_mode():  # warm up once per bucket: first calls are slow on every target
+        shape = (artifact.batch, artifact.bucket)
+        artifacts[shape] = run = target.load(path, device)
+        signatures[shape] = tuple(artifact.inputs)
+        with torch.inference_mode():  # warm up once per artifact: first calls are slow on every target
             run(*(example_input(spec, device) for spec in artifact.inputs))
     return FixedShapeExecutor(f"{network} ({target_name})", artifacts, signatures)
 

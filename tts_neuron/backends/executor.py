@@ -62,29 +62,41 @@ class TensorSpec:
         return f"{self.dtype}{list(self.shape)}"
 
 
+Shape = tuple[int, int]
+"""(batch, length) of an artifact: dims 0 and 1 of its first input (the length is the bucket)."""
+
+
 class FixedShapeExecutor:
-    """One compiled artifact per bucket of a network; refuses any input signature it was not compiled for."""
+    """One compiled artifact per (batch size, bucket) of a network; refuses any input signature it was not
+    compiled for. Blocks call it at batch 1; a batching runner calls it at the other compiled batch sizes."""
 
     def __init__(
         self,
         name: str,
-        artifacts: dict[int, Callable[..., torch.Tensor]],
-        signatures: dict[int, tuple[TensorSpec, ...]],
+        artifacts: dict[Shape, Callable[..., torch.Tensor]],
+        signatures: dict[Shape, tuple[TensorSpec, ...]],
     ) -> None:
         if set(artifacts) != set(signatures):
             raise ValueError("every artifact needs its input signature")
+        for shape, signature in signatures.items():
+            if not signature or signature[0].shape[:2] != shape:
+                raise ValueError(f"{name}: artifact {shape} has a first input of {signature[:1]}")
         self.name = name
         self.artifacts = artifacts
         self.signatures = signatures
-        self.table = BucketTable(sorted(artifacts))
+        self.table = BucketTable(sorted({length for _, length in artifacts}))
+        self.batch_sizes = sorted({batch for batch, _ in artifacts})
+        missing = [(b, n) for b in self.batch_sizes for n in self.table.buckets if (b, n) not in artifacts]
+        if missing:
+            raise ValueError(f"{name}: every batch size needs every bucket; missing {missing}")
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
         given = tuple(TensorSpec.of(x) for x in inputs)
-        bucket = given[0].shape[1] if given and len(given[0].shape) > 1 else None
-        if bucket not in self.signatures or self.signatures[bucket] != given:
+        shape = given[0].shape[:2] if given and len(given[0].shape) > 1 else None
+        if shape not in self.signatures or self.signatures[shape] != given:
             compiled = "; ".join(", ".join(map(str, sig)) for sig in self.signatures.values())
             raise ShapeError(
                 f"{self.name}: no compiled artifact for inputs ({', '.join(map(str, given))}); "
                 f"compiled for: {compiled}"
             )
-        return self.artifacts[bucket](*inputs)
+        return self.artifacts[shape](*inputs)

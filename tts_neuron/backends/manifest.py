@@ -16,7 +16,8 @@ from typing import Any
 from tts_neuron.backends.executor import TensorSpec
 from tts_neuron.errors import AddonError
 
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2
+"""2: every artifact records its batch size as well as its bucket."""
 DTYPES = ("float32", "float16", "bfloat16", "int64", "int32", "bool")
 
 
@@ -34,6 +35,7 @@ def sha256_file(path: Path) -> str:
 
 @dataclass
 class Artifact:
+    batch: int
     bucket: int
     file: str
     """Relative to the manifest's folder."""
@@ -46,6 +48,7 @@ class Artifact:
 class NetworkArtifacts:
     parameters_sha256: str
     buckets: list[int]
+    batch_sizes: list[int]
     artifacts: list[Artifact] = field(default_factory=list)
 
 
@@ -65,12 +68,19 @@ class Manifest:
     def read(cls, path: Path) -> Manifest:
         try:
             raw: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+            if raw.get("format", MANIFEST_FORMAT) != MANIFEST_FORMAT:
+                raise CompiledArtifactError(
+                    f"{path}: manifest format {raw.get('format')}, this tts_neuron reads {MANIFEST_FORMAT}; "
+                    "recompile"
+                )
             networks = {
                 name: NetworkArtifacts(
                     parameters_sha256=net["parameters_sha256"],
                     buckets=list(net["buckets"]),
+                    batch_sizes=list(net["batch_sizes"]),
                     artifacts=[
                         Artifact(
+                            batch=int(a["batch"]),
                             bucket=int(a["bucket"]),
                             file=str(a["file"]),
                             sha256=str(a["sha256"]),
@@ -90,7 +100,7 @@ class Manifest:
                 networks=networks,
                 format=int(raw["format"]),
             )
-        except FileNotFoundError:
+        except (FileNotFoundError, CompiledArtifactError):
             raise
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
             raise CompiledArtifactError(
@@ -99,8 +109,4 @@ class Manifest:
         bad = {t.dtype for net in networks.values() for a in net.artifacts for t in a.inputs} - set(DTYPES)
         if bad:
             raise CompiledArtifactError(f"{path}: unknown input dtypes {sorted(bad)}")
-        if manifest.format != MANIFEST_FORMAT:
-            raise CompiledArtifactError(
-                f"{path}: manifest format {manifest.format}, expected {MANIFEST_FORMAT}"
-            )
         return manifest

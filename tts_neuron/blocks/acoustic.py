@@ -45,7 +45,8 @@ def _network_by_role(ctx: BuildContext, role: str, name: str | None) -> str:
 class Encoder(SequenceBlock):
     """Runs one network on whole-sentence features, mapping feature names to its inputs and outputs.
 
-    `network` is the torch module itself (dynamic shapes) or a compiled executor (fixed shapes).
+    `network` is a handle from the build context (a torch module with dynamic shapes, or a compiled
+    executor with fixed shapes), or either of those itself.
     """
 
     def __init__(self, name: str, network: Callable[..., Any], inputs: list[str], outputs: list[str]) -> None:
@@ -73,8 +74,7 @@ class Encoder(SequenceBlock):
 
 def _network_args(ctx: BuildContext, name: str) -> dict[str, Any]:
     spec = ctx.addon.networks[name]
-    network = ctx.addon.network(name).to(ctx.device)
-    return {"name": name, "network": network, "inputs": spec.inputs, "outputs": spec.outputs}
+    return {"name": name, "network": ctx.network(name), "inputs": spec.inputs, "outputs": spec.outputs}
 
 
 class Encoders(SequenceBlockContainer):
@@ -137,9 +137,13 @@ class Upsampler(StreamableBlock):
     """Repeats each phoneme's encoding for its predicted number of frames, a chunk at a time.
 
     The first chunk is small so that audio starts early; later ones are larger to amortise per-call costs.
+    A `rate` feature (a per-call speaking rate, >1 is faster) divides the stack's `length_scale`.
     The default first chunk (48 frames) is what the shipped voices need for their first audio: the
     decoder's and the vocoder's right context (12 + 17 frames) plus a first audio chunk of 19 frames.
     """
+
+    takes_rate = True
+    """Honours the `rate` feature (`Voice.stream(speed=...)`, SSML `<prosody rate>`)."""
 
     def __init__(
         self,
@@ -163,8 +167,9 @@ class Upsampler(StreamableBlock):
             if key not in features:
                 raise StackError(f"Upsampler needs feature '{key}'; it was given {sorted(features)}")
         encodings = features[self.encodings_key][0]  # [N, C]
+        rate = float(features["rate"]) if "rate" in features else 1.0
         frames = durations_to_frames(
-            features[self.durations_key][0], self.length_scale, self.max_frames_per_phoneme
+            features[self.durations_key][0], self.length_scale / rate, self.max_frames_per_phoneme
         )
         return self._chunks(encodings, frames.to(encodings.device))
 
@@ -201,24 +206,25 @@ class Decoder(StreamableBlock):
     def __init__(
         self,
         name: str,
-        network: nn.Module,
+        network: Callable[..., torch.Tensor],
+        radius: int,
+        per_frame: int = 1,
         first_chunk_frames: int | None = None,
         chunk_frames: int | None = None,
     ) -> None:
-        """Without chunk sizes, each window takes every frame that has its context; with them, a window
-        waits for that many (the first for `first_chunk_frames`), which amortises the recomputed halo."""
+        """`radius` is the network's receptive field in frames each side, `per_frame` its output rows per
+        frame. Without chunk sizes, each window takes every frame that has its context; with them, a
+        window waits for that many (the first for `first_chunk_frames`), which amortises the halo."""
         for size in (first_chunk_frames, chunk_frames):
             if size is not None and size < 1:
                 raise ValueError(f"chunk sizes must be at least one frame, got {size}")
-        self.name, self.network = name, network
-        self.radius = receptive_radius(network, name)
+        self.name, self.network, self.radius, self.per_frame = name, network, radius, per_frame
         self.first_chunk_frames, self.chunk_frames = first_chunk_frames, chunk_frames
-        self.per_frame = rows_per_frame(network)
 
     @classmethod
     def build(cls, params: dict[str, Any], ctx: BuildContext) -> Decoder:
         name = _network_by_role(ctx, cls.role, params.pop("network", None))
-        return construct(cls, params, ctx.path, name=name, network=ctx.addon.network(name).to(ctx.device))
+        return construct(cls, params, ctx.path, **window_network_args(ctx, name), network=ctx.network(name))
 
     def stream(self, upstream: Iterator[Chunk] | None, features: Features) -> Iterator[Chunk]:
         if upstream is None:
@@ -237,6 +243,12 @@ class Decoder(StreamableBlock):
 
     def describe(self) -> str:
         return f"{type(self).__name__} '{self.name}' (receptive field +/-{self.radius} frames)"
+
+
+def window_network_args(ctx: BuildContext, name: str) -> dict[str, Any]:
+    """What a windowed block needs to know of its network: its name, receptive field and rows per frame."""
+    network = ctx.addon.network(name)
+    return {"name": name, "radius": receptive_radius(network, name), "per_frame": rows_per_frame(network)}
 
 
 def rows_per_frame(network: nn.Module) -> int:

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from tts_neuron.backends.executor import BucketTable, FixedShapeExecutor, pad_length
+from tts_neuron.backends.executor import BucketTable, pad_length
 from tts_neuron.blocks.acoustic import _network_by_role
 from tts_neuron.blocks.base import Chunk, Features, StreamableBlock, construct
 from tts_neuron.blocks.pieces import pause_ids, sentence_pieces
@@ -177,7 +177,7 @@ class AttentionDecoder(StreamableBlock):
     @classmethod
     def build(cls, params: dict[str, Any], ctx: BuildContext) -> AttentionDecoder:
         name = _network_by_role(ctx, "decoder", params.pop("network", None))
-        return construct(cls, params, ctx.path, **cls._network_args(ctx, name))
+        return construct(cls, params, ctx.path, **cls._network_args(ctx, name), network=ctx.network(name))
 
     @staticmethod
     def _network_args(ctx: BuildContext, name: str) -> dict[str, Any]:
@@ -189,7 +189,6 @@ class AttentionDecoder(StreamableBlock):
                 )
         return {
             "name": name,
-            "network": step.to(ctx.device),
             "reduction": step.reduction,
             "n_mels": step.n_mels,
             "state_size": step.state_size,
@@ -282,6 +281,6 @@ class PaddedAttentionDecoder(AttentionDecoder):
     @classmethod
     def build(cls, params: dict[str, Any], ctx: BuildContext) -> PaddedAttentionDecoder:
         name = _network_by_role(ctx, "decoder", params.pop("network", None))
-        executor: FixedShapeExecutor = ctx.compiled(name)
-        args = {**cls._network_args(ctx, name), "network": executor, "table": executor.table}
-        return construct(cls, params, ctx.path, **args)
+        table = BucketTable(ctx.addon.networks[name].buckets)
+        args = cls._network_args(ctx, name)
+        return construct(cls, params, ctx.path, **args, network=ctx.compiled(name), table=table)

@@ -11,20 +11,19 @@ positions.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 
 from tts_neuron.audio import AudioConfig
-from tts_neuron.backends.executor import BucketTable, FixedShapeExecutor, pad_length
+from tts_neuron.backends.executor import BucketTable, pad_length
 from tts_neuron.blocks.acoustic import (
     Encoder,
     Encoders,
     _network_by_role,
-    receptive_radius,
-    rows_per_frame,
     token_slice,
+    window_network_args,
 )
 from tts_neuron.blocks.base import Chunk, Features, StreamableBlock, construct
 from tts_neuron.blocks.pieces import pause_ids
@@ -47,11 +46,10 @@ class NeuronEncoders(Encoders):
         specs = ctx.addon.networks_with_role("encoder")
         if not specs:
             raise StackError(f"{ctx.path}: NeuronEncoders found no network with role 'encoder' in the addon")
-        executors = {spec.name: ctx.compiled(spec.name) for spec in specs}
-        buckets = {tuple(executor.table.buckets) for executor in executors.values()}
+        buckets = {tuple(spec.buckets) for spec in specs}
         if len(buckets) != 1:
             raise StackError(f"{ctx.path}: all encoder networks need the same buckets, got {sorted(buckets)}")
-        blocks = [Encoder(spec.name, executors[spec.name], spec.inputs, spec.outputs) for spec in specs]
+        blocks = [Encoder(spec.name, ctx.compiled(spec.name), spec.inputs, spec.outputs) for spec in specs]
         table = BucketTable(list(buckets.pop()))
         return construct(
             cls, params, ctx.path, blocks=blocks, pauses=pause_ids(ctx.addon.symbols), table=table
@@ -76,9 +74,19 @@ class PaddedDecoder(StreamableBlock):
 
     role = "decoder"
 
-    def __init__(self, name: str, executor: FixedShapeExecutor, radius: int, per_frame: int = 1) -> None:
-        self.name, self.executor, self.radius, self.per_frame = name, executor, radius, per_frame
-        buckets = executor.table.buckets
+    def __init__(
+        self,
+        name: str,
+        network: Callable[..., torch.Tensor],
+        radius: int,
+        per_frame: int = 1,
+        table: BucketTable | None = None,
+    ) -> None:
+        """`network` is a fixed-shape executor or a handle on one; `table` its window buckets (by default
+        the executor's own)."""
+        self.name, self.network, self.radius, self.per_frame = name, network, radius, per_frame
+        self.table = table or network.table  # type: ignore[attr-defined]
+        buckets = self.table.buckets
         self.first_core, self.core = buckets[0] - 2 * radius, buckets[-1] - 2 * radius
         if self.first_core < 1:
             raise ValueError(
@@ -88,16 +96,9 @@ class PaddedDecoder(StreamableBlock):
     @classmethod
     def build(cls, params: dict[str, Any], ctx: BuildContext) -> PaddedDecoder:
         name = _network_by_role(ctx, cls.role, params.pop("network", None))
-        network = ctx.addon.network(name)
-        return construct(
-            cls,
-            params,
-            ctx.path,
-            name=name,
-            executor=ctx.compiled(name),
-            radius=receptive_radius(network, name),
-            per_frame=rows_per_frame(network),
-        )
+        table = BucketTable(ctx.addon.networks[name].buckets)
+        args = window_network_args(ctx, name)
+        return construct(cls, params, ctx.path, **args, network=ctx.compiled(name), table=table)
 
     def stream(self, upstream: Iterator[Chunk] | None, features: Features) -> Iterator[Chunk]:
         if upstream is None:
@@ -106,16 +107,16 @@ class PaddedDecoder(StreamableBlock):
 
     def _run(self, upstream: Iterator[Chunk]) -> Iterator[Chunk]:
         for window in windows(upstream, self.radius, self.core, self.first_core):
-            bucket = self.executor.table.bucket_for(window.stop - window.start + 2 * self.radius)
+            bucket = self.table.bucket_for(window.stop - window.start + 2 * self.radius)
             assert bucket is not None  # cores are cut to fit the largest bucket
             x, mask = pad_window(window, bucket)
             with torch.inference_mode():
-                output = self.executor(x, mask)[0]  # [bucket * per_frame, ...]
+                output = self.network(x, mask)[0]  # [bucket * per_frame, ...]
             yield core_chunk(window, output, self.radius, self.per_frame)
 
     def describe(self) -> str:
         return (
-            f"{type(self).__name__} '{self.name}' (windows {self.executor.table.buckets}: cores "
+            f"{type(self).__name__} '{self.name}' (windows {self.table.buckets}: cores "
             f"{self.first_core} first, then {self.core}, +/-{self.radius} halo)"
         )
 

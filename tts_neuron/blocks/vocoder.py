@@ -7,7 +7,7 @@ network (a baseline, and for addons without a vocoder).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -92,8 +92,10 @@ class Vocoder(Decoder):
     def __init__(
         self,
         name: str,
-        network: torch.nn.Module,
+        network: Callable[..., torch.Tensor],
+        radius: int,
+        per_frame: int = 1,
         first_chunk_frames: int | None = 16,
         chunk_frames: int | None = 128,
     ) -> None:
-        super().__init__(name, network, first_chunk_frames, chunk_frames)
+        super().__init__(name, network, radius, per_frame, first_chunk_frames, chunk_frames)
