@@ -302,6 +302,29 @@ def _compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        from tts_neuron.server import Limits, serve
+    except ImportError as err:
+        raise TTSNeuronError(
+            f"serving needs the `serve` extra (pip install 'tts-neuron[serve]'): {err}"
+        ) from None
+    from tts_neuron.addon import load_addon
+
+    for addon in args.addon:
+        load_addon(addon)  # a bad addon is refused before the port opens
+    try:
+        limits = Limits(
+            args.max_streams, args.max_queue, args.queue_timeout, args.idle_timeout, args.max_chars
+        )
+    except ValueError as err:
+        raise TTSNeuronError(str(err)) from None
+    api_key = os.environ.get("TTS_NEURON_API_KEY") or None
+    print(f"tts-neuron: serving {', '.join(args.addon)} on http://{args.host}:{args.port}", file=sys.stderr)
+    serve(args.addon, args.host, args.port, args.stack, args.target, limits, not args.no_batching, api_key)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tts-neuron", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
@@ -357,6 +380,28 @@ def build_parser() -> argparse.ArgumentParser:
     insp.add_argument("--no-imports", action="store_true", help=_NO_IMPORTS_HELP)
     insp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     insp.set_defaults(run=_inspect)
+
+    srv = commands.add_parser("serve", help="serve voices over HTTP (OpenAI's /v1/audio/speech, streamed)")
+    srv.add_argument("--addon", required=True, action="append", help="addon folder to serve (repeat)")
+    srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    srv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    srv.add_argument("--stack", help="stack of every addon (default: each addon's default)")
+    srv.add_argument("--target", choices=TARGETS, help="where to run (default: the stack's name, else cpu)")
+    srv.add_argument("--max-streams", type=int, default=32, help="streams synthesised at once (default 32)")
+    srv.add_argument("--max-queue", type=int, default=64, help="requests that may wait (default 64)")
+    srv.add_argument("--queue-timeout", type=float, default=10.0, help="seconds a request waits (default 10)")
+    srv.add_argument(
+        "--idle-timeout", type=float, default=30.0, help="seconds a stream waits for its client (default 30)"
+    )
+    srv.add_argument("--max-chars", type=int, default=4096, help="characters of input (default 4,096)")
+    srv.add_argument(
+        "--no-batching", action="store_true", help="run each stream's calls alone (the direct runner)"
+    )
+    srv.epilog = (
+        "Set TTS_NEURON_API_KEY to require 'Authorization: Bearer KEY' on all but /health and /ready."
+    )
+    srv.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    srv.set_defaults(run=_serve)
     return parser
 
 

@@ -62,6 +62,17 @@ class Runner:
     def run(self, handle: NetworkHandle, inputs: tuple[torch.Tensor, ...]) -> Outputs:
         raise NotImplementedError
 
+    @contextmanager
+    def stream(self, state: StreamState | None = None) -> Iterator[StreamState]:
+        """Run one stream's calls in this block, in the stream's own thread: the calls made there carry
+        its state, which a scheduling runner uses to order them."""
+        state = state or StreamState()
+        token = _STREAM.set(state)
+        try:
+            yield state
+        finally:
+            _STREAM.reset(token)
+
 
 class DirectRunner(Runner):
     """Each call runs at once in the caller's thread: today's behaviour, one stream at a time."""
@@ -157,17 +168,14 @@ class BatchingRunner(Runner):
 
     @contextmanager
     def stream(self, state: StreamState | None = None) -> Iterator[StreamState]:
-        """Run one stream's calls in this block (in the stream's own thread)."""
-        state = state or StreamState()
-        token = _STREAM.set(state)
         with self._lock:
             self._streams += 1
         try:
-            yield state
+            with super().stream(state) as running:
+                yield running
         finally:
             with self._lock:
                 self._streams -= 1
-            _STREAM.reset(token)
 
     @property
     def streams(self) -> int:

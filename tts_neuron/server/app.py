@@ -1,0 +1,357 @@
+"""The HTTP API: OpenAI's `POST /v1/audio/speech`, streamed, plus models, voices, health and metrics.
+
+The status line waits for the first audio chunk, so an error before any audio (bad text, a busy server)
+is a proper status with OpenAI's error object; an error after audio has started ends the stream visibly:
+an `error` event in SSE, an aborted chunked body otherwise.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tts_neuron.errors import StackError, TextError, TTSNeuronError
+from tts_neuron.server.encoding import (
+    MEDIA_TYPES,
+    RESPONSE_FORMATS,
+    pcm16,
+    sse_delta,
+    sse_done,
+    sse_event,
+    wav_header,
+)
+from tts_neuron.server.engine import Busy, Engine, Stream
+
+MODEL_ALIASES = ("tts-neuron", "tts-1", "tts-1-hd", "gpt-4o-mini-tts")
+"""Model ids that mean "whichever voice `voice` names", so that clients written for OpenAI work as they
+are; a loaded voice's name is a model id too."""
+
+MAX_BODY = 64 * 1024
+"""Bytes of a request body: 4,096 characters of input are at most 16 KiB of UTF-8."""
+
+OPEN_PATHS = ("/health", "/ready")
+"""What answers without the API key: probes must not need secrets."""
+
+
+class SpeechRequest(BaseModel):
+    """OpenAI's CreateSpeechRequest; `instructions` is accepted and ignored (our voices take none)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    model: str
+    input: str
+    voice: str
+    instructions: str | None = Field(default=None, max_length=4096)
+    response_format: str = "pcm"
+    speed: float = Field(default=1.0, ge=0.25, le=4.0)
+    stream_format: Literal["audio", "sse"] = "audio"
+
+
+class ApiError(Exception):
+    """An error answered as OpenAI's error object with its HTTP status."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        kind: str = "invalid_request_error",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
+        self.headers = headers or {}
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(
+            {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}},
+            status_code=self.status,
+            headers=self.headers,
+        )
+
+
+def create_app(engine: Engine, api_key: str | None = None, load: bool = True) -> FastAPI:
+    """The app over an engine. With `load`, the voices load and warm up in a thread when the app starts,
+    and `/ready` answers 503 until they have."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if load:
+            threading.Thread(target=engine.load, daemon=True, name="load voices").start()
+        yield
+
+    app = FastAPI(title="tts_neuron", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, err: ApiError) -> JSONResponse:
+        return err.response()
+
+    @app.exception_handler(404)
+    async def not_found(request: Request, err: Exception) -> JSONResponse:
+        return ApiError(404, f"no route {request.method} {request.url.path}", code="not_found").response()
+
+    @app.exception_handler(405)
+    async def not_allowed(request: Request, err: Exception) -> JSONResponse:
+        return ApiError(405, f"{request.method} is not allowed on {request.url.path}").response()
+
+    @app.middleware("http")
+    async def authenticate(request: Request, call_next):  # type: ignore[no-untyped-def]
+        if api_key and request.url.path not in OPEN_PATHS:
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
+                return ApiError(
+                    401,
+                    "missing or wrong API key (send Authorization: Bearer KEY)",
+                    code="invalid_api_key",
+                    headers={"WWW-Authenticate": "Bearer"},
+                ).response()
+        return await call_next(request)
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready")
+    async def ready() -> JSONResponse:
+        if engine.ready.is_set():
+            return JSONResponse({"status": "ready", "voices": sorted(engine.voices.voices)})
+        status = "failed: " + engine.load_error if engine.load_error else "loading"
+        return JSONResponse({"status": status}, status_code=503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(engine.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        ids = [*MODEL_ALIASES, *sorted(engine.voices.voices)]
+        return {
+            "object": "list",
+            "data": [{"id": i, "object": "model", "owned_by": "tts-neuron"} for i in ids],
+        }
+
+    @app.get("/v1/audio/voices")
+    async def voices() -> dict[str, Any]:
+        data = [
+            {
+                "id": name,
+                "name": name,
+                "language": voice.addon.language,
+                "sample_rate": voice.sample_rate,
+                "stack": voice.stack_name,
+                "target": voice.target,
+                "takes_speed": voice.takes_speed,
+            }
+            for name, voice in sorted(engine.voices.voices.items())
+        ]
+        return {"voices": [v["id"] for v in data], "data": data}
+
+    @app.get("/")
+    async def page() -> HTMLResponse:
+        return HTMLResponse(resources.files("tts_neuron.server").joinpath("page.html").read_text("utf-8"))
+
+    @app.post("/v1/audio/speech")
+    async def speech(request: Request) -> Response:
+        status = 200
+        try:
+            response = await _speech(engine, request)
+        except ApiError as err:
+            status = err.status
+            response = err.response()
+        engine.metrics.requests.labels(str(status)).inc()
+        return response
+
+    return app
+
+
+async def _read_request(request: Request, engine: Engine) -> SpeechRequest:
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        if len(body) > MAX_BODY:
+            raise ApiError(413, f"request body over {MAX_BODY} bytes", code="body_too_large")
+    try:
+        raw = json.loads(body)
+    except (ValueError, RecursionError):
+        raise ApiError(400, "the request body is not JSON") from None
+    if not isinstance(raw, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    if isinstance(raw.get("speed"), int) and not isinstance(raw.get("speed"), bool):
+        raw["speed"] = float(raw["speed"])  # JSON does not tell 1 from 1.0
+    try:
+        req = SpeechRequest.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        param = ".".join(str(p) for p in first["loc"]) or None
+        raise ApiError(400, f"{param}: {first['msg']}", param=param) from None
+    if req.response_format not in RESPONSE_FORMATS:
+        raise ApiError(
+            400,
+            f"response_format '{req.response_format}' is not supported; "
+            f"use one of {', '.join(RESPONSE_FORMATS)}",
+            param="response_format",
+            code="unsupported_response_format",
+        )
+    if len(req.input) > engine.limits.max_chars:
+        raise ApiError(
+            413,
+            f"input is {len(req.input)} characters; the limit is {engine.limits.max_chars}",
+            param="input",
+            code="input_too_long",
+        )
+    if not req.input.strip():
+        raise ApiError(400, "input is empty", param="input")
+    return req
+
+
+async def _speech(engine: Engine, request: Request) -> Response:
+    req = await _read_request(request, engine)
+    if not engine.ready.is_set():
+        raise ApiError(503, "the voices are still loading", code="not_ready", headers={"Retry-After": "5"})
+    voices = engine.voices.voices
+    if req.voice not in voices:
+        raise ApiError(
+            400,
+            f"unknown voice '{req.voice}'; this server has {', '.join(sorted(voices))}",
+            param="voice",
+            code="voice_not_found",
+        )
+    if req.model not in MODEL_ALIASES and req.model != req.voice:
+        raise ApiError(
+            400,
+            f"unknown model '{req.model}' for voice '{req.voice}'; use one of {', '.join(MODEL_ALIASES)} "
+            "or the voice's name",
+            param="model",
+            code="model_not_found",
+        )
+    voice = voices[req.voice]
+    if req.speed != 1 and not voice.takes_speed:
+        raise ApiError(400, f"voice '{req.voice}' cannot change its speed", param="speed")
+
+    session = Session(engine.admit())
+    try:
+        await session.open()
+    except Busy as err:
+        raise ApiError(
+            503,
+            str(err),
+            code="server_busy",
+            kind="server_error",
+            headers={"Retry-After": str(err.retry_after)},
+        ) from None
+    try:
+        started = time.monotonic()
+        stream = session.stream = engine.start(voice, req.input, req.speed)
+        chunks = stream.chunks()
+        try:
+            first = await chunks.__anext__()
+        except StopAsyncIteration:
+            raise ApiError(400, "the input has nothing to speak", param="input") from None
+        except (TextError, StackError, ValueError) as err:
+            raise ApiError(400, str(err), param="input") from None
+        except TTSNeuronError as err:
+            raise ApiError(500, f"synthesis failed: {err}", kind="server_error") from None
+    except BaseException:
+        await session.close()
+        raise
+    engine.metrics.first_audio.labels(req.voice).observe(time.monotonic() - started)
+    headers = {"X-Sample-Rate": str(voice.sample_rate), "X-Channels": "1", "X-Accel-Buffering": "no"}
+    body = _body(engine, req, voice.sample_rate, session, first, chunks)
+    media_type = "text/event-stream" if req.stream_format == "sse" else MEDIA_TYPES[req.response_format]
+    return AudioResponse(session, body, media_type=media_type, headers=headers)
+
+
+class Session:
+    """A request's stream slot and stream, closed exactly once however the request ends."""
+
+    def __init__(self, admission: Any) -> None:
+        self.admission, self.closed = admission, False
+        self.stream: Stream | None = None
+
+    async def open(self) -> None:
+        await self.admission.__aenter__()
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.stream is not None:
+            self.stream.cancelled.set()
+        await self.admission.__aexit__(None, None, None)
+
+
+class AudioResponse(StreamingResponse):
+    """A streaming response that closes its session even when the client left before the body began."""
+
+    def __init__(self, session: Session, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.session = session
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.session.close()
+
+
+async def _body(
+    engine: Engine,
+    req: SpeechRequest,
+    sample_rate: int,
+    session: Session,
+    first: Any,
+    chunks: AsyncIterator[Any],
+) -> AsyncIterator[bytes]:
+    """The response body: the first chunk, then the others as they come; the stream is cancelled and its
+    slot freed however the body ends (done, failed, or the client gone)."""
+    metrics, sse = engine.metrics, req.stream_format == "sse"
+    assert session.stream is not None
+    stream = session.stream
+    samples = 0
+    playing_since = time.monotonic()
+    last = playing_since
+    finished = False
+    try:
+        if req.response_format == "wav" and not sse:
+            yield wav_header(sample_rate)
+        chunk = first
+        while True:
+            now = time.monotonic()
+            if samples and now > playing_since + samples / sample_rate:
+                metrics.underruns.inc()
+            if samples:
+                metrics.chunk_gap.observe(now - last)
+            last = now
+            pcm = pcm16(chunk)
+            samples += len(chunk)
+            stream.state.emitted(len(chunk) / sample_rate)
+            metrics.audio_seconds.labels(req.voice).inc(len(chunk) / sample_rate)
+            yield sse_delta(pcm) if sse else pcm
+            try:
+                chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                break
+        if sse:
+            yield sse_done(len(req.input), samples)
+        finished = True
+    except Exception as err:
+        if not sse:
+            raise  # the server aborts the chunked body: the client sees a truncated stream, not success
+        error = {"message": str(err), "type": "server_error", "param": None, "code": type(err).__name__}
+        yield sse_event({"type": "error", "error": error})
+    finally:
+        if not finished:
+            metrics.cancelled.labels("error_or_disconnect").inc()
+        await session.close()

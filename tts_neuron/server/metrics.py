@@ -1,0 +1,67 @@
+"""The server's Prometheus metrics: one registry per server, names prefixed `tts_neuron_`, base units."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+SHARE_BUCKETS = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.first_audio = Histogram(
+            "tts_neuron_time_to_first_audio_seconds",
+            "From admission to the first audio chunk",
+            ["voice"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.chunk_gap = Histogram(
+            "tts_neuron_inter_chunk_seconds",
+            "Between audio chunks of a stream",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_time = Histogram(
+            "tts_neuron_queue_time_seconds", "Waiting for a stream slot", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.batch_rows = Histogram(
+            "tts_neuron_batch_size",
+            "Real rows per network call",
+            ["network"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.batch_padding = Histogram(
+            "tts_neuron_batch_padding_ratio",
+            "Share of a call's rows that are dummy rows",
+            ["network"],
+            buckets=SHARE_BUCKETS,
+            registry=r,
+        )
+        self.running = Gauge("tts_neuron_streams_running", "Streams being synthesised", registry=r)
+        self.waiting = Gauge("tts_neuron_streams_waiting", "Requests waiting for a stream slot", registry=r)
+        self.audio_seconds = Counter(
+            "tts_neuron_audio_seconds", "Audio sent; its rate is the RTFX", ["voice"], registry=r
+        )
+        self.underruns = Counter(
+            "tts_neuron_underruns",
+            "Chunks ready after the audio before them would have finished playing",
+            registry=r,
+        )
+        self.requests = Counter(
+            "tts_neuron_requests", "Speech requests by HTTP status", ["status"], registry=r
+        )
+        self.rejected = Counter("tts_neuron_rejected", "Requests refused", ["reason"], registry=r)
+        self.cancelled = Counter(
+            "tts_neuron_cancelled", "Streams cancelled before their end", ["reason"], registry=r
+        )
+
+    def batch(self, network: str, rows: int, size: int) -> None:
+        """The batching runner's observer."""
+        self.batch_rows.labels(network).observe(rows)
+        self.batch_padding.labels(network).observe((size - rows) / size)
