@@ -82,6 +82,29 @@ class ApiError(Exception):
         )
 
 
+class ApiKeyMiddleware:
+    """Refuses every request without `Authorization: Bearer KEY` but those of the probes (compared in
+    constant time). A plain ASGI middleware: Starlette's BaseHTTPMiddleware would buffer streamed bodies
+    and end their requests early."""
+
+    def __init__(self, app: Any, key: str) -> None:
+        self.app, self.expected = app, f"Bearer {key}".encode()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                refusal = ApiError(
+                    401,
+                    "missing or wrong API key (send Authorization: Bearer KEY)",
+                    code="invalid_api_key",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+                await refusal.response()(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app(engine: Engine, api_key: str | None = None, load: bool = True) -> FastAPI:
     """The app over an engine. With `load`, the voices load and warm up in a thread when the app starts,
     and `/ready` answers 503 until they have."""
@@ -106,18 +129,8 @@ def create_app(engine: Engine, api_key: str | None = None, load: bool = True) ->
     async def not_allowed(request: Request, err: Exception) -> JSONResponse:
         return ApiError(405, f"{request.method} is not allowed on {request.url.path}").response()
 
-    @app.middleware("http")
-    async def authenticate(request: Request, call_next):  # type: ignore[no-untyped-def]
-        if api_key and request.url.path not in OPEN_PATHS:
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
-                return ApiError(
-                    401,
-                    "missing or wrong API key (send Authorization: Bearer KEY)",
-                    code="invalid_api_key",
-                    headers={"WWW-Authenticate": "Bearer"},
-                ).response()
-        return await call_next(request)
+    if api_key:
+        app.add_middleware(ApiKeyMiddleware, key=api_key)
 
     @app.get("/health")
     async def health() -> dict[str, str]:

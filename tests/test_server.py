@@ -1,0 +1,263 @@
+"""`tts-neuron serve` as a real server process on 127.0.0.1, spoken to by real HTTP clients (httpx, and
+OpenAI's own Python client)."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+import tts_neuron
+from tts_neuron.server.encoding import pcm16
+
+REPO = Path(__file__).resolve().parent.parent
+FASTSPEECH, TACOTRON = REPO / "addons" / "fastspeech-en", REPO / "addons" / "tacotron-en"
+TEXT = "Hello there. This is a streamed test of the speech server."
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def server(*args: str, env: dict[str, str] | None = None, wait_ready: bool = True) -> Iterator[str]:
+    """A `tts-neuron serve` process; yields its base URL once `/ready` says 200 (or, without
+    `wait_ready`, once it listens)."""
+    port = free_port()
+    command = [sys.executable, "-m", "tts_neuron.cli", "serve", "--port", str(port), *args]
+    process = subprocess.Popen(
+        command, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, stderr=subprocess.PIPE, text=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, process.stderr.read() if process.stderr else "server exited"
+            with contextlib.suppress(httpx.TransportError):
+                status = httpx.get(url + "/ready", timeout=5).status_code
+                if status == 200 or not wait_ready:
+                    break
+            assert time.monotonic() < deadline, "the server did not become ready"
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def url() -> Iterator[str]:
+    with server("--addon", str(FASTSPEECH), "--addon", str(TACOTRON), "--max-chars", "600") as base:
+        yield base
+
+
+def speech(url: str, **body: object) -> httpx.Response:
+    return httpx.post(url + "/v1/audio/speech", json={"model": "tts-1", **body}, timeout=60)
+
+
+def expected_pcm(addon: Path, text: str, speed: float = 1.0) -> np.ndarray:
+    """What the Python API gives for the same request, as the server's 16-bit samples."""
+    audio = tts_neuron.load(addon).synthesize(text, speed=speed)
+    return np.frombuffer(pcm16(audio), dtype="<i2")
+
+
+def assert_same_pcm(body: bytes, want: np.ndarray) -> None:
+    got = np.frombuffer(body, dtype="<i2")
+    assert got.shape == want.shape
+    # batched rows equal the stream alone within 1e-5, so a sample may round to the neighbouring step
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+
+
+def test_health_readiness_models_voices_and_metrics(url: str) -> None:
+    assert httpx.get(url + "/health").json() == {"status": "ok"}
+    assert httpx.get(url + "/ready").json()["voices"] == ["fastspeech-en", "tacotron-en"]
+    models = [m["id"] for m in httpx.get(url + "/v1/models").json()["data"]]
+    assert {"tts-1", "fastspeech-en", "tacotron-en"} <= set(models)
+    voices = httpx.get(url + "/v1/audio/voices").json()
+    assert voices["voices"] == ["fastspeech-en", "tacotron-en"]
+    assert [v["takes_speed"] for v in voices["data"]] == [True, False]
+    metrics = httpx.get(url + "/metrics").text
+    for name in ("time_to_first_audio_seconds", "batch_size", "streams_running", "underruns_total"):
+        assert f"tts_neuron_{name}" in metrics
+
+
+@pytest.mark.parametrize("addon", [FASTSPEECH, TACOTRON], ids=lambda a: a.name)
+def test_streamed_pcm_equals_the_python_api(url: str, addon: Path) -> None:
+    response = speech(url, input=TEXT, voice=addon.name, response_format="pcm")
+    assert response.status_code == 200 and response.headers["x-sample-rate"] == "22050"
+    assert response.headers.get("transfer-encoding") == "chunked"
+    assert_same_pcm(response.content, expected_pcm(addon, TEXT))
+
+
+def test_wav_sse_and_speed(url: str) -> None:
+    wav = speech(url, input=TEXT, voice="fastspeech-en", response_format="wav").content
+    assert wav[:4] == b"RIFF" and wav[8:16] == b"WAVEfmt " and wav[36:40] == b"data"
+    assert_same_pcm(wav[44:], expected_pcm(FASTSPEECH, TEXT))
+
+    sse = speech(url, input=TEXT, voice="fastspeech-en", stream_format="sse")
+    assert sse.headers["content-type"].startswith("text/event-stream")
+    events = [json.loads(line[6:]) for line in sse.text.splitlines() if line.startswith("data: ")]
+    assert [e["type"] for e in events[:-1]] == ["speech.audio.delta"] * (len(events) - 1)
+    done = events[-1]
+    assert done["type"] == "speech.audio.done" and set(done["usage"]) == {
+        "input_tokens",
+        "output_tokens",
+        "total_tokens",
+    }
+    audio = b"".join(base64.b64decode(e["audio"]) for e in events[:-1])
+    assert_same_pcm(audio, expected_pcm(FASTSPEECH, TEXT))
+
+    fast = speech(url, input=TEXT, voice="fastspeech-en", speed=2.0).content
+    assert_same_pcm(fast, expected_pcm(FASTSPEECH, TEXT, speed=2.0))
+    assert len(fast) < 0.7 * len(wav)
+
+
+def test_the_openai_client_streams_from_either_voice(url: str) -> None:
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=url + "/v1", api_key="unused")
+    for voice in ("fastspeech-en", "tacotron-en"):
+        with client.audio.speech.with_streaming_response.create(
+            model="tts-1", voice=voice, input="Short and sweet.", response_format="pcm"
+        ) as response:
+            body = b"".join(response.iter_bytes())
+        assert len(body) > 22050  # more than half a second of 16-bit audio
+    with pytest.raises(openai.BadRequestError, match="unknown voice 'alloy'"):
+        client.audio.speech.create(model="tts-1", voice="alloy", input="Hi.")
+
+
+def error_of(response: httpx.Response, status: int) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["message"]
+    return error  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "param"),
+    [
+        ({"voice": "fastspeech-en"}, 400, "input"),
+        ({"input": "Hi.", "voice": "alloy"}, 400, "voice"),
+        ({"input": "Hi.", "voice": "fastspeech-en", "model": "whisper-1"}, 400, "model"),
+        ({"input": "Hi.", "voice": "fastspeech-en", "response_format": "mp3"}, 400, "response_format"),
+        ({"input": "Hi.", "voice": "fastspeech-en", "speed": 10}, 400, "speed"),
+        ({"input": "Hi.", "voice": "tacotron-en", "speed": 1.5}, 400, "speed"),
+        ({"input": "Hi.", "voice": "fastspeech-en", "stream_format": "json"}, 400, "stream_format"),
+        ({"input": 42, "voice": "fastspeech-en"}, 400, "input"),
+        ({"input": "Hi.", "voice": "fastspeech-en", "colour": "blue"}, 400, "colour"),
+        ({"input": "   ", "voice": "fastspeech-en"}, 400, "input"),
+        ({"input": "x" * 601, "voice": "fastspeech-en"}, 413, "input"),
+    ],
+)
+def test_malformed_requests_get_openai_shaped_errors(
+    url: str, body: dict[str, object], status: int, param: str
+) -> None:
+    response = httpx.post(url + "/v1/audio/speech", json={"model": "tts-1", **body}, timeout=30)
+    assert error_of(response, status)["param"] == param
+
+
+def test_bodies_that_are_not_requests(url: str) -> None:
+    post = url + "/v1/audio/speech"
+    error_of(httpx.post(post, content=b"{not json", timeout=10), 400)
+    error_of(httpx.post(post, content=b"[1, 2]", timeout=10), 400)
+    error_of(httpx.post(post, content=b"[" * 100_000, timeout=10), 413)
+    error_of(httpx.get(post, timeout=10), 405)
+    error_of(httpx.get(url + "/v1/nothing", timeout=10), 404)
+
+
+def test_text_that_cannot_be_spoken_is_a_400_before_any_audio(url: str) -> None:
+    error = error_of(speech(url, input="🙂🙂🙂", voice="fastspeech-en"), 400)
+    assert error["param"] == "input"
+
+
+@contextlib.contextmanager
+def slow_reader(base: str, text: str) -> Iterator[socket.socket]:
+    """A client that starts a speech request, reads its first bytes and then stops reading, with a small
+    receive buffer, so that the server's stream is held by backpressure (4,000 characters are minutes
+    of audio, more than the socket buffers between the two hold)."""
+    host, port = base.removeprefix("http://").split(":")
+    body = json.dumps({"model": "tts-1", "input": text, "voice": "fastspeech-en"}).encode()
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.settimeout(30)
+    client.connect((host, int(port)))
+    head = f"POST /v1/audio/speech HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+    client.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    try:
+        assert client.recv(64).startswith(b"HTTP/1.1 200")
+        yield client
+    finally:
+        client.close()
+
+
+def test_past_the_stream_limit_and_queue_a_request_gets_503_with_retry_after() -> None:
+    with server("--addon", str(FASTSPEECH), "--max-streams", "1", "--max-queue", "0") as base:
+        with slow_reader(base, " ".join([TEXT] * 68)):  # the only slot is taken
+            busy = speech(base, input="Hi.", voice="fastspeech-en")
+            assert error_of(busy, 503)["code"] == "server_busy" and busy.headers["retry-after"] == "1"
+        # the client went away mid-stream: its slot is freed and the next request is served
+        deadline = time.monotonic() + 10
+        while (response := speech(base, input="Hi.", voice="fastspeech-en")).status_code == 503:
+            assert time.monotonic() < deadline, "the disconnected stream kept its slot"
+            time.sleep(0.1)
+        assert response.status_code == 200 and len(response.content) > 0
+        metrics = httpx.get(base + "/metrics").text
+        assert 'tts_neuron_cancelled_total{reason="error_or_disconnect"} 1.0' in metrics
+        assert 'tts_neuron_rejected_total{reason="queue_full"} 1.0' in metrics
+
+
+def test_the_api_key_guards_all_but_health_and_readiness() -> None:
+    with server("--addon", str(FASTSPEECH), env={"TTS_NEURON_API_KEY": "s3cret"}) as base:
+        assert httpx.get(base + "/health").status_code == 200
+        assert httpx.get(base + "/ready").status_code == 200
+        for path in ("/v1/models", "/v1/audio/voices", "/metrics", "/"):
+            response = httpx.get(base + path)
+            assert error_of(response, 401)["code"] == "invalid_api_key"
+            assert response.headers["www-authenticate"] == "Bearer"
+        wrong = httpx.get(base + "/v1/models", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        right = {"Authorization": "Bearer s3cret"}
+        assert httpx.get(base + "/v1/models", headers=right).status_code == 200
+        response = httpx.post(
+            base + "/v1/audio/speech",
+            json={"model": "tts-1", "input": "Hi.", "voice": "fastspeech-en"},
+            headers=right,
+            timeout=30,
+        )
+        assert response.status_code == 200 and len(response.content) > 0
+
+
+def test_readiness_waits_for_the_voices_and_a_bad_addon_is_refused_at_start(tmp_path: Path) -> None:
+    with server("--addon", str(FASTSPEECH), wait_ready=False) as base:
+        statuses = []
+        deadline = time.monotonic() + 120
+        while (status := httpx.get(base + "/ready").status_code) != 200:
+            statuses.append(status)
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert set(statuses) <= {503}
+    result = subprocess.run(
+        [sys.executable, "-m", "tts_neuron.cli", "serve", "--addon", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("tts-neuron: error: ") and "addon.json" in result.stderr
