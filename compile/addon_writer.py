@@ -46,6 +46,11 @@ NEURON_STACK: list[dict[str, Any]] = [
 """The same voice at fixed shapes: compiled encoders, decoder and vocoder."""
 
 
+BATCH_SIZES = [1, 2, 4, 8]
+"""Batch sizes every bucket of a shipped voice is compiled at: a batching server runs up to 8 streams'
+calls of one network as one call (`tts_neuron.runners.BatchingRunner`)."""
+
+
 @dataclass
 class NetworkEntry:
     network: nn.Module
@@ -55,7 +60,7 @@ class NetworkEntry:
     outputs: list[str]
     config: dict[str, Any]
     buckets: list[int] = field(default_factory=list)
-    batch_sizes: list[int] = field(default_factory=lambda: [1])
+    batch_sizes: list[int] = field(default_factory=lambda: list(BATCH_SIZES))
 
 
 def save_parameters(root: Path, name: str, network: nn.Module) -> str:
@@ -78,7 +83,7 @@ def declaration(entry: NetworkEntry, root: Path, parameters: str) -> dict[str, A
         "parameters": parameters,
         "sha256": sha256_file(root / parameters),
         **({"buckets": entry.buckets} if entry.buckets else {}),
-        **({"batch_sizes": entry.batch_sizes} if entry.buckets and entry.batch_sizes != [1] else {}),
+        **({"batch_sizes": entry.batch_sizes} if entry.buckets else {}),
     }
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from compile.addon_writer import NEURON_STACK, SEED_STACK, SPEAKING_STACK, write_addon
+from compile.addon_writer import NEURON_STACK, SEED_STACK, SPEAKING_STACK, NetworkEntry, write_addon
 from compile.fastspeech_voice import fastspeech_networks
 from compile.symbols import collect_symbols
 from compile.tacotron_voice import STACKS as TACOTRON_STACKS
@@ -29,6 +29,14 @@ COVERAGE_TEXT = [
 ]
 
 
+def batch_one(networks: dict[str, NetworkEntry]) -> dict[str, NetworkEntry]:
+    """Tiny voices compile at batch 1 only, so that the fixed-shape tests compile in seconds; the
+    batching tests declare more batch sizes themselves."""
+    for entry in networks.values():
+        entry.batch_sizes = [1]
+    return networks
+
+
 def write_tiny_addon(root: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     symbols = collect_symbols(COVERAGE_TEXT)
@@ -38,8 +46,10 @@ def write_tiny_addon(root: Path, seed: int = 0) -> Path:
         description="test fixture with random weights",
         trained=False,
         symbols=symbols,
-        networks=fastspeech_networks(
-            len(symbols), sizes=TINY_SIZES, token_buckets=[8, 16, 48], vocoder_sizes=TINY_VOCODER
+        networks=batch_one(
+            fastspeech_networks(
+                len(symbols), sizes=TINY_SIZES, token_buckets=[8, 16, 48], vocoder_sizes=TINY_VOCODER
+            )
         ),
         stacks={"cpu": SPEAKING_STACK, "mel": SEED_STACK, "neuron": NEURON_STACK},
         default_stack="cpu",
@@ -91,8 +101,10 @@ def write_tiny_tacotron_addon(root: Path, seed: int = 0) -> Path:
     """An attention voice with random weights: it cannot align, so its guards must stop it."""
     torch.manual_seed(seed)
     symbols = collect_symbols(COVERAGE_TEXT)
-    networks = tacotron_networks(
-        len(symbols), sizes=TINY_TACOTRON_SIZES, token_buckets=[8, 16, 48], vocoder_sizes=TINY_VOCODER
+    networks = batch_one(
+        tacotron_networks(
+            len(symbols), sizes=TINY_TACOTRON_SIZES, token_buckets=[8, 16, 48], vocoder_sizes=TINY_VOCODER
+        )
     )
     return write_addon(
         root,

@@ -321,7 +321,19 @@ def _serve(args: argparse.Namespace) -> int:
         raise TTSNeuronError(str(err)) from None
     api_key = os.environ.get("TTS_NEURON_API_KEY") or None
     print(f"tts-neuron: serving {', '.join(args.addon)} on http://{args.host}:{args.port}", file=sys.stderr)
-    serve(args.addon, args.host, args.port, args.stack, args.target, limits, not args.no_batching, api_key)
+    if args.batch_threads < 1:
+        raise TTSNeuronError("--batch-threads must be at least 1")
+    serve(
+        args.addon,
+        args.host,
+        args.port,
+        args.stack,
+        args.target,
+        limits,
+        not args.no_batching,
+        api_key,
+        args.batch_threads,
+    )
     return 0
 
 
@@ -396,6 +408,12 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--max-chars", type=int, default=4096, help="characters of input (default 4,096)")
     srv.add_argument(
         "--no-batching", action="store_true", help="run each stream's calls alone (the direct runner)"
+    )
+    srv.add_argument(
+        "--batch-threads",
+        type=int,
+        default=1,
+        help="torch threads of each network's batched calls (default 1)",
     )
     srv.epilog = (
         "Set TTS_NEURON_API_KEY to require 'Authorization: Bearer KEY' on all but /health and /ready."

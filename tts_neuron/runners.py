@@ -149,11 +149,17 @@ class BatchingRunner(Runner):
     """
 
     def __init__(
-        self, max_batch: int = 16, max_wait: float = 0.002, observer: BatchObserver | None = None
+        self,
+        max_batch: int = 16,
+        max_wait: float = 0.002,
+        observer: BatchObserver | None = None,
+        threads: int = 1,
     ) -> None:
-        if max_batch < 1 or max_wait < 0:
-            raise ValueError("need max_batch >= 1 and max_wait >= 0")
-        self.max_batch, self.max_wait, self.observer = max_batch, max_wait, observer
+        """`threads`: torch intra-op threads of each dispatcher (torch keeps that setting per thread), so
+        that a batched call may use more cores than the one thread per stream of the serving policy."""
+        if max_batch < 1 or max_wait < 0 or threads < 1:
+            raise ValueError("need max_batch >= 1, max_wait >= 0 and threads >= 1")
+        self.max_batch, self.max_wait, self.observer, self.threads = max_batch, max_wait, observer, threads
         self._batchers: dict[int, _Batcher] = {}
         self._streams = 0
         self._lock = threading.Lock()
@@ -208,6 +214,7 @@ class _Batcher:
         return call.result
 
     def _serve(self) -> None:
+        torch.set_num_threads(self.runner.threads)
         while True:
             self._run(self._next_batch())
 

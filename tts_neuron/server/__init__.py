@@ -22,11 +22,12 @@ def serve(
     limits: Limits | None = None,
     batching: bool = True,
     api_key: str | None = None,
+    batch_threads: int = 1,
 ) -> None:
     """Serve until interrupted; voices load and warm up after the port opens (`/ready` says when)."""
     import uvicorn
 
-    engine = Engine(addons, stack, target, limits, batching)
+    engine = Engine(addons, stack, target, limits, batching, batch_threads=batch_threads)
     app = create_app(engine, api_key)
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
 

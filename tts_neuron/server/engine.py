@@ -95,11 +95,16 @@ class Engine:
         limits: Limits | None = None,
         batching: bool = True,
         metrics: Metrics | None = None,
+        batch_threads: int = 1,
     ) -> None:
+        """`batching=False` runs each stream's calls alone (the direct runner); `batch_threads` are the
+        torch threads of each network's dispatcher."""
         self.addons, self.stack, self.target = addons, stack, target
         self.limits = limits or Limits()
         self.metrics = metrics or Metrics()
-        self.runner: Runner = BatchingRunner(observer=self.metrics.batch) if batching else DirectRunner()
+        self.runner: Runner = (
+            BatchingRunner(observer=self.metrics.batch, threads=batch_threads) if batching else DirectRunner()
+        )
         self.voices = VoiceSet(self.runner, allow_imports=False)
         self.ready = threading.Event()
         self.load_error: str | None = None
