@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +19,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import uvicorn
 
 import tts_neuron
+from tts_neuron.addon import load_addon
+from tts_neuron.blocks.base import Chunk, Features, StreamableBlock
+from tts_neuron.errors import SynthesisError
+from tts_neuron.server import Engine, create_app
 from tts_neuron.server.encoding import pcm16
 
 REPO = Path(__file__).resolve().parent.parent
@@ -261,3 +267,49 @@ def test_readiness_waits_for_the_voices_and_a_bad_addon_is_refused_at_start(tmp_
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.startswith("tts-neuron: error: ") and "addon.json" in result.stderr
+
+
+class FailsAfterFirstChunk(StreamableBlock):
+    """Passes its first chunk on, then fails: a voice that breaks after its audio has started."""
+
+    def stream(self, upstream: Iterator[Chunk] | None, features: Features) -> Iterator[Chunk]:
+        assert upstream is not None
+        yield next(upstream)
+        raise SynthesisError("the test block failed after its first chunk")
+
+
+@contextlib.contextmanager
+def in_process_server(engine: Engine) -> Iterator[str]:
+    """The app on a real uvicorn server in a thread, for voices a test builds itself."""
+    port = free_port()
+    config = uvicorn.Config(create_app(engine, load=False), host="127.0.0.1", port=port, log_level="critical")
+    running = uvicorn.Server(config)
+    thread = threading.Thread(target=running.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not running.started:
+        assert time.monotonic() < deadline and thread.is_alive()
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        running.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_an_error_after_audio_has_started_ends_the_stream_visibly(tiny_addon_dir: Path) -> None:
+    engine = Engine([])
+    stack = [*load_addon(tiny_addon_dir).stacks["cpu"], {"type": "tests.test_server:FailsAfterFirstChunk"}]
+    engine.voices.voices["broken"] = tts_neuron.load(tiny_addon_dir, stack=stack, runner=engine.runner)
+    engine.ready.set()
+    with in_process_server(engine) as base:
+        body = {"model": "tts-1", "input": TEXT, "voice": "broken"}
+        sse = httpx.post(base + "/v1/audio/speech", json={**body, "stream_format": "sse"}, timeout=30)
+        assert sse.status_code == 200
+        events = [json.loads(line[6:]) for line in sse.text.splitlines() if line.startswith("data: ")]
+        assert events[0]["type"] == "speech.audio.delta" and events[-1]["type"] == "error"
+        assert "failed after its first chunk" in events[-1]["error"]["message"]
+        with pytest.raises(httpx.RemoteProtocolError):  # the chunked body is cut short, not completed
+            httpx.post(base + "/v1/audio/speech", json=body, timeout=30)
+        metrics = httpx.get(base + "/metrics").text
+        assert 'tts_neuron_cancelled_total{reason="error_or_disconnect"} 2.0' in metrics

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -32,6 +33,8 @@ from tts_neuron.server.encoding import (
     wav_header,
 )
 from tts_neuron.server.engine import Busy, Engine, Stream
+
+_LOG = logging.getLogger("tts_neuron.server")
 
 MODEL_ALIASES = ("tts-neuron", "tts-1", "tts-1-hd", "gpt-4o-mini-tts")
 """Model ids that mean "whichever voice `voice` names", so that clients written for OpenAI work as they
@@ -315,6 +318,8 @@ class AudioResponse(StreamingResponse):
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
             await super().__call__(scope, receive, send)
+        except Exception as err:  # noqa: BLE001 - the body is cut short; the log gets one line, not a traceback
+            _LOG.warning("a stream failed after its audio had started: %s", err)
         finally:
             await self.session.close()
 
