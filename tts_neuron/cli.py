@@ -323,6 +323,13 @@ def _serve(args: argparse.Namespace) -> int:
     print(f"tts-neuron: serving {', '.join(args.addon)} on http://{args.host}:{args.port}", file=sys.stderr)
     if args.batch_threads < 1:
         raise TTSNeuronError("--batch-threads must be at least 1")
+    if args.wyoming:
+        from tts_neuron.server.wyoming import check_uri
+
+        try:
+            check_uri(args.wyoming)
+        except ValueError as err:
+            raise TTSNeuronError(str(err)) from None
     serve(
         args.addon,
         args.host,
@@ -333,6 +340,7 @@ def _serve(args: argparse.Namespace) -> int:
         not args.no_batching,
         api_key,
         args.batch_threads,
+        args.wyoming,
     )
     return 0
 
@@ -415,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="torch threads of each network's batched calls (default 1)",
     )
+    srv.add_argument("--wyoming", metavar="tcp://HOST:PORT", help="also speak Wyoming (Home Assistant) there")
     srv.epilog = (
         "Set TTS_NEURON_API_KEY to require 'Authorization: Bearer KEY' on all but /health and /ready."
     )

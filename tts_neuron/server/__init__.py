@@ -2,7 +2,7 @@
 
     tts-neuron serve --addon addons/fastspeech-en --addon addons/tacotron-en [--host 127.0.0.1] [--port 8000]
 
-Needs the `serve` extra (FastAPI, uvicorn, prometheus-client), which `make setup` installs.
+Needs the `serve` extra (FastAPI, uvicorn, prometheus-client, wyoming), which `make setup` installs.
 """
 
 from __future__ import annotations
@@ -23,12 +23,13 @@ def serve(
     batching: bool = True,
     api_key: str | None = None,
     batch_threads: int = 1,
+    wyoming: str | None = None,
 ) -> None:
     """Serve until interrupted; voices load and warm up after the port opens (`/ready` says when)."""
     import uvicorn
 
     engine = Engine(addons, stack, target, limits, batching, batch_threads=batch_threads)
-    app = create_app(engine, api_key)
+    app = create_app(engine, api_key, wyoming=wyoming)
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
 
 

@@ -7,6 +7,7 @@ an `error` event in SSE, an aborted chunked body otherwise.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -108,15 +109,25 @@ class ApiKeyMiddleware:
         await self.app(scope, receive, send)
 
 
-def create_app(engine: Engine, api_key: str | None = None, load: bool = True) -> FastAPI:
+def create_app(
+    engine: Engine, api_key: str | None = None, load: bool = True, wyoming: str | None = None
+) -> FastAPI:
     """The app over an engine. With `load`, the voices load and warm up in a thread when the app starts,
-    and `/ready` answers 503 until they have."""
+    and `/ready` answers 503 until they have; with `wyoming` (tcp://HOST:PORT), the same engine also
+    speaks Wyoming there."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if load:
             threading.Thread(target=engine.load, daemon=True, name="load voices").start()
+        task = None
+        if wyoming:
+            from tts_neuron.server.wyoming import run_wyoming
+
+            task = asyncio.create_task(run_wyoming(engine, wyoming))
         yield
+        if task:
+            task.cancel()
 
     app = FastAPI(title="tts_neuron", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
 
