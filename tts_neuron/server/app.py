@@ -152,8 +152,8 @@ def create_app(
 
     @app.get("/ready")
     async def ready() -> JSONResponse:
-        if engine.ready.is_set():
-            return JSONResponse({"status": "ready", "voices": sorted(engine.voices.voices)})
+        if engine.is_ready():
+            return JSONResponse({"status": "ready", "voices": sorted(engine.voice_info())})
         status = "failed: " + engine.load_error if engine.load_error else "loading"
         return JSONResponse({"status": status}, status_code=503)
 
@@ -163,7 +163,7 @@ def create_app(
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        ids = [*MODEL_ALIASES, *sorted(engine.voices.voices)]
+        ids = [*MODEL_ALIASES, *engine.voice_info()]
         return {
             "object": "list",
             "data": [{"id": i, "object": "model", "owned_by": "tts-neuron"} for i in ids],
@@ -171,18 +171,7 @@ def create_app(
 
     @app.get("/v1/audio/voices")
     async def voices() -> dict[str, Any]:
-        data = [
-            {
-                "id": name,
-                "name": name,
-                "language": voice.addon.language,
-                "sample_rate": voice.sample_rate,
-                "stack": voice.stack_name,
-                "target": voice.target,
-                "takes_speed": voice.takes_speed,
-            }
-            for name, voice in sorted(engine.voices.voices.items())
-        ]
+        data = [{"id": name, "name": name, **info} for name, info in engine.voice_info().items()]
         return {"voices": [v["id"] for v in data], "data": data}
 
     @app.get("/")
@@ -245,9 +234,9 @@ async def _read_request(request: Request, engine: Engine) -> SpeechRequest:
 
 async def _speech(engine: Engine, request: Request) -> Response:
     req = await _read_request(request, engine)
-    if not engine.ready.is_set():
+    if not engine.is_ready():
         raise ApiError(503, "the voices are still loading", code="not_ready", headers={"Retry-After": "5"})
-    voices = engine.voices.voices
+    voices = engine.voice_info()
     if req.voice not in voices:
         raise ApiError(
             400,
@@ -264,7 +253,7 @@ async def _speech(engine: Engine, request: Request) -> Response:
             code="model_not_found",
         )
     voice = voices[req.voice]
-    if req.speed != 1 and not voice.takes_speed:
+    if req.speed != 1 and not voice["takes_speed"]:
         raise ApiError(400, f"voice '{req.voice}' cannot change its speed", param="speed")
 
     session = Session(engine.admit())
@@ -280,7 +269,7 @@ async def _speech(engine: Engine, request: Request) -> Response:
         ) from None
     try:
         started = time.monotonic()
-        stream = session.stream = engine.start(voice, req.input, req.speed)
+        stream = session.stream = engine.start(req.voice, req.input, req.speed)
         chunks = stream.chunks()
         try:
             first = await chunks.__anext__()
@@ -294,8 +283,9 @@ async def _speech(engine: Engine, request: Request) -> Response:
         await session.close()
         raise
     engine.metrics.first_audio.labels(req.voice).observe(time.monotonic() - started)
-    headers = {"X-Sample-Rate": str(voice.sample_rate), "X-Channels": "1", "X-Accel-Buffering": "no"}
-    body = _body(engine, req, voice.sample_rate, session, first, chunks)
+    rate = voice["sample_rate"]
+    headers = {"X-Sample-Rate": str(rate), "X-Channels": "1", "X-Accel-Buffering": "no"}
+    body = _body(engine, req, rate, session, first, chunks)
     media_type = "text/event-stream" if req.stream_format == "sse" else MEDIA_TYPES[req.response_format]
     return AudioResponse(session, body, media_type=media_type, headers=headers)
 
@@ -315,7 +305,7 @@ class Session:
             return
         self.closed = True
         if self.stream is not None:
-            self.stream.cancelled.set()
+            self.stream.cancel()
         await self.admission.__aexit__(None, None, None)
 
 

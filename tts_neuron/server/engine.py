@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -71,6 +72,10 @@ class Stream:
     cancelled: threading.Event = field(default_factory=threading.Event)
     queue: asyncio.Queue[object] = field(default_factory=lambda: asyncio.Queue(maxsize=4))
 
+    def cancel(self) -> None:
+        """Stop synthesising after the chunk in progress."""
+        self.cancelled.set()
+
     async def chunks(self) -> AsyncIterator[np.ndarray]:
         """The audio chunks as they are ready; a synthesis error is raised here, in order."""
         while True:
@@ -81,6 +86,16 @@ class Stream:
                 raise item
             assert isinstance(item, np.ndarray)
             yield item
+
+
+def describe_voice(voice: Voice) -> dict[str, Any]:
+    return {
+        "language": voice.addon.language,
+        "sample_rate": voice.sample_rate,
+        "stack": voice.stack_name,
+        "target": voice.target,
+        "takes_speed": voice.takes_speed,
+    }
 
 
 class Engine:
@@ -110,6 +125,13 @@ class Engine:
         self.load_error: str | None = None
         self._slots = asyncio.Semaphore(self.limits.max_streams)
         self._waiting = 0
+
+    def is_ready(self) -> bool:
+        return self.ready.is_set()
+
+    def voice_info(self) -> dict[str, dict[str, Any]]:
+        """What clients may know of each voice, by name."""
+        return {name: describe_voice(voice) for name, voice in sorted(self.voices.voices.items())}
 
     def load(self) -> bool:
         """Load and warm up every voice, then set `ready`; False, with `load_error` saying why, if a voice
@@ -154,9 +176,9 @@ class Engine:
             self.metrics.running.dec()
             self._slots.release()
 
-    def start(self, voice: Voice, text: str, speed: float) -> Stream:
+    def start(self, voice: str, text: str, speed: float) -> Stream:
         """Start synthesising in a thread of its own; the caller must `cancel` it if it stops reading."""
-        stream = Stream(voice, text, speed)
+        stream = Stream(self.voices[voice], text, speed)
         loop = asyncio.get_running_loop()
         threading.Thread(target=self._produce, args=(stream, loop), daemon=True, name="stream").start()
         return stream

@@ -23,7 +23,6 @@ from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, Synthesize
 from tts_neuron.frontend.sentences import split_sentences
 from tts_neuron.server.encoding import pcm16
 from tts_neuron.server.engine import Busy, Engine
-from tts_neuron.voice import Voice
 
 SENTENCE_ENDS = (".", "!", "?", "…")
 ATTRIBUTION = Attribution(name="tts_neuron", url="https://github.com/")
@@ -35,7 +34,7 @@ class WyomingHandler(AsyncEventHandler):
     def __init__(self, engine: Engine, *args: Any) -> None:
         super().__init__(*args)
         self.engine = engine
-        self.streaming: Voice | None = None
+        self.streaming: str | None = None
         self.pending = ""
 
     async def handle_event(self, event: Event) -> bool:
@@ -67,13 +66,13 @@ class WyomingHandler(AsyncEventHandler):
         voices = [
             TtsVoice(
                 name=name,
-                description=voice.addon.description,
+                description=f"{name} ({info['stack']} stack on {info['target']})",
                 attribution=ATTRIBUTION,
                 installed=True,
                 version=None,
-                languages=[voice.addon.language],
+                languages=[info["language"]],
             )
-            for name, voice in sorted(self.engine.voices.voices.items())
+            for name, info in self.engine.voice_info().items()
         ]
         program = TtsProgram(
             name="tts_neuron",
@@ -86,22 +85,22 @@ class WyomingHandler(AsyncEventHandler):
         )
         return Info(tts=[program])
 
-    async def voice(self, name: str | None) -> Voice | None:
+    async def voice(self, name: str | None) -> str | None:
         """The voice asked for (the first one when none is named), or None after an error event."""
-        voices = self.engine.voices.voices
-        if not self.engine.ready.is_set():
+        voices = self.engine.voice_info()
+        if not self.engine.is_ready():
             await self.error("the voices are still loading", "not_ready")
             return None
         if name is None:
-            return voices[sorted(voices)[0]]
+            return next(iter(voices))
         if name not in voices:
             await self.error(
                 f"unknown voice '{name}'; this server has {', '.join(sorted(voices))}", "voice_not_found"
             )
             return None
-        return voices[name]
+        return name
 
-    async def speak_complete_sentences(self, voice: Voice) -> None:
+    async def speak_complete_sentences(self, voice: str) -> None:
         """Speak every sentence of the pending text that another has followed, or that ends the text with
         its punctuation and a space; keep the rest for the next chunk."""
         sentences = list(split_sentences(self.pending))
@@ -113,14 +112,14 @@ class WyomingHandler(AsyncEventHandler):
         self.pending = "" if complete == sentences else sentences[-1]
         await self.speak(voice, " ".join(complete))
 
-    async def speak(self, voice: Voice, text: str) -> None:
+    async def speak(self, voice: str, text: str) -> None:
         if len(text) > self.engine.limits.max_chars:
             await self.error(
                 f"text is {len(text)} characters; the limit is {self.engine.limits.max_chars}",
                 "input_too_long",
             )
             return
-        rate, started = voice.sample_rate, False
+        rate, started = self.engine.voice_info()[voice]["sample_rate"], False
         try:
             async with self.engine.admit():
                 stream = self.engine.start(voice, text, 1.0)
@@ -133,7 +132,7 @@ class WyomingHandler(AsyncEventHandler):
                             AudioChunk(rate=rate, width=2, channels=1, audio=pcm16(chunk)).event()
                         )
                 finally:
-                    stream.cancelled.set()
+                    stream.cancel()
         except Busy as err:
             await self.error(str(err), "server_busy")
             return
