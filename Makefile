@@ -7,9 +7,10 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 ADDON ?= addons/fastspeech-en
 ATTENTION_ADDON ?= addons/tacotron-en
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 DEMO_TEXT ?= Hello! This is tts neuron, speaking one sentence with its default voice.
 
-.PHONY: setup demo test test-all lint teacher voice voice-tacotron vocoder voice-untrained eval compare bench clean
+.PHONY: setup demo test test-all browser lint teacher voice voice-tacotron vocoder voice-untrained eval compare bench clean
 
 setup: $(VENV)/.installed
 
@@ -28,8 +29,14 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q
 
-test-all: setup
+test-all: setup browser
 	$(PY) -m pytest -q -m ""
+
+# The web page's test (slow) drives Debian's chromium with playwright: apt only when chromium is missing
+# (about 30 s), as root or through sudo.
+browser: setup
+	command -v chromium >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }
+	$(PY) -c "import playwright" 2>/dev/null || $(PY) -m pip install --quiet -e ".[browser]"
 
 lint: setup
 	$(VENV)/bin/ruff check tts_neuron compile tests benchmarks docs/examples
