@@ -283,6 +283,38 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plan_buckets(args: argparse.Namespace) -> int:
+    from tts_neuron.planning import MAX_PLANNED_BUCKETS, observe, report, token_plans, write_buckets
+
+    if not 1 <= args.max_buckets <= MAX_PLANNED_BUCKETS:
+        raise TTSNeuronError(f"--max-buckets must be from 1 to {MAX_PLANNED_BUCKETS}, got {args.max_buckets}")
+    text = _read_text(args)
+    try:
+        observations = observe(args.addon, text, args.max_tokens)
+    except ValueError as err:
+        raise TTSNeuronError(str(err)) from None
+    print("\n".join(report(observations, args.max_buckets)))
+    if args.write:
+        plans = token_plans(observations, args.max_buckets)
+        write_buckets(observations.addon, plans)
+        print(
+            f"wrote the token buckets of {', '.join(plans)} to {observations.addon.config_path}; "
+            "compiled artifacts are now stale: run tts-neuron compile again"
+        )
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from tts_neuron.check import check_addon, format_report, write_json
+
+    _check_folder(args.json)
+    report = check_addon(args.addon, args.target)
+    print("\n".join(format_report(report)))
+    if args.json:
+        write_json(report, Path(args.json))
+    return 0 if report.ok else 1
+
+
 def _compile(args: argparse.Namespace) -> int:
     try:
         from compile.compiler import compile_addon
@@ -400,6 +432,30 @@ def build_parser() -> argparse.ArgumentParser:
     insp.add_argument("--no-imports", action="store_true", help=_NO_IMPORTS_HELP)
     insp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     insp.set_defaults(run=_inspect)
+
+    plan = commands.add_parser(
+        "plan-buckets", help="choose the buckets that pad least for the lengths a text really needs"
+    )
+    plan.add_argument("--addon", required=True, help="addon folder (holds addon.json)")
+    plan.add_argument("--text-file", required=True, help="UTF-8 file of text like what the voice will speak")
+    plan.add_argument("--max-buckets", type=int, default=6, help="buckets per network to plan (default 6)")
+    plan.add_argument(
+        "--max-tokens",
+        type=int,
+        help="cut sentence pieces at this many tokens (default: each network's largest bucket)",
+    )
+    plan.add_argument("--write", action="store_true", help="write the token networks' planned buckets")
+    plan.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    plan.set_defaults(run=_plan_buckets, text=None, max_chars=DEFAULT_MAX_CHARS)
+
+    chk = commands.add_parser(
+        "check", help="list each network's operators at every bucket and flag what Neuron rejects"
+    )
+    chk.add_argument("--addon", required=True, help="addon folder (holds addon.json)")
+    chk.add_argument("--target", choices=["neuron"], default="neuron", help="compiler to check for")
+    chk.add_argument("--json", help="also write the full report as JSON")
+    chk.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    chk.set_defaults(run=_check)
 
     srv = commands.add_parser("serve", help="serve voices over HTTP (OpenAI's /v1/audio/speech, streamed)")
     srv.add_argument("--addon", required=True, action="append", help="addon folder to serve (repeat)")
