@@ -10,7 +10,7 @@ ATTENTION_ADDON ?= addons/tacotron-en
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 DEMO_TEXT ?= Hello! This is tts neuron, speaking one sentence with its default voice.
 
-.PHONY: setup demo test test-all browser lint teacher voice voice-tacotron vocoder voice-untrained eval compare bench clean
+.PHONY: setup demo test test-all browser lint teacher voice voice-tacotron vocoder voice-untrained eval compare bench serve-load soak clean
 
 setup: $(VENV)/.installed
 
@@ -81,6 +81,15 @@ compare: setup
 # Every addon x stack x target this machine can run; `--quick` finishes in under 3 minutes.
 bench: setup
 	$(PY) benchmarks/run.py --out benchmarks/results
+
+# The server under 1, 4, 16 and 64 concurrent real-time clients, batching runner against direct runner
+# (about 6 minutes on 2 cores; run it on a quiet machine).
+serve-load: setup
+	$(PY) benchmarks/serve_load.py --out benchmarks/results/serve_load
+
+# 16 streams for 10 minutes against the batching server: errors and memory growth (not in CI).
+soak: setup
+	$(PY) benchmarks/serve_load.py --soak-minutes 10 --out benchmarks/results/soak
 
 voice-untrained: setup
 	$(PY) -m compile.untrained_voice --out $(ADDON)

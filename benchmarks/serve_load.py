@@ -1,0 +1,713 @@
+"""Load test of `tts-neuron serve`: real HTTP clients against the real server on 127.0.0.1, each playing
+what it receives in real time, batching runner against direct runner in the same run.
+
+    python benchmarks/serve_load.py [--streams 1 4 16 64] [--duration 30] [--out DIR] [--capacity]
+    python benchmarks/serve_load.py --soak-minutes 10          # `make soak`: 16 streams, batching only
+
+For each runner a server process is started on a free port, and for each concurrency that many clients
+run in a closed loop (Riva's perf client method: a client sends its next request only when the previous
+body has ended), with texts and voices dealt round-robin. A client's playback starts when its first chunk
+arrives; a chunk that arrives after the audio before it has finished playing is an underrun. Writes
+results.json, results.md and serve_load.png (soak.json, soak.md and soak.png with --soak-minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+from bench_measure import percentile
+from prometheus_client.parser import text_string_to_metric_families
+
+REPO = Path(__file__).resolve().parent.parent
+ADDONS = (REPO / "addons" / "fastspeech-en", REPO / "addons" / "tacotron-en")
+VOICES = ("fastspeech-en", "tacotron-en")
+STREAMS = (1, 4, 16, 64)
+SOAK_STREAMS = 16
+TTFA_LIMIT_MS = 500.0
+"""Capacity counts streams whose time to first audio p99 is at most this."""
+COALESCE_S = 0.005
+"""Socket reads this close to the previous one belong to the same server chunk: a chunk larger than one
+read (httpcore reads 64 KiB) arrives in several, and their split is no gap between chunks."""
+SERVER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+"""The server's torch threads are pinned: `tts_neuron.load` sets 1 intra-op thread, and so does this."""
+
+
+def texts(kind: str) -> list[str]:
+    """The ordinary sentences of benchmarks/run.py (40 to 95 characters), or the hard ones of
+    benchmarks/robustness.py; both are imported lazily because they pull in torch."""
+    if kind == "ordinary":
+        from run import PARAGRAPH
+
+        return list(PARAGRAPH)
+    from robustness import HARD_SENTENCES, read_hard_sentences
+
+    return [sentence for _, sentence in read_hard_sentences(HARD_SENTENCES)]
+
+
+def deal(k: int, sentences: Sequence[str], voices: Sequence[str]) -> tuple[str, str]:
+    """The k-th request of a run: each text in turn, said by each voice in turn, so voices mix at every
+    concurrency and every text is heard in every voice."""
+    return sentences[(k // len(voices)) % len(sentences)], voices[k % len(voices)]
+
+
+def underruns(chunks: Sequence[tuple[float, int]], sample_rate: int) -> int:
+    """Chunks (arrival time, samples) that arrive after the audio before them has finished playing.
+
+    Playback starts at the first arrival; a chunk exactly at the deadline plays on seamlessly. After an
+    underrun the player resumes when the late chunk arrives, as a real one does, so one stall is counted
+    once and not again for every chunk after it.
+    """
+    count, deadline = 0, None
+    for arrival, samples in chunks:
+        if deadline is not None and arrival > deadline:
+            count += 1
+        start = arrival if deadline is None or arrival > deadline else deadline
+        deadline = start + samples / sample_rate
+    return count
+
+
+@dataclass
+class Request:
+    """One request as its client saw it: when it was sent, and when each chunk of how many samples came."""
+
+    voice: str
+    sent: float
+    status: int | None = None
+    error: str | None = None
+    sample_rate: int = 0
+    chunks: list[tuple[float, int]] = field(default_factory=list)
+    ended: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and bool(self.chunks)
+
+    @property
+    def ttfa_s(self) -> float:
+        return self.chunks[0][0] - self.sent
+
+    @property
+    def gaps_s(self) -> list[float]:
+        return [b[0] - a[0] for a, b in zip(self.chunks, self.chunks[1:], strict=False)]
+
+    @property
+    def audio_s(self) -> float:
+        return sum(n for _, n in self.chunks) / self.sample_rate if self.sample_rate else 0.0
+
+    @property
+    def underruns(self) -> int:
+        return underruns(self.chunks, self.sample_rate) if self.sample_rate else 0
+
+
+async def speak(client: httpx.AsyncClient, text: str, voice: str, timeout_s: float) -> Request:
+    """Send one speech request and read its pcm body to the end, stamping each chunk as it arrives."""
+    body = {
+        "model": "tts-1",
+        "input": text,
+        "voice": voice,
+        "response_format": "pcm",
+        "stream_format": "audio",
+    }
+    request = Request(voice, time.perf_counter())
+    received = 0
+
+    async def read() -> None:
+        nonlocal received
+        async with client.stream("POST", "/v1/audio/speech", json=body) as response:
+            request.status = response.status_code
+            if response.status_code != 200:
+                await response.aread()
+                request.error = str(response.status_code)
+                return
+            request.sample_rate = int(response.headers["x-sample-rate"])
+            async for piece in response.aiter_raw():
+                now = time.perf_counter()
+                before, received = received // 2, received + len(piece)
+                samples = received // 2 - before
+                if request.chunks and now - request.chunks[-1][0] <= COALESCE_S:
+                    last_time, last_samples = request.chunks[-1]
+                    request.chunks[-1] = (last_time, last_samples + samples)
+                else:
+                    request.chunks.append((now, samples))
+
+    try:
+        await asyncio.wait_for(read(), timeout_s)
+    except (httpx.HTTPError, asyncio.TimeoutError) as err:
+        request.error = type(err).__name__
+    request.ended = time.perf_counter()
+    return request
+
+
+async def closed_loop(
+    base_url: str,
+    streams: int,
+    sentences: Sequence[str],
+    voices: Sequence[str],
+    duration_s: float,
+    requests_each: int | None,
+    timeout_s: float,
+) -> tuple[list[Request], float]:
+    """`streams` clients, each sending its next request when the previous one has ended, until
+    `duration_s` has passed (or each has sent `requests_each`); returns the requests and the wall time
+    from the first send to the last end."""
+    done: list[Request] = []
+    counter = iter(range(1 << 62))
+    start = time.perf_counter()
+
+    async def client_loop(client: httpx.AsyncClient) -> None:
+        sent = 0
+        while (requests_each is None and time.perf_counter() - start < duration_s) or (
+            requests_each is not None and sent < requests_each
+        ):
+            text, voice = deal(next(counter), sentences, voices)
+            done.append(await speak(client, text, voice, timeout_s))
+            sent += 1
+
+    limits = httpx.Limits(max_connections=streams, max_keepalive_connections=streams)
+    timeout = httpx.Timeout(timeout_s, connect=10.0)
+    async with httpx.AsyncClient(
+        base_url=base_url, limits=limits, timeout=timeout, trust_env=False
+    ) as client:
+        await asyncio.gather(*(client_loop(client) for _ in range(streams)))
+    return done, time.perf_counter() - start
+
+
+class Server:
+    """`tts-neuron serve` in a subprocess on 127.0.0.1 at a free port; always stopped on exit."""
+
+    def __init__(self, addons: Sequence[Path], batching: bool, max_streams: int, log: Path) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.command = [sys.executable, "-m", "tts_neuron.cli", "serve", "--host", "127.0.0.1"]
+        self.command += ["--port", str(self.port), "--max-streams", str(max_streams)]
+        self.command += ["--max-queue", str(max_streams)]
+        for addon in addons:
+            self.command += ["--addon", str(addon)]
+        if not batching:
+            self.command.append("--no-batching")
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Server:
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                self.command, cwd=REPO, env={**os.environ, **SERVER_ENV}, stdout=log, stderr=subprocess.STDOUT
+            )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.process is not None
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+
+    async def wait_ready(self, timeout_s: float) -> None:
+        """Poll /ready until the voices are loaded and warmed; raise with the server's log if it dies,
+        fails to load, or takes longer than `timeout_s`."""
+        assert self.process is not None
+        deadline = time.monotonic() + timeout_s
+        async with httpx.AsyncClient(base_url=self.url, timeout=5.0, trust_env=False) as client:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"the server exited ({self.process.returncode}):\n{self.log_tail()}")
+                with contextlib.suppress(httpx.HTTPError):
+                    answer = await client.get("/ready")
+                    if answer.status_code == 200:
+                        return
+                    if answer.json().get("status", "").startswith("failed"):
+                        raise RuntimeError(f"the server could not load its voices: {answer.text}")
+                await asyncio.sleep(0.5)
+        raise RuntimeError(f"the server was not ready within {timeout_s:g} s:\n{self.log_tail()}")
+
+    def log_tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+    def rss_mb(self) -> float | None:
+        assert self.process is not None
+        try:
+            status = Path(f"/proc/{self.process.pid}/status").read_text()
+        except OSError:
+            return None
+        match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+        return round(int(match.group(1)) / 1024, 1) if match else None
+
+
+def _sample_now(server: Server, into: list[tuple[float, float]]) -> None:
+    """One RSS sample; also taken at a level's start and end, so that even a short level has both."""
+    rss = server.rss_mb()
+    if rss is not None:
+        into.append((time.perf_counter(), rss))
+
+
+async def sample_rss(server: Server, interval_s: float, into: list[tuple[float, float]]) -> None:
+    """Append (time, RSS in MB) of the server process every `interval_s` until cancelled."""
+    while True:
+        _sample_now(server, into)
+        await asyncio.sleep(interval_s)
+
+
+async def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The server's /metrics as {(sample name, labels): value}."""
+    async with httpx.AsyncClient(base_url=url, timeout=10.0, trust_env=False) as client:
+        text = (await client.get("/metrics")).text
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def batch_histogram(before: dict[Any, float], after: dict[Any, float]) -> dict[str, Any]:
+    """Per network, what the batching runner did between two scrapes: calls, mean real rows per call,
+    mean share of dummy rows, and the cumulative count of calls with at most `le` real rows."""
+    delta = {key: value - before.get(key, 0.0) for key, value in after.items()}
+    networks: dict[str, Any] = {}
+    for (name, labels), value in delta.items():
+        label = dict(labels)
+        if name == "tts_neuron_batch_size_count" and value > 0:
+            network = label["network"]
+            rows = delta[("tts_neuron_batch_size_sum", (("network", network),))]
+            padding = delta.get(("tts_neuron_batch_padding_ratio_sum", (("network", network),)), 0.0)
+            buckets = {
+                dict(lb)["le"]: int(v)
+                for (n, lb), v in delta.items()
+                if n == "tts_neuron_batch_size_bucket" and dict(lb)["network"] == network
+            }
+            networks[network] = {
+                "calls": int(value),
+                "mean_rows": round(rows / value, 3),
+                "mean_padding_share": round(padding / value, 3),
+                "calls_with_rows_le": buckets,
+            }
+    return dict(sorted(networks.items()))
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
+
+
+def _p(values: Sequence[float], q: float) -> float | None:
+    return _ms(percentile(values, q)) if values else None
+
+
+def summarise(
+    runner: str,
+    streams: int,
+    requests: Sequence[Request],
+    wall_s: float,
+    rss: Sequence[tuple[float, float]],
+    start: float,
+    metrics_before: dict[Any, float],
+    metrics_after: dict[Any, float],
+) -> dict[str, Any]:
+    """One concurrency's record. Percentiles interpolate between ranks (bench_measure.percentile), so a
+    few requests still give a p99; an underrun share is of requests (played streams) with any underrun."""
+    ok = [r for r in requests if r.ok]
+    errors: dict[str, int] = {}
+    for r in requests:
+        if r.error is not None:
+            errors[r.error] = errors.get(r.error, 0) + 1
+    ttfa = [r.ttfa_s for r in ok]
+    gaps = [g for r in ok for g in r.gaps_s]
+    audio_s = sum(r.audio_s for r in requests)
+    with_underrun = sum(1 for r in ok if r.underruns)
+    server_underruns = metrics_after.get(("tts_neuron_underruns_total", ()), 0.0) - metrics_before.get(
+        ("tts_neuron_underruns_total", ()), 0.0
+    )
+    record = {
+        "runner": runner,
+        "streams": streams,
+        "wall_s": round(wall_s, 2),
+        "requests": len(requests),
+        "ok": len(ok),
+        "errors": dict(sorted(errors.items())),
+        "ttfa_ms": {"p50": _p(ttfa, 50), "p99": _p(ttfa, 99)},
+        "gap_ms": {"p50": _p(gaps, 50), "p99": _p(gaps, 99)},
+        "underruns": sum(r.underruns for r in ok),
+        "streams_with_underrun": with_underrun,
+        "underrun_share": round(with_underrun / len(ok), 4) if ok else None,
+        "server_underruns": int(server_underruns),
+        "audio_s": round(audio_s, 2),
+        "rtfx": round(audio_s / wall_s, 2) if wall_s > 0 else None,
+        "voices": sorted({r.voice for r in requests}),
+        "rss_mb": [[round(t - start, 1), mb] for t, mb in rss],
+        "error_times_s": [[round(r.ended - start, 1), r.error] for r in requests if r.error is not None],
+        "batch": batch_histogram(metrics_before, metrics_after),
+    }
+    record["meets"] = meets(record)
+    return record
+
+
+def meets(record: dict[str, Any]) -> bool:
+    """Real-time at this concurrency: every request answered, no underrun, first audio p99 <= 500 ms."""
+    p99 = record["ttfa_ms"]["p99"]
+    return (
+        record["ok"] > 0
+        and not record["errors"]
+        and record["underruns"] == 0
+        and p99 is not None
+        and p99 <= TTFA_LIMIT_MS
+    )
+
+
+def capacity(records: Sequence[dict[str, Any]]) -> int:
+    """The most streams that meet the criteria at that concurrency and at every smaller one tested (one
+    noisy pass above a failure does not count); 0 if even the smallest fails."""
+    best = 0
+    for record in sorted(records, key=lambda r: r["streams"]):
+        if not record["meets"]:
+            break
+        best = record["streams"]
+    return best
+
+
+def next_probe(records: Sequence[dict[str, Any]]) -> int | None:
+    """For --capacity: the concurrency halfway between the capacity and the smallest failing one tested
+    above it, or None when they are adjacent (or nothing failed)."""
+    lo = capacity(records)
+    failing = [r["streams"] for r in records if r["streams"] > lo and not r["meets"]]
+    if not failing:
+        return None
+    hi = min(failing)
+    return (lo + hi) // 2 if hi - lo > 1 and lo > 0 else None
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on, and how busy it was when the run began."""
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.MULTILINE)
+    return {
+        "cpu": model.group(1).strip() if model else platform.processor(),
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "server_torch_threads": 1,
+    }
+
+
+async def run_runner(args: argparse.Namespace, batching: bool, log: Path) -> list[dict[str, Any]]:
+    """Every concurrency against one server, with one RSS sampler over the whole server's life."""
+    runner = "batching" if batching else "direct"
+    sentences = texts(args.texts)
+    records: list[dict[str, Any]] = []
+    rss: list[tuple[float, float]] = []
+    with Server(args.addons, batching, max(args.streams), log) as server:
+        sampler = asyncio.create_task(sample_rss(server, args.rss_interval, rss))
+        try:
+            await server.wait_ready(args.ready_timeout)
+            queue = list(args.streams)
+            while queue:
+                streams = queue.pop(0)
+                before = await scrape(server.url)
+                start, first_sample = time.perf_counter(), len(rss)
+                _sample_now(server, rss)
+                print(f"{runner}: {streams} streams ...", file=sys.stderr, flush=True)
+                requests, wall = await closed_loop(
+                    server.url, streams, sentences, args.voices, args.duration, args.requests, args.timeout
+                )
+                _sample_now(server, rss)
+                after = await scrape(server.url)
+                record = summarise(runner, streams, requests, wall, rss[first_sample:], start, before, after)
+                records.append(record)
+                print(_line(record), file=sys.stderr, flush=True)
+                if not queue and args.capacity and (probe := next_probe(records)) is not None:
+                    queue.append(probe)
+        finally:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
+    return records
+
+
+def _line(r: dict[str, Any]) -> str:
+    return (
+        f"  {r['runner']} x{r['streams']}: {r['requests']} requests, TTFA p50/p99 {r['ttfa_ms']['p50']}/"
+        f"{r['ttfa_ms']['p99']} ms, RTFX {r['rtfx']}, underrun streams {r['streams_with_underrun']}, "
+        f"errors {r['errors'] or 0}"
+    )
+
+
+def _cell(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def load_markdown(result: dict[str, Any]) -> str:
+    """Batching and direct side by side at each concurrency, with the ratio of their RTFX."""
+    by = {(r["runner"], r["streams"]): r for r in result["records"]}
+    streams = sorted({r["streams"] for r in result["records"]})
+    runners = [name for name in ("batching", "direct") if any(r["runner"] == name for r in result["records"])]
+    head = ["streams"]
+    for name in runners:
+        head += [
+            f"{name} {c}" for c in ("TTFA p50/p99 ms", "gap p50/p99 ms", "underrun streams", "RTFX", "errors")
+        ]
+    if len(runners) == 2:
+        head.append("RTFX batching/direct")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for n in streams:
+        row = [str(n)]
+        for name in runners:
+            r = by.get((name, n))
+            if r is None:
+                row += ["-"] * 5
+                continue
+            row += [
+                f"{_cell(r['ttfa_ms']['p50'])} / {_cell(r['ttfa_ms']['p99'])}",
+                f"{_cell(r['gap_ms']['p50'])} / {_cell(r['gap_ms']['p99'])}",
+                f"{r['streams_with_underrun']} of {r['ok']} ({r['underruns']} underruns)",
+                _cell(r["rtfx"]),
+                ", ".join(f"{k}: {v}" for k, v in r["errors"].items()) or "0",
+            ]
+        if len(runners) == 2:
+            b, d = by.get(("batching", n)), by.get(("direct", n))
+            ratio = b["rtfx"] / d["rtfx"] if b and d and b["rtfx"] and d["rtfx"] else None
+            row.append(f"{ratio:.2f}" if ratio is not None else "-")
+        lines.append("| " + " | ".join(row) + " |")
+    batch_lines = []
+    for r in result["records"]:
+        if r["batch"]:
+            means = ", ".join(f"{net} {v['mean_rows']}" for net, v in r["batch"].items())
+            batch_lines.append(f"- {r['runner']} x{r['streams']}: {means}")
+    m, c = result["machine"], result["config"]
+    text = [
+        "# Serving load test",
+        "",
+        f"`{c['command']}` on {m['cpu']} ({m['cores']} cores, load average {m['load_average_at_start']} "
+        f"at start), {result['date']}. Server torch threads: 1.",
+        "",
+        f"Texts: {c['texts']} ({c['text_count']} sentences), voices {', '.join(c['voices'])}, dealt "
+        "round-robin; closed loop of "
+        + (f"{c['requests_each']} requests per client" if c["requests_each"] else f"{c['duration_s']:g} s")
+        + " per concurrency. Client-side times from sending the request; an underrun is a chunk that "
+        "arrives after the audio before it has finished playing.",
+        "",
+        *lines,
+        "",
+        "Capacity (most streams with no error, no underrun and TTFA p99 <= 500 ms, here and below): "
+        + ", ".join(f"{k} {v}" for k, v in result["capacity"].items())
+        + ".",
+        "",
+        "Mean real rows per network call (the server's tts_neuron_batch_size):",
+        "",
+        *(batch_lines or ["- none recorded"]),
+        "",
+    ]
+    return "\n".join(text)
+
+
+def soak_summary(record: dict[str, Any], baseline_s: float) -> dict[str, Any]:
+    """Memory growth = (RSS at the end - RSS at `baseline_s`) / RSS at `baseline_s`: the first minute
+    holds allocator and cache warm-up, which is not a leak."""
+    rss = record["rss_mb"]
+    base = next((mb for t, mb in rss if t >= baseline_s), None)
+    end = rss[-1][1] if rss else None
+    growth = (end - base) / base if base and end is not None else None
+    return {
+        "rss_baseline_mb": base,
+        "rss_end_mb": end,
+        "rss_max_mb": max((mb for _, mb in rss), default=None),
+        "memory_growth": round(growth, 4) if growth is not None else None,
+        "baseline_s": baseline_s,
+    }
+
+
+def soak_markdown(result: dict[str, Any]) -> str:
+    """The soak's one row, then the server's RSS at each whole minute and when any error happened."""
+    r, s, m = result["records"][0], result["soak"], result["machine"]
+    growth = f"{s['memory_growth']:.2%}" if s["memory_growth"] is not None else "-"
+    errors = ", ".join(f"{k}: {v}" for k, v in r["errors"].items()) or "0"
+    row = [
+        r["streams"],
+        f"{result['config']['duration_s'] / 60:g}",
+        r["requests"],
+        errors,
+        f"{_cell(r['ttfa_ms']['p50'])} / {_cell(r['ttfa_ms']['p99'])}",
+        f"{r['streams_with_underrun']} of {r['ok']}",
+        _cell(r["rtfx"]),
+        _cell(s["rss_baseline_mb"]),
+        _cell(s["rss_end_mb"]),
+        _cell(s["rss_max_mb"]),
+        growth,
+    ]
+    minutes: dict[int, float] = {}
+    for t, mb in r["rss_mb"]:
+        minutes.setdefault(int(t // 60), mb)
+    return "\n".join(
+        [
+            "# Serving soak",
+            "",
+            f"`{result['config']['command']}` on {m['cpu']} ({m['cores']} cores, load average "
+            f"{m['load_average_at_start']} at start), {result['date']}. Memory growth = (RSS at the end - "
+            f"RSS at {s['baseline_s']:g} s) / RSS at {s['baseline_s']:g} s, of the server process.",
+            "",
+            "| streams | minutes | requests | errors | TTFA p50/p99 ms | underrun streams | RTFX "
+            f"| RSS at {s['baseline_s']:g} s MB | RSS at end MB | RSS max MB | memory growth |",
+            "|" + "---|" * len(row),
+            "| " + " | ".join(str(cell) for cell in row) + " |",
+            "",
+            "RSS (MB) at each minute: " + ", ".join(f"{k}: {v}" for k, v in sorted(minutes.items())) + ".",
+            "",
+            "Errors (seconds into the soak, what): "
+            + (", ".join(f"{t}: {e}" for t, e in r["error_times_s"]) or "none")
+            + ".",
+            "",
+        ]
+    )
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    """RTFX, TTFA p99 and underrun share against streams, and the server's RSS over time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    runners = list(dict.fromkeys(r["runner"] for r in result["records"]))
+    for runner in runners:
+        rs = sorted((r for r in result["records"] if r["runner"] == runner), key=lambda r: r["streams"])
+        x = [r["streams"] for r in rs]
+        axes[0][0].plot(x, [r["rtfx"] for r in rs], "o-", label=runner)
+        axes[0][1].plot(x, [r["ttfa_ms"]["p99"] for r in rs], "o-", label=runner)
+        axes[1][0].plot(x, [r["underrun_share"] for r in rs], "o-", label=runner)
+        times: list[float] = []
+        offset = 0.0
+        for r in rs:
+            times += [offset + t for t, _ in r["rss_mb"]]
+            offset = times[-1] if times else offset
+        axes[1][1].plot(times, [mb for r in rs for _, mb in r["rss_mb"]], label=runner)
+    axes[0][1].axhline(TTFA_LIMIT_MS, color="grey", linestyle="--", linewidth=1)
+    titles = ("aggregate RTFX", "time to first audio p99 (ms)", "share of streams with an underrun")
+    tested = sorted({r["streams"] for r in result["records"]})
+    for ax, title in zip((axes[0][0], axes[0][1], axes[1][0]), titles, strict=True):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(tested, [str(n) for n in tested])
+        ax.set_xlabel("concurrent streams")
+        ax.set_title(title)
+        ax.legend()
+    axes[1][1].set_title("server RSS (MB), concurrencies in turn")
+    axes[1][1].set_xlabel("seconds of load")
+    axes[1][1].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_soak(result: dict[str, Any], path: Path) -> None:
+    """The server's RSS over the soak, with the baseline that memory growth is measured from."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rss, baseline = result["records"][0]["rss_mb"], result["soak"]["baseline_s"]
+    fig, ax = plt.subplots(figsize=(9, 4))
+    ax.plot([t / 60 for t, _ in rss], [mb for _, mb in rss])
+    ax.axvline(baseline / 60, color="grey", linestyle="--", linewidth=1, label="baseline")
+    ax.set_xlabel("minutes")
+    ax.set_ylabel("server RSS (MB)")
+    ax.set_title(f"soak: {result['records'][0]['streams']} streams, batching runner")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--streams", type=int, nargs="+", help="concurrencies (default 1 4 16 64; soak 16)")
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds of closed loop per concurrency")
+    parser.add_argument("--requests", type=int, help="requests per client instead of --duration")
+    parser.add_argument(
+        "--runners", nargs="+", choices=("batching", "direct"), default=["batching", "direct"]
+    )
+    parser.add_argument(
+        "--addons", type=Path, nargs="+", default=list(ADDONS), help="addons the server loads"
+    )
+    parser.add_argument("--voices", nargs="+", default=list(VOICES), help="voices dealt round-robin")
+    parser.add_argument("--texts", choices=("ordinary", "hard"), default="ordinary", help="sentence set")
+    parser.add_argument("--capacity", action="store_true", help="bisect between tested concurrencies")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds a request may take in all")
+    parser.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for /ready")
+    parser.add_argument("--rss-interval", type=float, default=1.0, help="seconds between RSS samples")
+    parser.add_argument("--soak-minutes", type=float, help="soak mode: batching only, 16 streams, this long")
+    parser.add_argument(
+        "--soak-baseline", type=float, default=60.0, help="seconds into the soak of the RSS baseline"
+    )
+    parser.add_argument("--out", type=Path, help="default benchmarks/results/serve_load (soak: .../soak)")
+    args = parser.parse_args(argv)
+    soak = args.soak_minutes is not None
+    if soak:
+        args.runners, args.duration, args.requests = ["batching"], args.soak_minutes * 60, None
+    args.streams = args.streams or ([SOAK_STREAMS] if soak else list(STREAMS))
+    args.out = args.out or REPO / "benchmarks" / "results" / ("soak" if soak else "serve_load")
+    if min(args.streams) < 1 or args.duration <= 0 or (args.requests is not None and args.requests < 1):
+        parser.error("--streams, --duration and --requests must be positive")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    soak = args.soak_minutes is not None
+    result: dict[str, Any] = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "config": {
+            "command": "python benchmarks/serve_load.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "streams": args.streams,
+            "duration_s": args.duration,
+            "requests_each": args.requests,
+            "texts": args.texts,
+            "text_count": len(texts(args.texts)),
+            "voices": args.voices,
+            "addons": [str(a) for a in args.addons],
+            "request_timeout_s": args.timeout,
+        },
+        "records": [],
+    }
+    with tempfile.TemporaryDirectory() as logs:
+        for runner in args.runners:
+            log = Path(logs) / f"{runner}.log"
+            result["records"] += asyncio.run(run_runner(args, runner == "batching", log))
+    result["capacity"] = {
+        runner: capacity([r for r in result["records"] if r["runner"] == runner]) for runner in args.runners
+    }
+    name = "soak" if soak else "results"
+    if soak:
+        result["soak"] = soak_summary(result["records"][0], args.soak_baseline)
+    (args.out / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (args.out / f"{name}.md").write_text(soak_markdown(result) if soak else load_markdown(result))
+    if soak:
+        plot_soak(result, args.out / "soak.png")
+    else:
+        plot(result, args.out / "serve_load.png")
+    print(f"wrote {args.out / name}.json, .md and .png", file=sys.stderr)
+    return result
+
+
+if __name__ == "__main__":
+    main()
