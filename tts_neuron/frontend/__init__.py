@@ -1,22 +1,34 @@
 """Text to phoneme ids: sentence splitting, normalisation, espeak-ng phonemes, the addon's symbol table.
 
 The frontend knows nothing about torch: it yields plain Python lists, one sentence at a time, so that a
-text of any length starts speaking after its first sentence and is never held whole as phonemes.
+text of any length starts speaking after its first sentence and is never held whole as phonemes. Text that
+starts with `<speak` is read as SSML (a safe subset, tts_neuron.frontend.ssml). docs/frontend.md says what
+it does and what it refuses.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import unicodedata
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tts_neuron.errors import TextError
 from tts_neuron.frontend.espeak import Espeak
 from tts_neuron.frontend.normalize import normalize
-from tts_neuron.frontend.sentences import has_speakable, split_sentences
+from tts_neuron.frontend.sentences import MAX_SENTENCE_CHARS, has_speakable, split_sentences
+from tts_neuron.frontend.ssml import Segment, is_ssml, parse_ssml
 
-__all__ = ["PAD_SYMBOL", "STRESS_MARKS", "Frontend", "Sentence", "prepare_text"]
+__all__ = [
+    "MAX_SPEECH_SECONDS",
+    "PAD_SYMBOL",
+    "SECONDS_PER_PHONEME",
+    "STRESS_MARKS",
+    "Frontend",
+    "Sentence",
+    "prepare_text",
+]
 
 _LOG = logging.getLogger(__name__)
 
@@ -36,6 +48,22 @@ class Sentence:
     """Symbol ids, one per phoneme kept."""
     words: list[int]
     """Word index of each token, so a long sentence can be split between words."""
+    rate: float = 1.0
+    """Speaking-rate multiplier (from SSML `<prosody rate>`); above 1 is faster."""
+    pause_after: float = 0.0
+    """Seconds of silence after the sentence (from SSML `<break>`)."""
+
+
+SECONDS_PER_PHONEME = 0.073
+"""Average length of a phoneme as espeak-ng (the voices' teacher) speaks en-us at its default rate: measured
+on the first 4,096 characters of seed/framework-article.txt, 3,052 phonemes and 221 seconds."""
+MAX_SPEECH_SECONDS = 600.0
+"""Default limit on the speech one request may make: 10 minutes, where 4,096 characters of prose take
+about 3.7. The limit is estimated from phonemes (SECONDS_PER_PHONEME, divided by the rate) plus pauses."""
+_DIGIT_RUN = re.compile(r"[0-9]{16,}")
+"""Digits that normalize reads one by one (a longer run is a code, not a number)."""
+_MIN_PHONEMES_PER_DIGIT = 2
+"""The fewest phonemes of a digit's word ("two", "four", "eight")."""
 
 
 def _readable(char: str) -> bool:
@@ -60,34 +88,94 @@ def prepare_text(raw: str) -> str:
 
 
 class Frontend:
-    """Turns text into sentences of symbol ids for one addon's symbol table."""
+    """Turns text into sentences of symbol ids for one addon's symbol table.
 
-    def __init__(self, symbols: list[str], language: str = "en-us", max_sentence_chars: int = 400) -> None:
+    `max_speech_seconds` bounds the speech of one `sentences()` call (None: no bound), so that a request of
+    5,000 digits is refused instead of becoming 23 minutes of audio.
+    """
+
+    def __init__(
+        self,
+        symbols: list[str],
+        language: str = "en-us",
+        max_sentence_chars: int = MAX_SENTENCE_CHARS,
+        max_speech_seconds: float | None = MAX_SPEECH_SECONDS,
+    ) -> None:
         if not symbols or symbols[0] != PAD_SYMBOL:
             raise ValueError(f"a symbol table starts with '{PAD_SYMBOL}'")
+        if max_speech_seconds is not None and not max_speech_seconds > 0:
+            raise ValueError(f"max_speech_seconds must be positive or None, got {max_speech_seconds}")
         self.symbols = symbols
         self.language = language
         self.max_sentence_chars = max_sentence_chars
+        self.max_speech_seconds = max_speech_seconds
         self._ids = {symbol: i for i, symbol in enumerate(symbols)}
         self._warned: set[str] = set()
 
-    def sentences(self, text: str) -> Iterator[Sentence]:
-        """Yield each sentence as soon as it is phonemised; raise TextError if nothing can be spoken."""
+    def sentences(self, text: str, ssml: bool | None = None) -> Iterator[Sentence]:
+        """Yield each sentence once it is phonemised; raise TextError if nothing can be spoken, if SSML is
+        malformed, or when the speech would pass `max_speech_seconds`.
+
+        `ssml=None` reads the text as SSML when it starts with `<speak` (after whitespace); True or False
+        decide. A sentence is yielded once the next one is phonemised (or the text ends), so that a `<break>`
+        after it can be added to its `pause_after`; SSML is parsed whole before the first sentence.
+        """
         if not isinstance(text, str):
             raise TextError(f"text must be a str, not {type(text).__name__}")
-        if not has_speakable(text):
+        read_ssml = is_ssml(text) if ssml is None else ssml
+        segments = parse_ssml(text) if read_ssml else [Segment(text)]
+        if not any(has_speakable(segment.text) for segment in segments):
             raise TextError("the text has nothing to speak (it is empty, whitespace, punctuation or symbols)")
-        return self._sentences(text)
+        self._check_digit_runs(segments)
+        return self._sentences(segments)
 
-    def _sentences(self, text: str) -> Iterator[Sentence]:
-        spoken = False
-        for raw in split_sentences(text, self.max_sentence_chars):
-            sentence = self.phonemize(raw)
-            if sentence.tokens:
-                spoken = True
-                yield sentence
-        if not spoken:
+    def _check_digit_runs(self, segments: list[Segment]) -> None:
+        """Refuse at once, before any sentence, a text whose long digit runs alone pass the limit."""
+        if self.max_speech_seconds is None:
+            return
+        seconds = sum(
+            sum(map(len, _DIGIT_RUN.findall(segment.text)))
+            * _MIN_PHONEMES_PER_DIGIT
+            * SECONDS_PER_PHONEME
+            / segment.rate
+            for segment in segments
+        )
+        if seconds > self.max_speech_seconds:
+            raise TextError(
+                f"this text would take at least {seconds / 60:.0f} minutes of speech (long digit runs are "
+                f"read one by one); the limit is {self.max_speech_seconds / 60:g} minutes"
+            )
+
+    def _sentences(self, segments: list[Segment]) -> Iterator[Sentence]:
+        total_chars = sum(len(segment.text) for segment in segments)
+        read_chars, seconds = 0, 0.0
+        pending: Sentence | None = None
+        for segment in segments:
+            for raw in split_sentences(segment.text, self.max_sentence_chars):
+                read_chars += len(raw)
+                sentence = self.phonemize(raw)
+                if not sentence.tokens:
+                    continue
+                seconds += len(sentence.tokens) * SECONDS_PER_PHONEME / segment.rate
+                self._check_speech(seconds, seconds * total_chars / read_chars)
+                if pending is not None:
+                    yield pending
+                pending = replace(sentence, rate=segment.rate)
+            if pending is not None and segment.pause_after:
+                seconds += segment.pause_after
+                pending = replace(pending, pause_after=pending.pause_after + segment.pause_after)
+        if pending is None:
             raise TextError("the text has nothing an English voice can pronounce")
+        self._check_speech(seconds, seconds)
+        yield pending
+
+    def _check_speech(self, seconds: float, estimate: float) -> None:
+        """Raise once the speech so far passes the limit; `estimate` extrapolates it to the whole text."""
+        if self.max_speech_seconds is not None and seconds > self.max_speech_seconds:
+            raise TextError(
+                f"this text would take about {estimate / 60:.0f} minutes of speech; the limit is "
+                f"{self.max_speech_seconds / 60:g} minutes"
+            )
 
     def phonemize(self, raw: str) -> Sentence:
         """One sentence of raw text to symbol ids; what cannot be pronounced is dropped with a warning."""

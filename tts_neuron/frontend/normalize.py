@@ -13,7 +13,7 @@ import re
 import unicodedata
 from collections.abc import Callable
 
-__all__ = ["normalize"]
+__all__ = ["SAY_AS_KINDS", "normalize", "say_as"]
 
 # -- number words ---------------------------------------------------------------------------------------
 
@@ -391,7 +391,7 @@ _HOUR_MERIDIEM = re.compile(rf"(?<![0-9:.])(?P<hour>[0-9]{{1,2}}) ?{_MERIDIEM}")
 
 
 def _time_words(match: re.Match[str], hour: int, minute: int, second: int) -> str | None:
-    """Read a clock time: "three forty-five p m", "fifteen thirty", "twelve o'clock"; None if impossible."""
+    """Read a clock time: "three forty-five PM", "fifteen thirty", "twelve o'clock"; None if impossible."""
     meridiem = match["meridiem"]
     if hour > 24 or (meridiem and not 1 <= hour <= 12):
         return None
@@ -403,7 +403,7 @@ def _time_words(match: re.Match[str], hour: int, minute: int, second: int) -> st
     if second:
         words.append(f"and {_cardinal(second)} second" + ("s" if second > 1 else ""))
     if meridiem:
-        words.append(f"{meridiem[0].lower()} m")
+        words.append("AM" if meridiem[0] in "Aa" else "PM")  # espeak-ng reads "a m" as the article "a"
     return _with_final_dot(match, meridiem if meridiem and meridiem.endswith(".") else None, " ".join(words))
 
 
@@ -413,6 +413,16 @@ def _render_clock_time(match: re.Match[str]) -> str | None:
 
 def _render_hour_meridiem(match: re.Match[str]) -> str | None:
     return _time_words(match, int(match["hour"]), 0, 0)
+
+
+_COLON_NUMBERS = re.compile(r"(?<![0-9:.])[0-9]+(?::[0-9]+)+(?![0-9:])")
+"""Numbers joined by colons that are not a clock time ("25:61", "3:1", "John 3:16:2")."""
+
+
+def _render_colon_numbers(match: re.Match[str]) -> str:
+    """Read each number, the colon as a separator: "25:61" -> "twenty-five sixty-one" (espeak-ng would say
+    "colon"), as a listener hears a score, a verse or a ratio read aloud."""
+    return " ".join(map(_integer_words, match.group().split(":")))
 
 
 # -- money, quantities and digit groups -----------------------------------------------------------------
@@ -647,6 +657,7 @@ _PASSES: tuple[tuple[re.Pattern[str], _Render], ...] = (
     (_DAY_MONTH_DATE, _render_day_month_date),
     (_CLOCK_TIME, _render_clock_time),
     (_HOUR_MERIDIEM, _render_hour_meridiem),
+    (_COLON_NUMBERS, _render_colon_numbers),
     (_CURRENCY, _render_currency),
     (_DECADE, _render_decade),
     (_ORDINAL_NUMBER, _render_ordinal),
@@ -687,3 +698,69 @@ def normalize(text: str) -> str:
     for pattern, render in _PASSES:
         text = _apply(text, pattern, render)
     return " ".join(text.split())
+
+
+# -- SSML <say-as> --------------------------------------------------------------------------------------
+
+SAY_AS_KINDS = ("characters", "spell-out", "cardinal", "number", "ordinal", "date", "telephone")
+"""The `interpret-as` values `say_as` reads ("number" is Amazon's name for "cardinal")."""
+DATE_FORMATS = ("mdy", "dmy", "ymd", "md", "dm", "y")
+_SIGNED_NUMBER = re.compile(rf"(?P<minus>-)?{_NUMBER}")
+_ORDINAL_CONTENT = re.compile(r"(?P<integer>[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?i:st|nd|rd|th)?")
+_DATE_FIELD_SEPARATOR = re.compile(r"[-/.]")
+_TELEPHONE = re.compile(r"\+?[0-9 ()./-]*[0-9][0-9 ()./-]*")
+_DIGIT_GROUP = re.compile(r"[0-9]+")
+
+
+def _spell(text: str) -> str:
+    """Letters and digits one by one: "R2d2" -> "R- two- D- two". espeak-ng reads a capital followed by a
+    hyphen as the letter's name; without the hyphen it reads "A" before a word as the article."""
+    items = [_ONES[int(char)] if char in "0123456789" else char.upper() for char in text if char.isalnum()]
+    if not items:
+        raise ValueError("it has no letters or digits to spell")
+    return "- ".join(items)
+
+
+def _say_date(text: str, date_format: str | None) -> str:
+    fields = _DATE_FIELD_SEPARATOR.split(text)
+    if date_format is None:
+        date_format = "ymd" if len(fields[0]) == 4 else "mdy"
+    if date_format not in DATE_FORMATS:
+        raise ValueError(f"format '{date_format}' is not one of {', '.join(DATE_FORMATS)}")
+    if len(fields) != len(date_format) or not all(field.isascii() and field.isdecimal() for field in fields):
+        raise ValueError(f"'{text}' is not a date of the form {date_format}")
+    parts = dict(zip(date_format, fields, strict=True))
+    year = parts.get("y")
+    if year is not None and len(year) not in (2, 4):
+        raise ValueError(f"year '{year}' has neither 2 nor 4 digits")
+    if year is not None and len(parts) == 1:
+        return _short_year_words(year)
+    words = _date_words(int(parts["m"]), int(parts["d"]), year, day_first=date_format.startswith("d"))
+    if words is None:
+        raise ValueError(f"'{text}' is not a date of the form {date_format}")
+    return words
+
+
+def say_as(interpret_as: str, text: str, date_format: str | None = None) -> str:
+    """The words an SSML <say-as> element stands for; raises ValueError, saying why, when the content is not
+    of that kind (a cardinal that is not a number, a date that does not exist)."""
+    text = text.strip()
+    if interpret_as in ("characters", "spell-out"):
+        return _spell(text)
+    if interpret_as in ("cardinal", "number"):
+        if (match := _SIGNED_NUMBER.fullmatch(text)) is None:
+            raise ValueError(f"'{text}' is not a number")
+        words = _number_words(match["integer"], match["fraction"])
+        return f"minus {words}" if match["minus"] else words
+    if interpret_as == "ordinal":
+        if (match := _ORDINAL_CONTENT.fullmatch(text)) is None:
+            raise ValueError(f"'{text}' is not an ordinal number")
+        return _ordinal(_integer_words(match["integer"]))
+    if interpret_as == "date":
+        return _say_date(text, date_format)
+    if interpret_as == "telephone":
+        if _TELEPHONE.fullmatch(text) is None:
+            raise ValueError(f"'{text}' is not a telephone number")
+        groups = ", ".join(map(_digit_words, _DIGIT_GROUP.findall(text)))
+        return f"plus {groups}" if text.startswith("+") else groups
+    raise ValueError(f"interpret-as '{interpret_as}' is not one of {', '.join(SAY_AS_KINDS)}")
