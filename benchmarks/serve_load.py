@@ -7,7 +7,8 @@ what it receives in real time, batching runner against direct runner in the same
 For each runner a server process is started on a free port, and for each concurrency that many clients
 run in a closed loop (Riva's perf client method: a client sends its next request only when the previous
 body has ended), with texts and voices dealt round-robin. A client's playback starts when its first chunk
-arrives; a chunk that arrives after the audio before it has finished playing is an underrun. Writes
+arrives; a chunk that arrives after the audio before it has finished playing is an underrun. Texts are
+the ordinary sentences of benchmarks/run.py (`--texts hard`: benchmarks/hard_sentences.txt). Writes
 results.json, results.md and serve_load.png (soak.json, soak.md and soak.png with --soak-minutes).
 """
 
@@ -50,7 +51,7 @@ SERVER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def texts(kind: str) -> list[str]:
-    """The ordinary sentences of benchmarks/run.py (40 to 95 characters), or the hard ones of
+    """The ordinary sentences of benchmarks/run.py (14, of 40 to 93 characters), or the hard ones of
     benchmarks/robustness.py; both are imported lazily because they pull in torch."""
     if kind == "ordinary":
         from run import PARAGRAPH
@@ -146,6 +147,8 @@ async def speak(client: httpx.AsyncClient, text: str, voice: str, timeout_s: flo
                     request.chunks[-1] = (last_time, last_samples + samples)
                 else:
                     request.chunks.append((now, samples))
+            if not request.chunks:
+                request.error = "empty body"
 
     try:
         await asyncio.wait_for(read(), timeout_s)
@@ -230,8 +233,7 @@ class Server:
         deadline = time.monotonic() + timeout_s
         async with httpx.AsyncClient(base_url=self.url, timeout=5.0, trust_env=False) as client:
             while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"the server exited ({self.process.returncode}):\n{self.log_tail()}")
+                self.check()
                 with contextlib.suppress(httpx.HTTPError):
                     answer = await client.get("/ready")
                     if answer.status_code == 200:
@@ -240,6 +242,12 @@ class Server:
                         raise RuntimeError(f"the server could not load its voices: {answer.text}")
                 await asyncio.sleep(0.5)
         raise RuntimeError(f"the server was not ready within {timeout_s:g} s:\n{self.log_tail()}")
+
+    def check(self) -> None:
+        """Raise with the server's log if its process has ended."""
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise RuntimeError(f"the server exited ({self.process.returncode}):\n{self.log_tail()}")
 
     def log_tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:]
@@ -429,6 +437,7 @@ async def run_runner(args: argparse.Namespace, batching: bool, log: Path) -> lis
                     server.url, streams, sentences, args.voices, args.duration, args.requests, args.timeout
                 )
                 _sample_now(server, rss)
+                server.check()
                 after = await scrape(server.url)
                 record = summarise(runner, streams, requests, wall, rss[first_sample:], start, before, after)
                 records.append(record)

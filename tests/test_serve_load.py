@@ -146,7 +146,7 @@ def test_a_tiny_real_run_records_every_field(tmp_path: Path) -> None:
             "--requests",
             "2",
             "--addons",
-            "addons/fastspeech-en",
+            str(serve_load.ADDONS[0]),
             "--voices",
             "fastspeech-en",
             "--out",
