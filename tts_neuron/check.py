@@ -260,19 +260,13 @@ def check_network(name: str, network: nn.Module, bucket: int, analyze: bool) -> 
     return check
 
 
-def check_addon(
-    addon_dir: str | Path, target: str = "neuron", largest_only: bool = False, progress: bool = True
-) -> CheckReport:
-    """Every network with buckets at every bucket (with `largest_only`, at its largest: a quick look)."""
+def check_addon(addon_dir: str | Path, target: str = "neuron", progress: bool = True) -> CheckReport:
+    """Every network with buckets at every bucket."""
     if target != "neuron":
         raise ValueError(f"only target 'neuron' has documented operator limits, got '{target}'")
     addon = load_addon(addon_dir)
     analyze = analyze_available()
-    jobs = [
-        (spec.name, bucket)
-        for spec in addon.networks.values()
-        for bucket in (spec.buckets[-1:] if largest_only else spec.buckets)
-    ]
+    jobs = [(spec.name, bucket) for spec in addon.networks.values() for bucket in spec.buckets]
     checks = []
     for name, bucket in tqdm(jobs, desc="check", unit=" shapes", disable=not progress):
         network = compiled_network(addon.network(name))

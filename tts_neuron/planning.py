@@ -63,11 +63,12 @@ def plan_buckets(counts: Mapping[int, int], k: int, keep: Iterable[int] = ()) ->
     be buckets (they count as observed, with no occurrences); ties go to fewer buckets.
     """
     keep = set(keep)
-    if k < max(1, len(keep)):
-        raise ValueError(f"need at least {max(1, len(keep))} buckets, got {k}")
     if not counts:
         raise ValueError("no lengths to plan buckets for")
     values = sorted(set(counts) | keep)  # v[0] < ... < v[m-1]
+    required = len(keep | {values[-1]})
+    if k < required:
+        raise ValueError(f"need at least {required} buckets to keep {sorted(keep)}, got {k}")
     m = len(values)
     n_before = [0] * (m + 1)  # occurrences of v[0..j-1]
     sum_before = [0] * (m + 1)  # their total length
@@ -103,8 +104,6 @@ def plan_buckets(counts: Mapping[int, int], k: int, keep: Iterable[int] = ()) ->
                 if total < best[b][j]:
                     best[b][j], back[b][j] = total, i
     used = min(range(1, k + 1), key=lambda b: (best[b][m - 1], b))
-    if best[used][m - 1] == inf:
-        raise ValueError(f"no plan of at most {k} buckets keeps {sorted(keep)}")
     buckets, j = [], m - 1
     for b in range(used, 0, -1):
         buckets.append(values[j])
