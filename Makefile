@@ -7,6 +7,8 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 ADDON ?= addons/fastspeech-en
 ATTENTION_ADDON ?= addons/tacotron-en
+# The random-weights placeholder goes to a build folder (ignored by git), never over a trained voice.
+UNTRAINED_ADDON ?= build/untrained-en
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 DEMO_TEXT ?= Hello! This is tts neuron, speaking one sentence with its default voice.
 
@@ -92,7 +94,7 @@ soak: setup
 	$(PY) benchmarks/serve_load.py --soak-minutes 10 --out benchmarks/results/soak
 
 voice-untrained: setup
-	$(PY) -m compile.untrained_voice --out $(ADDON)
+	$(PY) -m compile.untrained_voice --out $(UNTRAINED_ADDON)
 
 clean:
 	rm -rf $(VENV) demo.wav .pytest_cache .mypy_cache .ruff_cache
