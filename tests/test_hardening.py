@@ -25,6 +25,7 @@ from tests.test_cli import run as run_cli
 from tts_neuron import cli
 from tts_neuron.addon import load_addon
 from tts_neuron.errors import StackError, TextError
+from tts_neuron.frontend import MAX_SPEECH_SECONDS, SECONDS_PER_PHONEME, Frontend, Sentence
 from tts_neuron.frontend.espeak import MAX_CHAIN_BYTES, MAX_TOKEN_CHARS, bound_text
 from tts_neuron.registry import register_block, resolve_block
 from tts_neuron.stack import MAX_NESTING, BuildContext, build_stack
@@ -346,3 +347,68 @@ def test_the_public_api_exports_its_error_types_and_the_frontend() -> None:
     errors = [getattr(tts_neuron, name) for name in tts_neuron.__all__ if name.endswith("Error")]
     assert len(errors) >= 11 and all(issubclass(error, tts_neuron.TTSNeuronError) for error in errors)
     assert all(hasattr(tts_neuron, name) for name in tts_neuron.__all__)
+
+
+# -- 10. a cap on the speech of one request -------------------------------------------------------------
+
+PROSE = (
+    "The committee met on a grey morning to decide whether the old bridge should be repaired or replaced. "
+    "Engineers explained that the steel had corroded faster than anyone expected, and that the cost of "
+    "patching it again would soon exceed the price of a new span. Residents who crossed it every day asked "
+    "how long the river would be closed to traffic, and whether the ferry could run more often in the "
+    "meantime. After two hours of careful questions, the members agreed to publish both plans and to hear "
+    "from the public before the end of the month. "
+)
+capped = Frontend(load_addon(REPO / "addons" / "fastspeech-en").symbols)
+
+
+def estimated_seconds(sentences: list[Sentence]) -> float:
+    return sum(len(s.tokens) * SECONDS_PER_PHONEME / s.rate + s.pause_after for s in sentences)
+
+
+def test_4096_characters_of_prose_fit_the_default_cap_with_room() -> None:
+    text = (PROSE * 10)[:4096]
+    seconds = estimated_seconds(list(capped.sentences(text)))
+    assert 2 * seconds < MAX_SPEECH_SECONDS  # room: twice as much still fits
+
+
+def test_5000_digits_are_refused_before_the_first_sentence() -> None:
+    """They became 23 minutes of digits; long digit runs are counted up front, so no audio is made."""
+    with pytest.raises(
+        TextError, match=r"^this text would take at least 12.2 minutes .* the limit is 10 minutes"
+    ):
+        capped.sentences("7" * 5000)
+
+
+def test_speech_past_the_cap_is_refused_as_sentences_are_made() -> None:
+    """Spaced digits are no digit run: the running count stops them, what was yielded fits the cap, and the
+    error extrapolates the whole text's length (1,000 "seven"s of 5 phonemes)."""
+    frontend = Frontend(capped.symbols, max_speech_seconds=200)
+    yielded: list[Sentence] = []
+    with pytest.raises(TextError, match=r"minutes of speech; the limit is 3.33 minutes$") as err:
+        yielded.extend(frontend.sentences("7 " * 1000))
+    assert yielded and estimated_seconds(yielded) <= 200
+    minutes = float(re.fullmatch(r"this text would take about ([\d.]+) minutes.*", str(err.value))[1])
+    assert minutes == pytest.approx(1000 * 5 * SECONDS_PER_PHONEME / 60, rel=0.05)
+
+
+def test_slow_rates_and_breaks_count_towards_the_cap() -> None:
+    text = (PROSE * 2)[:800]
+    seconds = estimated_seconds(list(capped.sentences(text)))
+    frontend = Frontend(capped.symbols, max_speech_seconds=1.5 * seconds)
+    assert estimated_seconds(list(frontend.sentences(text))) == seconds
+    with pytest.raises(TextError, match="minutes of speech"):
+        list(frontend.sentences(f'<speak><prosody rate="x-slow">{text}</prosody></speak>'))
+    pauses = '<break time="10s"/>' * (int(seconds / 10) + 1)
+    with pytest.raises(TextError, match="minutes of speech"):
+        list(frontend.sentences(f"<speak>{text}{pauses}</speak>"))
+
+
+def test_the_cap_is_a_constructor_argument() -> None:
+    unlimited = Frontend(capped.symbols, max_speech_seconds=None)
+    assert len(list(unlimited.sentences("7" * 1200))) == 3
+    with pytest.raises(TextError, match="the limit is 0.5 minutes"):
+        Frontend(capped.symbols, max_speech_seconds=30).sentences("7" * 1200)
+    for bad in (0, -1.0):
+        with pytest.raises(ValueError, match="max_speech_seconds must be positive"):
+            Frontend(capped.symbols, max_speech_seconds=bad)

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tts_neuron.frontend.espeak import Espeak
 from tts_neuron.frontend.normalize import normalize
 
 CASES = {
@@ -231,6 +232,28 @@ CASES = {
 )
 def test_expands(raw: str, expected: str) -> None:
     assert normalize(raw) == expected
+
+
+def _espeak_phonemes(text: str) -> list[str]:
+    return [phoneme.name.lstrip("',") for phoneme in Espeak.get().synthesize(text).phonemes]
+
+
+@pytest.mark.parametrize(
+    ("raw", "letter"), [("9 a.m.", "eI"), ("at 9am sharp", "eI"), ("9 A.M.", "eI"), ("5 p.m. today", "i:")]
+)
+def test_meridiem_is_read_as_its_letters(raw: str, letter: str) -> None:
+    """ "nine a m" made espeak-ng say the article ("a#"); the fix must sound "ay em" / "pee em"."""
+    phonemes = _espeak_phonemes(normalize(raw))
+    assert "a#" not in phonemes
+    start = phonemes.index(letter)
+    assert phonemes[start + 1 : start + 3] in (["E", "m"], [";", "E"])
+
+
+@pytest.mark.parametrize("raw", ["25:61", "the score was 3:1", "12:30:99"])
+def test_numbers_joined_by_colons_are_not_read_with_the_word_colon(raw: str) -> None:
+    """espeak-ng reads a colon between words as "colon" ("k 'oU l @ n")."""
+    phonemes = _espeak_phonemes(normalize(raw))
+    assert ["k", "oU", "l", "@", "n"] not in [phonemes[i : i + 5] for i in range(len(phonemes))]
 
 
 ADVERSARIAL = [
