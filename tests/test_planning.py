@@ -19,6 +19,7 @@ from tts_neuron.backends.executor import BucketTable
 from tts_neuron.blocks.base import Chunk
 from tts_neuron.blocks.fixed import PaddedDecoder
 from tts_neuron.cli import main
+from tts_neuron.errors import TextError
 from tts_neuron.frontend import Frontend
 from tts_neuron.planning import Calls, _observe_windows, observe, padded_positions, plan_buckets
 
@@ -192,3 +193,13 @@ def test_plan_buckets_refuses_a_missing_text_file(
 ) -> None:
     assert main(["plan-buckets", "--addon", str(tiny_addon_dir), "--text-file", "/no/such.txt"]) == 2
     assert "text file not found" in capsys.readouterr().err
+
+
+def test_a_corpus_longer_than_one_requests_speech_limit_is_planned(tiny_addon_dir: Path) -> None:
+    """The frontend refuses a request of over 10 minutes of speech; a planning corpus is not a request."""
+    text = " ".join(COVERAGE_TEXT * 50)
+    frontend = Frontend(load_addon(tiny_addon_dir).symbols)
+    with pytest.raises(TextError, match="minutes of speech"):
+        list(frontend.sentences(text))
+    per_copy = len(list(frontend.sentences(" ".join(COVERAGE_TEXT))))
+    assert observe(tiny_addon_dir, text, progress=False).sentences == 50 * per_copy

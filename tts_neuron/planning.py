@@ -252,7 +252,7 @@ def observe(
     groups = _group_networks(addon)
     if not groups:
         raise AddonError(f"{addon.config_path}: no network declares buckets, so there is nothing to plan")
-    frontend = Frontend(addon.symbols, addon.language)
+    frontend = Frontend(addon.symbols, addon.language, max_speech_seconds=None)  # a corpus, not a request
     pauses = pause_ids(addon.symbols)
     counter = _FrameCounter(addon) if any(g.kind == "windows" for g in groups) else None
     sentences = 0
