@@ -229,11 +229,12 @@ def test_past_the_stream_limit_and_queue_a_request_gets_503_with_retry_after() -
         assert 'tts_neuron_rejected_total{reason="queue_full"} 1.0' in metrics
 
 
-def test_the_api_key_guards_all_but_health_and_readiness() -> None:
+def test_the_api_key_guards_all_but_health_readiness_and_the_page() -> None:
     with server("--addon", str(FASTSPEECH), env={"TTS_NEURON_API_KEY": "s3cret"}) as base:
         assert httpx.get(base + "/health").status_code == 200
         assert httpx.get(base + "/ready").status_code == 200
-        for path in ("/v1/models", "/v1/audio/voices", "/metrics", "/"):
+        assert httpx.get(base + "/").status_code == 200  # the page is static; its requests need the key
+        for path in ("/v1/models", "/v1/audio/voices", "/metrics"):
             response = httpx.get(base + path)
             assert error_of(response, 401)["code"] == "invalid_api_key"
             assert response.headers["www-authenticate"] == "Bearer"

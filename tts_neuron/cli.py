@@ -362,6 +362,20 @@ def _serve(args: argparse.Namespace) -> int:
             check_uri(args.wyoming)
         except ValueError as err:
             raise TTSNeuronError(str(err)) from None
+    if args.ray:
+        if args.replicas < 1:
+            raise TTSNeuronError("--replicas must be at least 1")
+        try:
+            from tts_neuron.server.ray_app import serve_on_ray
+        except ImportError as err:
+            raise TTSNeuronError(
+                f"--ray needs the `ray` extra (pip install 'tts-neuron[ray]'): {err}"
+            ) from None
+
+        serve_on_ray(
+            args.addon, args.replicas, args.host, args.port, args.stack, args.target, limits, api_key
+        )
+        return 0
     serve(
         args.addon,
         args.host,
@@ -479,6 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="torch threads of each network's batched calls (default 1)",
     )
+    srv.add_argument("--ray", action="store_true", help="serve on a local Ray Serve (the `ray` extra)")
+    srv.add_argument("--replicas", type=int, default=1, help="engine replicas with --ray (default 1)")
     srv.add_argument("--wyoming", metavar="tcp://HOST:PORT", help="also speak Wyoming (Home Assistant) there")
     srv.epilog = (
         "Set TTS_NEURON_API_KEY to require 'Authorization: Bearer KEY' on all but /health and /ready."

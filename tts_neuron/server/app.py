@@ -44,8 +44,9 @@ are; a loaded voice's name is a model id too."""
 MAX_BODY = 64 * 1024
 """Bytes of a request body: 4,096 characters of input are at most 16 KiB of UTF-8."""
 
-OPEN_PATHS = ("/health", "/ready")
-"""What answers without the API key: probes must not need secrets."""
+OPEN_PATHS = ("/health", "/ready", "/")
+"""What answers without the API key: probes must not need secrets, and the page is static (its own
+requests carry the key typed into it)."""
 
 
 class SpeechRequest(BaseModel):
@@ -277,6 +278,14 @@ async def _speech(engine: Engine, request: Request) -> Response:
             raise ApiError(400, "the input has nothing to speak", param="input") from None
         except (TextError, StackError, ValueError) as err:
             raise ApiError(400, str(err), param="input") from None
+        except Busy as err:
+            raise ApiError(
+                503,
+                str(err),
+                code="server_busy",
+                kind="server_error",
+                headers={"Retry-After": str(err.retry_after)},
+            ) from None
         except TTSNeuronError as err:
             raise ApiError(500, f"synthesis failed: {err}", kind="server_error") from None
     except BaseException:
@@ -355,7 +364,7 @@ async def _body(
             last = now
             pcm = pcm16(chunk)
             samples += len(chunk)
-            stream.state.emitted(len(chunk) / sample_rate)
+            stream.emitted(len(chunk) / sample_rate)
             metrics.audio_seconds.labels(req.voice).inc(len(chunk) / sample_rate)
             yield sse_delta(pcm) if sse else pcm
             try:

@@ -13,7 +13,7 @@ import asyncio
 import concurrent.futures
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +76,10 @@ class Stream:
         """Stop synthesising after the chunk in progress."""
         self.cancelled.set()
 
+    def emitted(self, seconds: float) -> None:
+        """Tell the scheduler that this much audio went to the client (see `StreamState.urgency`)."""
+        self.state.emitted(seconds)
+
     async def chunks(self) -> AsyncIterator[np.ndarray]:
         """The audio chunks as they are ready; a synthesis error is raised here, in order."""
         while True:
@@ -104,7 +108,7 @@ class Engine:
 
     def __init__(
         self,
-        addons: list[str | Path],
+        addons: Sequence[str | Path],
         stack: str | None = None,
         target: str | None = None,
         limits: Limits | None = None,

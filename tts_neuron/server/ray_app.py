@@ -1,0 +1,196 @@
+"""Scale-out on Ray Serve: the same HTTP API in a CPU ingress, streaming from engine replicas that each
+hold the voices and a batching runner (one replica per NeuronCore group on inf2).
+
+    tts-neuron serve --ray --addon addons/fastspeech-en --replicas 2
+    serve run serve_config.yaml          # the same application from Ray's own CLI
+
+Engine replicas load and warm up their voices (and compiled buckets) in `__init__`, before Ray reports
+them healthy. Each takes at most `max_streams` streams (`max_ongoing_requests`, the engine's stream
+capacity, not Ray's default of 5); past that, Ray queues `max_queue` requests and then refuses, which the
+ingress answers with 503 and `Retry-After`. On the `neuron` target a replica asks for `neuron_cores`, and
+Ray sets `NEURON_RT_VISIBLE_CORES` for it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import numpy as np
+from ray import serve
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle
+
+from tts_neuron.server.app import create_app
+from tts_neuron.server.engine import Busy, Engine, Limits
+from tts_neuron.server.metrics import Metrics
+
+
+@serve.deployment(health_check_period_s=5, health_check_timeout_s=30)
+class TtsEngine:
+    """The voices of one replica, warmed up before it reports healthy."""
+
+    def __init__(self, addons: list[str], stack: str | None, target: str | None, limits: Limits) -> None:
+        self.engine = Engine(addons, stack, target, limits)
+        if not self.engine.load():
+            raise RuntimeError(f"the voices did not load: {self.engine.load_error}")
+
+    def voice_info(self) -> dict[str, dict[str, Any]]:
+        return self.engine.voice_info()
+
+    async def stream(self, voice: str, text: str, speed: float) -> AsyncIterator[np.ndarray]:
+        async with self.engine.admit():
+            stream = self.engine.start(voice, text, speed)
+            rate = self.engine.voice_info()[voice]["sample_rate"]
+            try:
+                async for chunk in stream.chunks():
+                    stream.emitted(len(chunk) / rate)  # as it leaves the replica: close to the client
+                    yield chunk
+            finally:
+                stream.cancel()
+
+    def check_health(self) -> None:
+        if not self.engine.is_ready():
+            raise RuntimeError("not ready")
+
+
+class RemoteStream:
+    """A stream on an engine replica, read through Ray."""
+
+    def __init__(self, response: Any) -> None:
+        self.response = response
+
+    def cancel(self) -> None:
+        self.response.cancel()
+
+    def emitted(self, seconds: float) -> None:
+        """The engine replica records what it sends (the scheduler lives there)."""
+
+    async def chunks(self) -> AsyncIterator[np.ndarray]:
+        try:
+            async for chunk in self.response:
+                yield chunk
+        except BackPressureError:
+            raise Busy("every engine replica is at its stream capacity and Ray's queue is full", 1) from None
+
+
+class RayBackend:
+    """What the HTTP app needs of an engine, over a handle on the engine deployment. Admission is the
+    replicas' own (and Ray's queue in front of them), so the ingress admits everything."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits, self.metrics = limits, Metrics()
+        self.handle: DeploymentHandle | None = None
+        self.attached = threading.Event()
+        self.ready = threading.Event()
+        self.load_error: str | None = None
+        self._voices: dict[str, dict[str, Any]] = {}
+
+    def attach(self, handle: DeploymentHandle) -> None:
+        self.engine = handle
+        self.handle = handle.options(stream=True)
+        self.attached.set()
+
+    def load(self) -> bool:
+        """Ask an engine replica for its voices (from a thread: it waits for the ingress to be given its
+        handle, which may come after the app has started, and for a replica to be up)."""
+        try:
+            if not self.attached.wait(timeout=600):
+                raise TimeoutError("the ingress was never given its engine")
+            self._voices = self.engine.voice_info.remote().result(timeout_s=600)
+        except Exception as err:  # noqa: BLE001 - reported on /ready
+            self.load_error = f"{type(err).__name__}: {err}"
+            return False
+        self.ready.set()
+        return True
+
+    def is_ready(self) -> bool:
+        return self.ready.is_set()
+
+    def voice_info(self) -> dict[str, dict[str, Any]]:
+        return self._voices
+
+    @asynccontextmanager
+    async def admit(self) -> AsyncIterator[float]:
+        yield 0.0
+
+    def start(self, voice: str, text: str, speed: float) -> RemoteStream:
+        assert self.handle is not None
+        return RemoteStream(self.handle.stream.remote(voice, text, speed))
+
+
+@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0})
+@serve.ingress()
+class TtsIngress:
+    """The HTTP API of `tts-neuron serve`, built in the replica over a handle on the engines."""
+
+    def __init__(self, engine: DeploymentHandle, limits: Limits, api_key: str | None) -> None:
+        self.backend, self.api_key = RayBackend(limits), api_key
+        self.backend.attach(engine)
+
+    def __serve_build_asgi_app__(self) -> Any:
+        return create_app(self.backend, self.api_key)  # type: ignore[arg-type]
+
+
+def build(
+    addons: list[str],
+    replicas: int = 1,
+    stack: str | None = None,
+    target: str | None = None,
+    limits: Limits | None = None,
+    neuron_cores: int = 0,
+    engine_cpus: float = 1.0,
+    api_key: str | None = None,
+) -> Any:
+    """The application: a CPU ingress in front of `replicas` engine replicas (autoscaled between one and
+    `replicas` by ongoing streams). `neuron_cores` per replica (default: 1 on the neuron target, none
+    elsewhere) is a Ray resource, so placement follows it."""
+    limits = limits or Limits()
+    cores = neuron_cores or (1 if target == "neuron" else 0)
+    resources = {"num_cpus": engine_cpus, **({"resources": {"neuron_cores": cores}} if cores else {})}
+    engine = TtsEngine.options(  # type: ignore[attr-defined]
+        autoscaling_config={
+            "min_replicas": 1,
+            "initial_replicas": replicas,
+            "max_replicas": replicas,
+            "target_ongoing_requests": max(1, int(0.7 * limits.max_streams)),
+        },
+        ray_actor_options=resources,
+        max_ongoing_requests=limits.max_streams,
+        max_queued_requests=limits.max_queue,
+    ).bind(addons, stack, target, limits)
+    return TtsIngress.bind(engine, limits, api_key)  # type: ignore[attr-defined]
+
+
+def app_builder(args: dict[str, Any]) -> Any:
+    """For `serve run serve_config.yaml`: the config's `args` are `build`'s arguments."""
+    return build(**args)
+
+
+def serve_on_ray(
+    addons: list[str],
+    replicas: int,
+    host: str,
+    port: int,
+    stack: str | None,
+    target: str | None,
+    limits: Limits,
+    api_key: str | None,
+) -> None:
+    """Start a local Ray instance and Serve on host:port, run the application, and block until
+    interrupted (on a cluster, use `serve run` or a RayService instead)."""
+    import time
+
+    import ray
+
+    ray.init(include_dashboard=False, configure_logging=False, log_to_driver=False)
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(build(addons, replicas, stack, target, limits, api_key=api_key), name="tts", blocking=False)
+    try:
+        while True:
+            time.sleep(1)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
