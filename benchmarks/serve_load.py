@@ -195,7 +195,9 @@ async def closed_loop(
 class Server:
     """`tts-neuron serve` in a subprocess on 127.0.0.1 at a free port; always stopped on exit."""
 
-    def __init__(self, addons: Sequence[Path], batching: bool, max_streams: int, log: Path) -> None:
+    def __init__(
+        self, addons: Sequence[Path], batching: bool, max_streams: int, log: Path, stack: str | None = None
+    ) -> None:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
@@ -207,6 +209,8 @@ class Server:
             self.command += ["--addon", str(addon)]
         if not batching:
             self.command.append("--no-batching")
+        if stack:  # a compiled stack runs on the CPU target here (the same fixed shapes as on inf2)
+            self.command += ["--stack", stack, "--target", "cpu"]
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -422,7 +426,7 @@ async def run_runner(args: argparse.Namespace, batching: bool, log: Path) -> lis
     sentences = texts(args.texts)
     records: list[dict[str, Any]] = []
     rss: list[tuple[float, float]] = []
-    with Server(args.addons, batching, max(args.streams), log) as server:
+    with Server(args.addons, batching, max(args.streams), log, args.stack) as server:
         sampler = asyncio.create_task(sample_rss(server, args.rss_interval, rss))
         try:
             await server.wait_ready(args.ready_timeout)
@@ -656,6 +660,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--addons", type=Path, nargs="+", default=list(ADDONS), help="addons the server loads"
     )
+    parser.add_argument(
+        "--stack", help="the stack every addon runs (neuron: compiled, on the CPU target; compile it first)"
+    )
     parser.add_argument("--voices", nargs="+", default=list(VOICES), help="voices dealt round-robin")
     parser.add_argument("--texts", choices=("ordinary", "hard"), default="ordinary", help="sentence set")
     parser.add_argument("--capacity", action="store_true", help="bisect between tested concurrencies")
@@ -694,6 +701,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "text_count": len(texts(args.texts)),
             "voices": args.voices,
             "addons": [str(a) for a in args.addons],
+            "stack": args.stack or "default",
             "request_timeout_s": args.timeout,
         },
         "records": [],
