@@ -196,7 +196,13 @@ class Server:
     """`tts-neuron serve` in a subprocess on 127.0.0.1 at a free port; always stopped on exit."""
 
     def __init__(
-        self, addons: Sequence[Path], batching: bool, max_streams: int, log: Path, stack: str | None = None
+        self,
+        addons: Sequence[Path],
+        batching: bool,
+        max_streams: int,
+        log: Path,
+        stack: str | None = None,
+        ray_replicas: int = 0,
     ) -> None:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
@@ -211,6 +217,8 @@ class Server:
             self.command.append("--no-batching")
         if stack:  # a compiled stack runs on the CPU target here (the same fixed shapes as on inf2)
             self.command += ["--stack", stack, "--target", "cpu"]
+        if ray_replicas:  # the same API through Ray Serve: an ingress and this many engine replicas
+            self.command += ["--ray", "--replicas", str(ray_replicas)]
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -426,7 +434,7 @@ async def run_runner(args: argparse.Namespace, batching: bool, log: Path) -> lis
     sentences = texts(args.texts)
     records: list[dict[str, Any]] = []
     rss: list[tuple[float, float]] = []
-    with Server(args.addons, batching, max(args.streams), log, args.stack) as server:
+    with Server(args.addons, batching, max(args.streams), log, args.stack, args.ray_replicas) as server:
         sampler = asyncio.create_task(sample_rss(server, args.rss_interval, rss))
         try:
             await server.wait_ready(args.ready_timeout)
@@ -661,6 +669,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--addons", type=Path, nargs="+", default=list(ADDONS), help="addons the server loads"
     )
     parser.add_argument(
+        "--ray-replicas", type=int, default=0, help="serve through Ray Serve with this many engine replicas"
+    )
+    parser.add_argument(
         "--stack", help="the stack every addon runs (neuron: compiled, on the CPU target; compile it first)"
     )
     parser.add_argument("--voices", nargs="+", default=list(VOICES), help="voices dealt round-robin")
@@ -702,6 +713,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "voices": args.voices,
             "addons": [str(a) for a in args.addons],
             "stack": args.stack or "default",
+            "ray_replicas": args.ray_replicas,
             "request_timeout_s": args.timeout,
         },
         "records": [],

@@ -181,10 +181,13 @@ def serve_on_ray(
 ) -> None:
     """Start a local Ray instance and Serve on host:port, run the application, and block until
     interrupted (on a cluster, use `serve run` or a RayService instead)."""
+    import signal
+    import sys
     import time
 
     import ray
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so that Serve and Ray are shut down below
     ray.init(include_dashboard=False, configure_logging=False, log_to_driver=False)
     serve.start(http_options={"host": host, "port": port})
     serve.run(build(addons, replicas, stack, target, limits, api_key=api_key), name="tts", blocking=False)
