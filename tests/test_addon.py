@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save
 
+import tts_neuron
 from tests.conftest import edit_addon_json, replace_parameters
 from tts_neuron.addon import load_addon
 from tts_neuron.errors import AddonError
@@ -199,3 +200,17 @@ def test_pickles_are_refused_by_content_and_by_name(addon_copy: Path) -> None:
     edit_addon_json(addon_copy, _set(["networks", "decoder", "parameters"], "networks/decoder.pt"))
     with pytest.raises(AddonError, match="pickled checkpoints run arbitrary code and are refused"):
         load_addon(addon_copy).network("decoder")
+
+
+def test_without_imports_only_builtin_architectures_load(addon_copy: Path) -> None:
+    """A "package.module:Class" architecture would import its module when built: code named in
+    addon.json, refused where imports are not allowed (the server), as a stack's blocks are."""
+    edit_addon_json(
+        addon_copy,
+        lambda c: c["networks"]["decoder"].update(architecture="tts_neuron.models.fastspeech:MelDecoder"),
+    )
+    assert load_addon(addon_copy).network("decoder") is not None  # allowed by default: same class
+    with pytest.raises(AddonError, match=r"networks\.decoder\.architecture: .* imports are not allowed"):
+        load_addon(addon_copy, allow_imports=False)
+    with pytest.raises(AddonError, match="imports are not allowed"):
+        tts_neuron.load(addon_copy, allow_imports=False)

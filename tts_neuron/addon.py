@@ -25,7 +25,7 @@ from tts_neuron.audio import AudioConfig
 from tts_neuron.backends.manifest import sha256_file
 from tts_neuron.errors import AddonError, TTSNeuronError
 from tts_neuron.frontend import PAD_SYMBOL
-from tts_neuron.models import create_network
+from tts_neuron.models import create_network, is_builtin
 
 ADDON_FILE = "addon.json"
 FORMAT_VERSION = 1
@@ -260,8 +260,10 @@ def _network_config(net: _Reader, n_symbols: int, audio: AudioConfig) -> dict[st
     return config
 
 
-def load_addon(root: str | Path) -> Addon:
-    """Read and validate `root/addon.json`; network files are checked to exist, and loaded on first use."""
+def load_addon(root: str | Path, allow_imports: bool = True) -> Addon:
+    """Read and validate `root/addon.json`; network files are checked to exist, and loaded on first use.
+    With `allow_imports=False`, a network's architecture must be a built-in one: a "package.module:Class"
+    would import its module when the network is built."""
     root = Path(root)
     file = root / ADDON_FILE
     if not root.is_dir():
@@ -296,9 +298,15 @@ def load_addon(root: str | Path) -> Addon:
             net.fail("must be a path inside the addon folder", "parameters")
         if not params_file.is_file():
             net.fail(f"network file not found: {params_file}", "parameters")
+        architecture = net.get("architecture", str)
+        if not allow_imports and not is_builtin(architecture):
+            net.fail(
+                f"'{architecture}' is not a built-in architecture, and imports are not allowed",
+                "architecture",
+            )
         networks[name] = NetworkSpec(
             name=name,
-            architecture=net.get("architecture", str),
+            architecture=architecture,
             role=role,
             inputs=net.strings("inputs"),
             outputs=net.strings("outputs"),

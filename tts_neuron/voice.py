@@ -161,7 +161,8 @@ def load(
     list of block entries, or an object with a "stack" list, as in a stack file). `target` is cpu, cuda or
     neuron; by default the stack's name when that is a target, else cpu. `frontend` lets voices with the
     same symbol table and language share one. With `allow_imports=False` the stack may use only built-in,
-    registered and entry-point blocks: a "module:Class" entry is a StackError before anything is imported.
+    registered and entry-point blocks (a "module:Class" entry is a StackError before anything is imported)
+    and built-in network architectures.
     `runner` runs the stack's network calls: by default each at once (`DirectRunner`); a server passes a
     `BatchingRunner` shared by its voices, so that the calls of concurrent streams are batched.
 
@@ -174,7 +175,7 @@ def load(
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
         torch.set_num_threads(threads)
-    addon = load_addon(addon_dir)
+    addon = load_addon(addon_dir, allow_imports)
     if stack is None or isinstance(stack, str):
         name = stack or addon.default_stack
         if name not in addon.stacks:
@@ -224,7 +225,7 @@ class VoiceSet:
         name: str | None = None,
     ) -> Voice:
         """Load a voice under `name` (default: the addon's name) and return it."""
-        addon = load_addon(addon_dir)
+        addon = load_addon(addon_dir, self.allow_imports)
         name = name or addon.name
         if name in self.voices:
             raise AddonError(f"a voice named '{name}' is already loaded; give this one another name")

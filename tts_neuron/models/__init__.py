@@ -22,6 +22,11 @@ _NETWORKS: dict[str, str] = {
 }
 
 
+def is_builtin(architecture: str) -> bool:
+    """Whether an architecture is one of ours (naming any other imports its module: code, not data)."""
+    return architecture in _NETWORKS
+
+
 def network_class(architecture: str) -> type[nn.Module]:
     """The module class of an architecture name; ValueError lists the known ones."""
     spec = _NETWORKS.get(architecture, architecture)
