@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tts_neuron.addon import load_addon
+from tts_neuron.frontend import Frontend
 from tts_neuron.frontend.sentences import MAX_SENTENCE_CHARS, has_speakable, split_sentences
 
 SPLITS = [
@@ -196,3 +199,19 @@ def test_has_speakable(text: str, speakable: bool) -> None:
 @given(st.text())
 def test_has_speakable_never_raises(text: str) -> None:
     assert has_speakable(text) in (True, False)
+
+
+def test_the_frontend_yields_plain_text_one_phonemised_sentence_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first sentence of a long plain text costs one phonemisation: nothing is held back for SSML."""
+    frontend = Frontend(
+        load_addon(Path(__file__).resolve().parent.parent / "addons" / "fastspeech-en").symbols
+    )
+    calls: list[str] = []
+    original = frontend.phonemize
+    monkeypatch.setattr(frontend, "phonemize", lambda raw: calls.append(raw) or original(raw))
+    sentences = frontend.sentences("This is one sentence of a very long text. " * 2500)
+    first = next(sentences)
+    assert first.text == "This is one sentence of a very long text." and len(calls) == 1
+    assert (first.rate, first.pause_after) == (1.0, 0.0)

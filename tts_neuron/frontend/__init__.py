@@ -55,8 +55,8 @@ class Sentence:
 
 
 SECONDS_PER_PHONEME = 0.073
-"""Average length of a phoneme as espeak-ng (the voices' teacher) speaks en-us at its default rate: measured
-on the first 4,096 characters of seed/framework-article.txt, 3,052 phonemes and 221 seconds."""
+"""Average length of a phoneme as espeak-ng (the voices' teacher) speaks en-us at its default rate, measured
+on the first 4,096 characters of the seed article (framework-article.txt): 3,052 phonemes, 221 seconds."""
 MAX_SPEECH_SECONDS = 600.0
 """Default limit on the speech one request may make: 10 minutes, where 4,096 characters of prose take
 about 3.7. The limit is estimated from phonemes (SECONDS_PER_PHONEME, divided by the rate) plus pauses."""
@@ -117,8 +117,9 @@ class Frontend:
         malformed, or when the speech would pass `max_speech_seconds`.
 
         `ssml=None` reads the text as SSML when it starts with `<speak` (after whitespace); True or False
-        decide. A sentence is yielded once the next one is phonemised (or the text ends), so that a `<break>`
-        after it can be added to its `pause_after`; SSML is parsed whole before the first sentence.
+        decide. SSML is parsed whole before the first sentence, and where it has a `<break>` each sentence
+        is yielded once the next one is phonemised (or the text ends), so that a break after it can still
+        be added to its `pause_after`. Plain text is yielded as soon as each sentence is phonemised.
         """
         if not isinstance(text, str):
             raise TextError(f"text must be a str, not {type(text).__name__}")
@@ -142,13 +143,14 @@ class Frontend:
         )
         if seconds > self.max_speech_seconds:
             raise TextError(
-                f"this text would take at least {seconds / 60:.0f} minutes of speech (long digit runs are "
-                f"read one by one); the limit is {self.max_speech_seconds / 60:g} minutes"
+                f"this text would take at least {seconds / 60:.3g} minutes of speech (long digit runs are "
+                f"read one by one); the limit is {self.max_speech_seconds / 60:.3g} minutes"
             )
 
     def _sentences(self, segments: list[Segment]) -> Iterator[Sentence]:
+        holds = any(segment.pause_after for segment in segments)  # a <break> may add to a sentence made
         total_chars = sum(len(segment.text) for segment in segments)
-        read_chars, seconds = 0, 0.0
+        read_chars, seconds, spoken = 0, 0.0, False
         pending: Sentence | None = None
         for segment in segments:
             for raw in split_sentences(segment.text, self.max_sentence_chars):
@@ -156,25 +158,30 @@ class Frontend:
                 sentence = self.phonemize(raw)
                 if not sentence.tokens:
                     continue
+                spoken = True
                 seconds += len(sentence.tokens) * SECONDS_PER_PHONEME / segment.rate
                 self._check_speech(seconds, seconds * total_chars / read_chars)
                 if pending is not None:
                     yield pending
                 pending = replace(sentence, rate=segment.rate)
+                if not holds:
+                    yield pending
+                    pending = None
             if pending is not None and segment.pause_after:
                 seconds += segment.pause_after
                 pending = replace(pending, pause_after=pending.pause_after + segment.pause_after)
-        if pending is None:
+        if not spoken:
             raise TextError("the text has nothing an English voice can pronounce")
         self._check_speech(seconds, seconds)
-        yield pending
+        if pending is not None:
+            yield pending
 
     def _check_speech(self, seconds: float, estimate: float) -> None:
         """Raise once the speech so far passes the limit; `estimate` extrapolates it to the whole text."""
         if self.max_speech_seconds is not None and seconds > self.max_speech_seconds:
             raise TextError(
-                f"this text would take about {estimate / 60:.0f} minutes of speech; the limit is "
-                f"{self.max_speech_seconds / 60:g} minutes"
+                f"this text would take about {estimate / 60:.3g} minutes of speech; the limit is "
+                f"{self.max_speech_seconds / 60:.3g} minutes"
             )
 
     def phonemize(self, raw: str) -> Sentence:
