@@ -21,8 +21,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def running_replicas() -> int:
-    deployment = serve.status().applications["tts"].deployments["TtsEngine"]
-    return int(deployment.replica_states.get("RUNNING", 0))
+    states = serve.status().applications["tts"].deployments["TtsEngine"].replica_states
+    return sum(count for state, count in states.items() if str(state.value) == "RUNNING")
 
 
 def engine_replicas() -> list[str]:

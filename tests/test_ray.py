@@ -22,6 +22,7 @@ serve = pytest.importorskip("ray.serve")
 
 from tts_neuron.server.ray_app import build  # noqa: E402
 
+
 @pytest.fixture(scope="module")
 def url() -> Iterator[str]:
     ray.init(num_cpus=2, resources={"neuron_cores": 2}, include_dashboard=False, log_to_driver=False)
