@@ -48,31 +48,31 @@ lint: setup
 # espeak-ng teacher data (not committed; about two minutes), then the trained voice (about 40 minutes on
 # 2 cores), then its intelligibility against espeak-ng's own.
 teacher: setup
-	$(PY) -m compile.teacher --out data/teacher
+	$(PY) -m tts_neuron_build.teacher --out data/teacher
 
 voice: setup
-	test -f data/teacher/meta.json || $(PY) -m compile.teacher --out data/teacher
-	$(PY) -m compile.train_fastspeech --data data/teacher --out $(ADDON)
+	test -f data/teacher/meta.json || $(PY) -m tts_neuron_build.teacher --out data/teacher
+	$(PY) -m tts_neuron_build.train_fastspeech --data data/teacher --out $(ADDON)
 
 # The attention voice on the same teacher data (about an hour on 2 cores).
 voice-tacotron: setup
-	test -f data/teacher/meta.json || $(PY) -m compile.teacher --out data/teacher
-	$(PY) -m compile.train_tacotron --data data/teacher --out $(ATTENTION_ADDON)
+	test -f data/teacher/meta.json || $(PY) -m tts_neuron_build.teacher --out data/teacher
+	$(PY) -m tts_neuron_build.train_tacotron --data data/teacher --out $(ATTENTION_ADDON)
 
 # The neural vocoder on the same teacher's audio (about 50 minutes on 2 cores), installed in both voices.
 vocoder: setup
-	test -f data/teacher/meta.json || $(PY) -m compile.teacher --out data/teacher
-	$(PY) -m compile.train_vocoder --data data/teacher --addons $(ADDON) $(ATTENTION_ADDON)
+	test -f data/teacher/meta.json || $(PY) -m tts_neuron_build.teacher --out data/teacher
+	$(PY) -m tts_neuron_build.train_vocoder --data data/teacher --addons $(ADDON) $(ATTENTION_ADDON)
 
 eval: setup
-	test -f data/teacher/meta.json || $(PY) -m compile.teacher --out data/teacher
+	test -f data/teacher/meta.json || $(PY) -m tts_neuron_build.teacher --out data/teacher
 	$(PY) benchmarks/intelligibility.py --addon $(ADDON) --data data/teacher --compare-stack griffin-lim \
 		--out benchmarks/results
 
 # Both voices side by side: intelligibility on the held-out sentences, robustness on the hard ones, and
 # latency (about 45 minutes on 2 cores; the README's comparison table comes from these files).
 compare: setup
-	test -f data/teacher/meta.json || $(PY) -m compile.teacher --out data/teacher
+	test -f data/teacher/meta.json || $(PY) -m tts_neuron_build.teacher --out data/teacher
 	$(PY) benchmarks/intelligibility.py --addon $(ADDON) --data data/teacher --compare-stack griffin-lim \
 		--out benchmarks/results
 	$(PY) benchmarks/intelligibility.py --addon $(ATTENTION_ADDON) --data data/teacher \
@@ -94,7 +94,7 @@ soak: setup
 	$(PY) benchmarks/serve_load.py --soak-minutes 10 --out benchmarks/results/soak
 
 voice-untrained: setup
-	$(PY) -m compile.untrained_voice --out $(UNTRAINED_ADDON)
+	$(PY) -m tts_neuron_build.untrained_voice --out $(UNTRAINED_ADDON)
 
 clean:
 	rm -rf $(VENV) demo.wav .pytest_cache .mypy_cache .ruff_cache

@@ -24,7 +24,6 @@ from bench_measure import Stream
 from torch import nn
 
 import tts_neuron
-from compile.compiler import compile_addon
 from tts_neuron.addon import Addon, load_addon
 from tts_neuron.audio import GriffinLim
 from tts_neuron.backends import get_target
@@ -36,6 +35,7 @@ from tts_neuron.blocks.windows import Window
 from tts_neuron.errors import StackError, TargetUnavailableError
 from tts_neuron.frontend import Frontend
 from tts_neuron.runners import NetworkHandle, TappedRunner
+from tts_neuron_build.compiler import compile_addon
 
 
 @dataclass

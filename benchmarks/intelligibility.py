@@ -46,11 +46,11 @@ from pystoi import stoi
 from tqdm import tqdm
 
 import tts_neuron
-from compile.teacher import TeacherSplit
 from tts_neuron.audio import AudioConfig, GriffinLim, MelSpectrogram
 from tts_neuron.blocks.acoustic import durations_to_frames
 from tts_neuron.errors import AttentionError
 from tts_neuron.frontend.espeak import Espeak
+from tts_neuron_build.teacher import TeacherSplit
 
 RECOGNISER_RATE = 16000
 """Sample rate of pocketsphinx's English acoustic model."""

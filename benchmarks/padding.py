@@ -17,9 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from compile.teacher import TeacherSplit  # noqa: E402
 from tts_neuron.backends.executor import BucketTable  # noqa: E402
 from tts_neuron.blocks.pieces import split_points  # noqa: E402
+from tts_neuron_build.teacher import TeacherSplit  # noqa: E402
 
 TOKEN_LADDERS = {
     "16-256, powers of two (shipped)": [16, 32, 64, 128, 256],

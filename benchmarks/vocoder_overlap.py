@@ -20,11 +20,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from compile.teacher import TeacherSplit  # noqa: E402
 from tts_neuron.audio import AudioConfig, GriffinLim, spectral_convergence  # noqa: E402
 from tts_neuron.blocks.base import Chunk  # noqa: E402
 from tts_neuron.blocks.fixed import PaddedGriffinLim  # noqa: E402
 from tts_neuron.blocks.vocoder import GriffinLimVocoder  # noqa: E402
+from tts_neuron_build.teacher import TeacherSplit  # noqa: E402
 
 SETTINGS = [(0, 0), (4, 2), (8, 4), (16, 4), (16, 8), (32, 8)]
 """(context_frames, crossfade_frames) pairs, windows of 64 frames."""

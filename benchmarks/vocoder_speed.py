@@ -24,12 +24,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from compile.teacher import TeacherSplit  # noqa: E402
 from tts_neuron.addon import Addon, load_addon  # noqa: E402
 from tts_neuron.audio import GriffinLim  # noqa: E402
 from tts_neuron.blocks.base import Chunk, StreamableBlock  # noqa: E402
 from tts_neuron.blocks.vocoder import GriffinLimVocoder, Vocoder  # noqa: E402
 from tts_neuron.models.vocoder import MelVocoder  # noqa: E402
+from tts_neuron_build.teacher import TeacherSplit  # noqa: E402
 
 FIRST_CHUNK, CHUNK = 24, 64
 """The chunk sizes a decoder hands the vocoder (the Upsampler's defaults)."""

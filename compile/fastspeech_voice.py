@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from compile.addon_writer import GRIFFIN_LIM_STACK, NEURON_STACK, SPEAKING_STACK, NetworkEntry
-from compile.vocoder_voice import vocoder_network
 from tts_neuron.audio import AudioConfig
 from tts_neuron.models.fastspeech import DurationPredictor, MelDecoder, TextEncoder
+from tts_neuron_build.addon_writer import GRIFFIN_LIM_STACK, NEURON_STACK, SPEAKING_STACK, NetworkEntry
+from tts_neuron_build.vocoder_voice import vocoder_network
 
 DEFAULT_SIZES: dict[str, Any] = {
     "channels": 192,

@@ -1,6 +1,6 @@
 """Teacher data from espeak-ng: for each sentence its symbol ids, per-phoneme frame durations and log-mel.
 
-    python -m compile.teacher --out data/teacher
+    python -m tts_neuron_build.teacher --out data/teacher
 
 Text goes through the runtime's own frontend (normalisation, readable characters), so training sees what
 synthesis will see. espeak-ng reports each phoneme's start sample; rounding those starts to frames at the
@@ -23,12 +23,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from compile.corpus import docstring_sentences, generated_sentences
-from compile.symbols import close_under_stress
 from tts_neuron.audio import AudioConfig, MelSpectrogram
 from tts_neuron.frontend import PAD_SYMBOL, prepare_text
 from tts_neuron.frontend.espeak import Espeak
 from tts_neuron.frontend.sentences import has_speakable
+from tts_neuron_build.corpus import docstring_sentences, generated_sentences
+from tts_neuron_build.symbols import close_under_stress
 
 EVAL_EVERY = 25
 """One sentence in this many (chosen by a hash of its text) is held out for evaluation."""

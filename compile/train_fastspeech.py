@@ -1,6 +1,6 @@
 """Trains the FastSpeech-style voice on espeak-ng teacher data and writes it as an addon.
 
-    python -m compile.train_fastspeech --data data/teacher --out addons/fastspeech-en     (or: make voice)
+    python -m tts_neuron_build.train_fastspeech --data data/teacher --out addons/fastspeech-en  (make voice)
 
 Seeded and deterministic on a given machine; sized to finish in about 40 minutes on 2 CPU cores. The
 decoder learns from the teacher's own durations (the upsampler is given the true frame counts), and the
@@ -14,10 +14,10 @@ import random
 import torch
 from torch import nn
 
-from compile.addon_writer import NetworkEntry
-from compile.fastspeech_voice import STACKS, fastspeech_networks
-from compile.teacher import TeacherSplit
-from compile.training import Batch, Recipe, TrainConfig, fit, main
+from tts_neuron_build.addon_writer import NetworkEntry
+from tts_neuron_build.fastspeech_voice import STACKS, fastspeech_networks
+from tts_neuron_build.teacher import TeacherSplit
+from tts_neuron_build.training import Batch, Recipe, TrainConfig, fit, main
 
 
 class FastSpeechTrainer(nn.Module):

@@ -1,6 +1,7 @@
 """Trains the Tacotron2-style voice on the espeak-ng teacher data and writes it as an addon.
 
-    python -m compile.train_tacotron --data data/teacher --out addons/tacotron-en  (or: make voice-tacotron)
+    python -m tts_neuron_build.train_tacotron --data data/teacher --out addons/tacotron-en
+    (or: make voice-tacotron)
 
 Teacher forcing, as Tacotron2 trains: every step is fed the true last frame of the step before. The
 teacher's phoneme durations say which phoneme each step speaks, and a cross-entropy term pulls the
@@ -19,11 +20,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from compile.addon_writer import NetworkEntry
-from compile.tacotron_voice import STACKS, tacotron_networks
-from compile.teacher import TeacherSplit
-from compile.training import Batch, Recipe, TrainConfig, fit, main
 from tts_neuron.models.tacotron import AttentionStep, Postnet, TacotronEncoder
+from tts_neuron_build.addon_writer import NetworkEntry
+from tts_neuron_build.tacotron_voice import STACKS, tacotron_networks
+from tts_neuron_build.teacher import TeacherSplit
+from tts_neuron_build.training import Batch, Recipe, TrainConfig, fit, main
 
 
 def step_targets(durations: torch.Tensor, n_steps: int, reduction: int) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Trains the neural vocoder on espeak-ng teacher audio and installs it in the shipped voices.
 
-    python -m compile.train_vocoder --data data/teacher --addons addons/fastspeech-en addons/tacotron-en
-    (or: make vocoder)
+    python -m tts_neuron_build.train_vocoder --data data/teacher \
+        --addons addons/fastspeech-en addons/tacotron-en     (or: make vocoder)
 
 The teacher's sentences are spoken again by espeak-ng (deterministic, about 2 ms each) and their log-mel is
 made by the runtime's own `MelSpectrogram`, so the vocoder learns from exactly the features it will be
@@ -32,12 +32,12 @@ import torch
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from compile.teacher import TeacherSplit
-from compile.training import learning_rate, plot_losses, teacher_meta
-from compile.vocoder_voice import install_vocoder, vocoder_config
 from tts_neuron.audio import AudioConfig, MelSpectrogram, _reflect_pad
 from tts_neuron.frontend.espeak import Espeak
 from tts_neuron.models.vocoder import MelVocoder, to_real_imag
+from tts_neuron_build.teacher import TeacherSplit
+from tts_neuron_build.training import learning_rate, plot_losses, teacher_meta
+from tts_neuron_build.vocoder_voice import install_vocoder, vocoder_config
 
 
 @dataclass

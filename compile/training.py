@@ -22,12 +22,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from compile.addon_writer import NetworkEntry, write_addon
-from compile.teacher import TeacherSplit
-from compile.vocoder_voice import VOCODER_NAME
 from tts_neuron.addon import load_addon, read_parameters
 from tts_neuron.audio import AudioConfig
 from tts_neuron.errors import AddonError
+from tts_neuron_build.addon_writer import NetworkEntry, write_addon
+from tts_neuron_build.teacher import TeacherSplit
+from tts_neuron_build.vocoder_voice import VOCODER_NAME
 
 
 @dataclass

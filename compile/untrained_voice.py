@@ -1,7 +1,7 @@
 """Writes a placeholder voice: the real architecture, symbol table and stacks of `addons/fastspeech-en`
 with random (seeded) weights, so the whole runtime can be tried before a trained voice exists.
 
-    python -m compile.untrained_voice [--out build/untrained-en] [--force]
+    python -m tts_neuron_build.untrained_voice [--out build/untrained-en] [--force]
 
 It writes to a build folder by default and refuses to overwrite an addon whose addon.json says it is
 trained (the shipped voices took an hour of training each) unless given --force.
@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 
-from compile.addon_writer import write_addon
-from compile.corpus import docstring_sentences
-from compile.fastspeech_voice import STACKS, fastspeech_networks
-from compile.symbols import collect_symbols
 from tts_neuron.addon import ADDON_FILE
+from tts_neuron_build.addon_writer import write_addon
+from tts_neuron_build.corpus import docstring_sentences
+from tts_neuron_build.fastspeech_voice import STACKS, fastspeech_networks
+from tts_neuron_build.symbols import collect_symbols
 
 DEFAULT_OUT = Path("build/untrained-en")
 

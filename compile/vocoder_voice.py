@@ -11,10 +11,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from compile.addon_writer import NetworkEntry, declaration, save_parameters
 from tts_neuron.addon import ADDON_FILE, load_addon
 from tts_neuron.audio import AudioConfig
 from tts_neuron.models.vocoder import MelVocoder
+from tts_neuron_build.addon_writer import NetworkEntry, declaration, save_parameters
 
 VOCODER_NAME = "vocoder"
 VOCODER_SIZES: dict[str, Any] = {"dim": 256, "hidden": 768, "layers": 4, "kernel_size": 7}

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from compile.addon_writer import NEURON_STACK, SEED_STACK, SPEAKING_STACK, NetworkEntry, write_addon
-from compile.fastspeech_voice import fastspeech_networks
-from compile.symbols import collect_symbols
-from compile.tacotron_voice import STACKS as TACOTRON_STACKS
-from compile.tacotron_voice import tacotron_networks
+from tts_neuron_build.addon_writer import NEURON_STACK, SEED_STACK, SPEAKING_STACK, NetworkEntry, write_addon
+from tts_neuron_build.fastspeech_voice import fastspeech_networks
+from tts_neuron_build.symbols import collect_symbols
+from tts_neuron_build.tacotron_voice import STACKS as TACOTRON_STACKS
+from tts_neuron_build.tacotron_voice import tacotron_networks
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "docs" / "examples"

@@ -16,14 +16,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tts_neuron
-from compile.compiler import compile_addon
-from compile.train_tacotron import step_targets
 from tests.conftest import REPO
 from tests.test_cli import assert_clean_error, run
 from tts_neuron.backends.executor import pad_length
 from tts_neuron.blocks.attention import AttentionGuards, AttentionMonitor
 from tts_neuron.errors import AttentionError, StackError
 from tts_neuron.models.tacotron import AttentionStep
+from tts_neuron_build.compiler import compile_addon
+from tts_neuron_build.train_tacotron import step_targets
 
 TACOTRON = REPO / "addons" / "tacotron-en"
 FASTSPEECH = REPO / "addons" / "fastspeech-en"

@@ -16,7 +16,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tts_neuron
-from compile.compiler import compile_addon, networks_for_stack
 from tests.conftest import edit_addon_json, replace_parameters
 from tests.test_blocks import joined, split
 from tts_neuron.addon import load_addon
@@ -29,6 +28,7 @@ from tts_neuron.blocks.pieces import split_points
 from tts_neuron.errors import StackError, TargetUnavailableError
 from tts_neuron.models.fastspeech import MelDecoder
 from tts_neuron.runners import TappedRunner
+from tts_neuron_build.compiler import compile_addon, networks_for_stack
 
 FITS = "The quick brown fox jumps over the lazy dog."  # fewer tokens than the tiny addon's largest bucket
 

@@ -13,11 +13,11 @@ import pocketsphinx
 import pytest
 import torch
 
-from compile.addon_writer import GRIFFIN_LIM_STACK
-from compile.teacher import save_split, synthesize_teacher
 from tests.conftest import edit_addon_json
 from tts_neuron.audio import AudioConfig, MelSpectrogram
 from tts_neuron.frontend.espeak import Espeak
+from tts_neuron_build.addon_writer import GRIFFIN_LIM_STACK
+from tts_neuron_build.teacher import save_split, synthesize_teacher
 
 REPO = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("intelligibility", REPO / "benchmarks" / "intelligibility.py")

@@ -20,11 +20,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tts_neuron
-from compile.compiler import compile_addon
 from tests.conftest import edit_addon_json
 from tts_neuron.backends.executor import FixedShapeExecutor, ShapeError, TensorSpec
 from tts_neuron.runners import BatchingRunner, DirectRunner, StreamState
 from tts_neuron.voice import Voice, VoiceSet
+from tts_neuron_build.compiler import compile_addon
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog.",

@@ -12,14 +12,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compile import train_tacotron
-from compile.corpus import docstring_sentences, generated_sentences
-from compile.teacher import TeacherSplit, build, frame_durations, synthesize_teacher
-from compile.train_fastspeech import TrainConfig, train
 from tests.conftest import COVERAGE_TEXT
 from tts_neuron.addon import load_addon
 from tts_neuron.audio import AudioConfig, MelSpectrogram
 from tts_neuron.frontend import Frontend
+from tts_neuron_build import train_tacotron
+from tts_neuron_build.corpus import docstring_sentences, generated_sentences
+from tts_neuron_build.teacher import TeacherSplit, build, frame_durations, synthesize_teacher
+from tts_neuron_build.train_fastspeech import TrainConfig, train
 
 SHIPPED = Path(__file__).resolve().parent.parent / "addons" / "fastspeech-en"
 

@@ -317,10 +317,10 @@ def _check(args: argparse.Namespace) -> int:
 
 def _compile(args: argparse.Namespace) -> int:
     try:
-        from compile.compiler import compile_addon
+        from tts_neuron_build.compiler import compile_addon
     except ImportError:
         raise TTSNeuronError(
-            "compiling needs the build-host package `compile` (run from a tts_neuron checkout)"
+            "compiling needs the build-host package `tts_neuron_build` (install tts_neuron from its checkout)"
         ) from None
 
     report = compile_addon(args.addon, args.target, args.stack, args.jobs, args.compiler_arg)
