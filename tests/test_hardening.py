@@ -61,7 +61,7 @@ def assert_exits_cleanly(result: subprocess.CompletedProcess[str]) -> None:
 
 def test_text_that_crashed_espeak_is_spoken() -> None:
     code = f"""
-from compile.symbols import collect_symbols
+from tts_neuron_build.symbols import collect_symbols
 from tests.conftest import COVERAGE_TEXT
 from tts_neuron.errors import TextError
 from tts_neuron.frontend import Frontend
