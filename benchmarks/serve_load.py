@@ -479,13 +479,18 @@ def load_markdown(result: dict[str, Any]) -> str:
     """Batching and direct side by side at each concurrency, with the ratio of their RTFX."""
     by = {(r["runner"], r["streams"]): r for r in result["records"]}
     streams = sorted({r["streams"] for r in result["records"]})
-    runners = [name for name in ("batching", "direct") if any(r["runner"] == name for r in result["records"])]
+    runners = [
+        name
+        for name in ("batching", "direct", "python")
+        if any(r["runner"] == name for r in result["records"])
+    ]
     head = ["streams"]
     for name in runners:
         head += [
             f"{name} {c}" for c in ("TTFA p50/p99 ms", "gap p50/p99 ms", "underrun streams", "RTFX", "errors")
         ]
-    if len(runners) == 2:
+    compare = {"batching", "direct"} <= set(runners)
+    if compare:
         head.append("RTFX batching/direct")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for n in streams:
@@ -502,7 +507,7 @@ def load_markdown(result: dict[str, Any]) -> str:
                 _cell(r["rtfx"]),
                 ", ".join(f"{k}: {v}" for k, v in r["errors"].items()) or "0",
             ]
-        if len(runners) == 2:
+        if compare:
             b, d = by.get(("batching", n)), by.get(("direct", n))
             ratio = b["rtfx"] / d["rtfx"] if b and d and b["rtfx"] and d["rtfx"] else None
             row.append(f"{ratio:.2f}" if ratio is not None else "-")
@@ -663,7 +668,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of closed loop per concurrency")
     parser.add_argument("--requests", type=int, help="requests per client instead of --duration")
     parser.add_argument(
-        "--runners", nargs="+", choices=("batching", "direct"), default=["batching", "direct"]
+        "--runners",
+        nargs="+",
+        choices=("batching", "direct", "python"),
+        default=["batching", "direct"],
+        help="servers to load (python: one stream through the Python API, the baseline of TTFA)",
     )
     parser.add_argument(
         "--addons", type=Path, nargs="+", default=list(ADDONS), help="addons the server loads"
@@ -696,6 +705,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def python_api(args: argparse.Namespace) -> dict[str, Any]:
+    """The baseline of the HTTP figures: one stream through `tts_neuron.load(...).stream` in this process,
+    the same requests in the same order, for the same time (its TTFA is what HTTP adds to)."""
+    import tts_neuron
+
+    voices = {
+        voice.addon.name: voice
+        for voice in (tts_neuron.load(a, args.stack, "cpu" if args.stack else None) for a in args.addons)
+    }
+    for voice in voices.values():
+        voice.synthesize("Warm up.")
+    sentences, requests = texts(args.texts), []
+    start = time.monotonic()
+    k = 0
+    while time.monotonic() - start < args.duration if args.requests is None else k < args.requests:
+        text, name = deal(k, sentences, args.voices)
+        request = Request(name, time.monotonic(), status=200, sample_rate=voices[name].sample_rate)
+        for chunk in voices[name].stream(text):
+            request.chunks.append((time.monotonic(), len(chunk)))
+        request.ended = time.monotonic()
+        requests.append(request)
+        k += 1
+    return summarise("python", 1, requests, time.monotonic() - start, [], start, {}, {})
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -720,6 +754,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     with tempfile.TemporaryDirectory() as logs:
         for runner in args.runners:
+            if runner == "python":
+                result["records"].append(python_api(args))
+                continue
             log = Path(logs) / f"{runner}.log"
             result["records"] += asyncio.run(run_runner(args, runner == "batching", log))
     result["capacity"] = {

@@ -68,7 +68,7 @@ class Voice:
                         f"stack '{self.stack_name}' ends at frames, not audio: add a vocoder block"
                     )
                 yield chunk.data.float().cpu().numpy()
-            pause = round(getattr(sentence, "pause_after", 0.0) * self.sample_rate)
+            pause = round(sentence.pause_after * self.sample_rate)  # SSML's <break>
             if pause > 0:
                 yield np.zeros(pause, dtype=np.float32)
 
@@ -98,7 +98,7 @@ class Voice:
 
     def _checked(self, sentence: Sentence, mel_sink: FrameSink | None, speed: float) -> Iterator[Chunk]:
         """One sentence's chunks, with an attention failure named by the phoneme and word it was at."""
-        rate = speed * getattr(sentence, "rate", 1.0)
+        rate = min(max(speed * sentence.rate, 0.25), 4.0)  # a call's speed times SSML's <prosody rate>
         try:
             yield from self.sentence_chunks(sentence, mel_sink, rate)
         except AttentionError as err:
