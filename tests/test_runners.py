@@ -133,7 +133,7 @@ def test_the_most_urgent_stream_is_served_first() -> None:
         order.append(float(x[0, 0]))
         return x
 
-    runner = BatchingRunner(max_batch=1, max_wait=0.0)
+    runner = BatchingRunner(max_batch=1, max_wait=0.0, workers=1)
     handle = runner.handle("net", network)
     now = time.monotonic()
     blocker = StreamState()

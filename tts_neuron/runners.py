@@ -17,6 +17,7 @@ decoder step each step, and when it ends, the next call waiting takes that row a
 from __future__ import annotations
 
 import contextvars
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -141,7 +142,7 @@ BatchObserver = Callable[[str, int, int], None]
 
 
 class BatchingRunner(Runner):
-    """Batches the concurrent calls of every network across streams; one dispatcher thread per network.
+    """Batches the concurrent calls of every network across streams, with dispatcher threads per network.
 
     A stream runs inside `runner.stream()` in its own thread, so the runner knows how many streams may
     still join a batch. A dispatcher runs a batch as soon as it is full, or as soon as every running
@@ -154,12 +155,16 @@ class BatchingRunner(Runner):
         max_wait: float = 0.002,
         observer: BatchObserver | None = None,
         threads: int = 1,
+        workers: int | None = None,
     ) -> None:
-        """`threads`: torch intra-op threads of each dispatcher (torch keeps that setting per thread), so
-        that a batched call may use more cores than the one thread per stream of the serving policy."""
-        if max_batch < 1 or max_wait < 0 or threads < 1:
-            raise ValueError("need max_batch >= 1, max_wait >= 0 and threads >= 1")
-        self.max_batch, self.max_wait, self.observer, self.threads = max_batch, max_wait, observer, threads
+        """`workers`: dispatcher threads per network (default: one per core), so that calls which do not
+        batch (other shapes) still run side by side, as they would without the runner. `threads`: torch
+        intra-op threads of each dispatcher (torch keeps that setting per thread)."""
+        workers = workers or os.cpu_count() or 1
+        if max_batch < 1 or max_wait < 0 or threads < 1 or workers < 1:
+            raise ValueError("need max_batch >= 1, max_wait >= 0, threads >= 1 and workers >= 1")
+        self.max_batch, self.max_wait, self.observer = max_batch, max_wait, observer
+        self.threads, self.workers = threads, workers
         self._batchers: dict[int, _Batcher] = {}
         self._streams = 0
         self._lock = threading.Lock()
@@ -190,7 +195,7 @@ class BatchingRunner(Runner):
 
 
 class _Batcher:
-    """The queue and dispatcher thread of one network."""
+    """The queue and dispatcher threads of one network; each dispatcher takes the next batch."""
 
     def __init__(self, handle: NetworkHandle, runner: BatchingRunner) -> None:
         self.handle, self.runner = handle, runner
@@ -198,8 +203,8 @@ class _Batcher:
         self.limit = min(runner.max_batch, sizes[-1]) if sizes else runner.max_batch
         self.pending: list[_Call] = []
         self.cond = threading.Condition()
-        self.thread = threading.Thread(target=self._serve, name=f"batch {handle.name}", daemon=True)
-        self.thread.start()
+        for worker in range(runner.workers):
+            threading.Thread(target=self._serve, name=f"batch {handle.name} {worker}", daemon=True).start()
 
     def submit(self, inputs: tuple[torch.Tensor, ...], stream: StreamState | None) -> Outputs:
         if inputs and inputs[0].shape[:1] != (1,):

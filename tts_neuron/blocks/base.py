@@ -182,6 +182,13 @@ class StreamableStack(StreamableBlock):
         return list(self.stack)
 
 
+def _token_limits(block: Block) -> set[int]:
+    """The `max_tokens` of the blocks of a tree that cut sentences into pieces (encoders, decoders)."""
+    limit = getattr(block, "max_tokens", None)
+    found = {limit} if isinstance(limit, int) else set()
+    return found.union(*(_token_limits(child) for child in block.children()))
+
+
 class StreamablePipeline(StreamableBlock):
     """Exactly one SequenceBlock and one StreamableBlock: a whole acoustic model."""
 
@@ -196,6 +203,13 @@ class StreamablePipeline(StreamableBlock):
                 raise StackError(f"{ctx.path}: {cls.__name__} needs '{key}'")
         sequence_block = ctx.build(params.pop("sequence_block"), "sequence_block", SequenceBlock)
         streamable_block = ctx.build(params.pop("streamable_block"), "streamable_block", StreamableBlock)
+        encoded, decoded = _token_limits(sequence_block), _token_limits(streamable_block)
+        if encoded and decoded and encoded != decoded:
+            raise StackError(
+                f"{ctx.path}: the encoders cut sentences into pieces of at most {sorted(encoded)} tokens but "
+                f"the decoder into segments of at most {sorted(decoded)}: they must cut at the same places, "
+                "so give both the same max_tokens"
+            )
         return construct(
             cls, params, ctx.path, sequence_block=sequence_block, streamable_block=streamable_block
         )
