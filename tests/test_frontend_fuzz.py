@@ -140,6 +140,14 @@ def assert_child_passes(result: subprocess.CompletedProcess[str]) -> None:
     assert result.returncode == 0, f"child exited {result.returncode}; last stderr lines:\n{last}"
 
 
+def test_1000_texts_through_the_frontend() -> None:
+    """The same fuzz as the slow 10,000-text run, a tenth of it, so that `make test` stays in budget."""
+    assert_child_passes(
+        run_python("from tests.test_frontend_fuzz import fuzz_frontend; fuzz_frontend(1_000)")
+    )
+
+
+@pytest.mark.slow
 def test_10000_texts_through_the_frontend() -> None:
     """Measured: 141 s of CPU, 4 min 37 s on a shared 2-core host under load (libespeak-ng is most of it)."""
     assert_child_passes(
