@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def running_replicas() -> int:
     states = serve.status().applications["tts"].deployments["TtsEngine"].replica_states
-    return sum(count for state, count in states.items() if str(state.value) == "RUNNING")
+    return sum(count for state, count in states.items() if str(getattr(state, "value", state)) == "RUNNING")
 
 
 def engine_replicas() -> list[str]:
