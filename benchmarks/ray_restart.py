@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -52,7 +53,7 @@ def main() -> None:
                 time.sleep(0.1)
             seconds.append(time.monotonic() - killed)
         record = {
-            "addon": args.addon,
+            "addon": os.path.relpath(args.addon, REPO),
             "replicas": args.replicas,
             "first_ready_s": round(first_ready, 1),
             "restart_s": [round(s, 1) for s in seconds],

@@ -745,7 +745,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "texts": args.texts,
             "text_count": len(texts(args.texts)),
             "voices": args.voices,
-            "addons": [str(a) for a in args.addons],
+            "addons": [os.path.relpath(a, REPO) for a in args.addons],
             "stack": args.stack or "default",
             "ray_replicas": args.ray_replicas,
             "request_timeout_s": args.timeout,

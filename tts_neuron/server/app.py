@@ -261,13 +261,7 @@ async def _speech(engine: Engine, request: Request) -> Response:
     try:
         await session.open()
     except Busy as err:
-        raise ApiError(
-            503,
-            str(err),
-            code="server_busy",
-            kind="server_error",
-            headers={"Retry-After": str(err.retry_after)},
-        ) from None
+        raise busy(err) from None
     try:
         started = time.monotonic()
         stream = session.stream = engine.start(req.voice, req.input, req.speed)
@@ -278,14 +272,8 @@ async def _speech(engine: Engine, request: Request) -> Response:
             raise ApiError(400, "the input has nothing to speak", param="input") from None
         except (TextError, StackError, ValueError) as err:
             raise ApiError(400, str(err), param="input") from None
-        except Busy as err:
-            raise ApiError(
-                503,
-                str(err),
-                code="server_busy",
-                kind="server_error",
-                headers={"Retry-After": str(err.retry_after)},
-            ) from None
+        except Busy as err:  # Ray's backpressure arrives with the first chunk
+            raise busy(err) from None
         except TTSNeuronError as err:
             raise ApiError(500, f"synthesis failed: {err}", kind="server_error") from None
     except BaseException:
@@ -297,6 +285,12 @@ async def _speech(engine: Engine, request: Request) -> Response:
     body = _body(engine, req, rate, session, first, chunks)
     media_type = "text/event-stream" if req.stream_format == "sse" else MEDIA_TYPES[req.response_format]
     return AudioResponse(session, body, media_type=media_type, headers=headers)
+
+
+def busy(err: Busy) -> ApiError:
+    return ApiError(
+        503, str(err), code="server_busy", kind="server_error", headers={"Retry-After": str(err.retry_after)}
+    )
 
 
 class Session:
