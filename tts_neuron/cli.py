@@ -497,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--replicas", type=int, default=1, help="engine replicas with --ray (default 1)")
     srv.add_argument("--wyoming", metavar="tcp://HOST:PORT", help="also speak Wyoming (Home Assistant) there")
     srv.epilog = (
-        "Set TTS_NEURON_API_KEY to require 'Authorization: Bearer KEY' on all but /health and /ready."
+        "Set TTS_NEURON_API_KEY to require 'Authorization: Bearer KEY' on all but /health, /ready and /."
     )
     srv.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     srv.set_defaults(run=_serve)
