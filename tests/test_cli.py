@@ -126,6 +126,24 @@ def test_bad_text(tiny_addon_dir: Path, tmp_path: Path, text: str, message: str)
     assert not out.exists(), "a failed run leaves no output file"
 
 
+def test_text_with_nothing_to_speak_is_refused_before_the_voice_loads(tiny_addon_dir: Path) -> None:
+    """The neuron stack on the CPU target has nothing compiled here: were the voice loaded first, the
+    error would name the missing artifacts, not the text."""
+    result = run(
+        "synthesize",
+        "--addon",
+        str(tiny_addon_dir),
+        "--stack",
+        "neuron",
+        "--target",
+        "cpu",
+        "--text",
+        "?!",
+        "--raw",
+    )
+    assert_clean_error(result, "nothing to speak")
+
+
 def test_bad_addons_and_stacks(addon_copy: Path, tmp_path: Path) -> None:
     args = ["--text", SENTENCE, "--out", str(tmp_path / "x.wav")]
     assert_clean_error(run("synthesize", "--addon", str(tmp_path / "none"), *args), "addon folder not found")

@@ -20,6 +20,7 @@ from typing import BinaryIO
 import numpy as np
 
 from tts_neuron.errors import OutputError, SynthesisError, TextError, TTSNeuronError
+from tts_neuron.frontend.sentences import has_speakable
 from tts_neuron.voice import TARGETS, Voice
 
 EXIT_USAGE = 2
@@ -169,6 +170,8 @@ def _synthesize(args: argparse.Namespace) -> int:
     _check_folder(args.out)
     _check_folder(args.mel)
     text = _read_text(args)
+    if not has_speakable(text):  # before the voice loads: a compiled stack takes seconds to warm up
+        raise TextError("the text has nothing to speak (it is empty, whitespace, punctuation or symbols)")
     t_load = time.perf_counter()
     voice = _load_voice(args)
     load_s = time.perf_counter() - t_load
