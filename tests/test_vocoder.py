@@ -124,8 +124,11 @@ def test_windows_tile_the_utterance_with_their_halo(
     for w in seen:
         assert w.lo == max(0, w.start - halo) and w.hi == min(n, w.stop + halo)
         assert torch.equal(w.frames[:, 0], torch.arange(w.lo, w.hi, dtype=torch.float32))
-        if core is not None and not w.final:
-            assert w.stop - w.start == (first or core if w is seen[0] else core)
+    if core is not None:  # cores grow from the first: each twice the one before, up to `core`
+        expected = first or core
+        for w in seen[:-1]:
+            assert w.stop - w.start == expected
+            expected = min(core, 2 * expected)
 
 
 # ------------------------------------------------------------------------------- streaming is exact

@@ -70,7 +70,8 @@ class PaddedDecoder(StreamableBlock):
     """Runs a compiled network on fixed windows: a core of frames plus a halo of the receptive field each
     side, placed in the smallest compiled window that holds them, masked where the utterance has no
     frames, and unpadded after; streamed output equals running the whole utterance. The first window of
-    an utterance has the smallest bucket's core, so its output comes early; later ones the largest's."""
+    an utterance has the smallest bucket's core, so its output comes early; each next core is twice the
+    one before, up to the largest bucket's (each in the smallest bucket that holds it)."""
 
     role = "decoder"
 
@@ -117,7 +118,7 @@ class PaddedDecoder(StreamableBlock):
     def describe(self) -> str:
         return (
             f"{type(self).__name__} '{self.name}' (windows {self.table.buckets}: cores "
-            f"{self.first_core} first, then {self.core}, +/-{self.radius} halo)"
+            f"{self.first_core} first, doubling up to {self.core}, +/-{self.radius} halo)"
         )
 
 

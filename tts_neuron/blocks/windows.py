@@ -54,7 +54,9 @@ def windows(
     """Windows over the frames `upstream` delivers, each as soon as its core has its right context.
 
     `core=None`: every window takes all the frames that are ready (dynamic shapes). Otherwise a window
-    waits for a full core of `core` frames (`first_core` for the first one), except at the end.
+    waits for a full core, except at the end: `first_core` frames for the first one, then twice the one
+    before, up to `core` (16, 32, 64, 128): the first audio comes early, and each next window is ready
+    before the audio so far has played out, even when the host is busy.
     """
     buffer, done = FrameBuffer(), 0
     size = first_core or core
@@ -73,7 +75,8 @@ def windows(
             last = chunk.final and stop == buffer.end
             lo, hi = max(0, done - halo), min(buffer.end, stop + halo)
             yield Window(buffer.window(lo, hi), lo, done, stop, hi, halo, last)
-            done, size = stop, core
+            done = stop
+            size = None if core is None or size is None else min(core, 2 * size)
             buffer.drop_before(done - halo)
             if last:
                 return
