@@ -71,6 +71,7 @@ def test_concurrent_calls_are_batched_and_each_caller_gets_its_own_rows() -> Non
     network = Rows()
     runner = BatchingRunner(max_batch=8, max_wait=0.2)
     handle = runner.handle("rows", network)
+    assert handle(torch.ones(1, 4, 3))[0].shape == (1, 4, 5) and network.batches == [1]  # alone: inline
     inputs = [torch.randn(1, 4, 3) for _ in range(8)]
 
     def call(x: torch.Tensor):  # type: ignore[no-untyped-def]
@@ -145,6 +146,8 @@ def test_the_most_urgent_stream_is_served_first() -> None:
         with runner.stream(state):
             handle(torch.full((1, 1), value))
 
+    main = runner.stream()  # this thread counts as a stream too, so even the first call is queued
+    main.__enter__()
     first = threading.Thread(target=call, args=(blocker, 0.0))
     first.start()
     time.sleep(0.2)  # the blocker's call is running and holds the dispatcher at the gate
@@ -157,6 +160,7 @@ def test_the_most_urgent_stream_is_served_first() -> None:
     gate.set()
     for thread in [first, *threads]:
         thread.join(timeout=10)
+    main.__exit__(None, None, None)
     assert order == [0.0, 1.0, 2.0, 3.0]
 
 

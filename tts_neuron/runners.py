@@ -145,8 +145,9 @@ class BatchingRunner(Runner):
     """Batches the concurrent calls of every network across streams, with dispatcher threads per network.
 
     A stream runs inside `runner.stream()` in its own thread, so the runner knows how many streams may
-    still join a batch. A dispatcher runs a batch as soon as it is full, or as soon as every running
-    stream has a call waiting, and otherwise waits at most `max_wait` seconds for stragglers.
+    still join a batch. A lone stream's calls run in its own thread, as the direct runner's do. A
+    dispatcher runs a batch as soon as it is full, or as soon as every running stream has a call waiting,
+    and otherwise waits at most `max_wait` seconds for stragglers.
     """
 
     def __init__(
@@ -175,7 +176,16 @@ class BatchingRunner(Runner):
         return handle
 
     def run(self, handle: NetworkHandle, inputs: tuple[torch.Tensor, ...]) -> Outputs:
-        return self._batchers[id(handle)].submit(inputs, _STREAM.get())
+        if inputs and inputs[0].shape[:1] != (1,):
+            raise ValueError(f"{handle.name}: a stream calls its networks at batch 1")
+        batcher = self._batchers[id(handle)]
+        if self._streams <= 1 and not batcher.pending:  # a lone stream: nothing to batch with, no handoff
+            with torch.inference_mode():
+                outputs = handle.network(*inputs)
+            if self.observer:
+                self.observer(handle.name, 1, 1)
+            return outputs
+        return batcher.submit(inputs, _STREAM.get())
 
     @contextmanager
     def stream(self, state: StreamState | None = None) -> Iterator[StreamState]:
@@ -207,8 +217,6 @@ class _Batcher:
             threading.Thread(target=self._serve, name=f"batch {handle.name} {worker}", daemon=True).start()
 
     def submit(self, inputs: tuple[torch.Tensor, ...], stream: StreamState | None) -> Outputs:
-        if inputs and inputs[0].shape[:1] != (1,):
-            raise ValueError(f"{self.handle.name}: a stream calls its networks at batch 1")
         call = _Call(inputs, tuple(TensorSpec.of(x) for x in inputs), stream)
         with self.cond:
             self.pending.append(call)
