@@ -45,15 +45,12 @@ class Voice:
         self.target = target
         self.device = device
         self.frontend = frontend or Frontend(addon.symbols, addon.language)
+        self.takes_speed = _any_block(stack, lambda block: getattr(block, "takes_rate", False))
+        """Whether the stack can change its speaking rate per call (duration voices can)."""
 
     @property
     def sample_rate(self) -> int:
         return self.addon.audio.sample_rate
-
-    @property
-    def takes_speed(self) -> bool:
-        """Whether the stack can change its speaking rate per call (duration voices can)."""
-        return _any_block(self.stack, lambda block: getattr(block, "takes_rate", False))
 
     def stream(
         self, text: str, mel_sink: FrameSink | None = None, speed: float = 1.0

@@ -43,7 +43,7 @@ class TtsEngine:
     async def stream(self, voice: str, text: str, speed: float) -> AsyncIterator[np.ndarray]:
         async with self.engine.admit():
             stream = self.engine.start(voice, text, speed)
-            rate = self.engine.voice_info()[voice]["sample_rate"]
+            rate = self.engine.voices[voice].sample_rate
             try:
                 async for chunk in stream.chunks():
                     stream.emitted(len(chunk) / rate)  # as it leaves the replica: close to the client
@@ -82,7 +82,9 @@ class RayBackend:
 
     def __init__(self, limits: Limits) -> None:
         self.limits, self.metrics = limits, Metrics()
+        self.engine: DeploymentHandle | None = None
         self.handle: DeploymentHandle | None = None
+        """The engine deployment, and the same for streamed calls."""
         self.attached = threading.Event()
         self.ready = threading.Event()
         self.load_error: str | None = None
@@ -99,6 +101,7 @@ class RayBackend:
         try:
             if not self.attached.wait(timeout=600):
                 raise TimeoutError("the ingress was never given its engine")
+            assert self.engine is not None
             self._voices = self.engine.voice_info.remote().result(timeout_s=600)
         except Exception as err:  # noqa: BLE001 - reported on /ready
             self.load_error = f"{type(err).__name__}: {err}"
