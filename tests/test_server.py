@@ -98,7 +98,7 @@ def test_health_readiness_models_voices_and_metrics(url: str) -> None:
     models = [m["id"] for m in httpx.get(url + "/v1/models").json()["data"]]
     assert {"tts-1", "fastspeech-en", "tacotron-en"} <= set(models)
     voices = httpx.get(url + "/v1/audio/voices").json()
-    assert voices["voices"] == ["fastspeech-en", "tacotron-en"]
+    assert [v["id"] for v in voices["data"]] == ["fastspeech-en", "tacotron-en"]
     assert [v["takes_speed"] for v in voices["data"]] == [True, False]
     metrics = httpx.get(url + "/metrics").text
     for name in ("time_to_first_audio_seconds", "batch_size", "streams_running", "underruns_total"):
@@ -107,7 +107,7 @@ def test_health_readiness_models_voices_and_metrics(url: str) -> None:
 
 @pytest.mark.parametrize("addon", [FASTSPEECH, TACOTRON], ids=lambda a: a.name)
 def test_streamed_pcm_equals_the_python_api(url: str, addon: Path) -> None:
-    response = speech(url, input=TEXT, voice=addon.name, response_format="pcm")
+    response = speech(url, input=TEXT, voice=addon.name, response_format="pcm", sample_rate=22050)
     assert response.status_code == 200 and response.headers["x-sample-rate"] == "22050"
     assert response.headers.get("transfer-encoding") == "chunked"
     assert_same_pcm(response.content, expected_pcm(addon, TEXT))
@@ -118,7 +118,7 @@ def test_wav_sse_and_speed(url: str) -> None:
     assert wav[:4] == b"RIFF" and wav[8:16] == b"WAVEfmt " and wav[36:40] == b"data"
     assert_same_pcm(wav[44:], expected_pcm(FASTSPEECH, TEXT))
 
-    sse = speech(url, input=TEXT, voice="fastspeech-en", stream_format="sse")
+    sse = speech(url, input=TEXT, voice="fastspeech-en", stream_format="sse", response_format="wav")
     assert sse.headers["content-type"].startswith("text/event-stream")
     events = [json.loads(line[6:]) for line in sse.text.splitlines() if line.startswith("data: ")]
     assert [e["type"] for e in events[:-1]] == ["speech.audio.delta"] * (len(events) - 1)
@@ -129,9 +129,11 @@ def test_wav_sse_and_speed(url: str) -> None:
         "total_tokens",
     }
     audio = b"".join(base64.b64decode(e["audio"]) for e in events[:-1])
-    assert_same_pcm(audio, expected_pcm(FASTSPEECH, TEXT))
+    assert audio[:4] == b"RIFF"  # SSE carries the requested format's bytes
+    assert_same_pcm(audio[44:], expected_pcm(FASTSPEECH, TEXT))
 
-    fast = speech(url, input=TEXT, voice="fastspeech-en", speed=2.0).content
+    fast = speech(url, input=TEXT, voice="fastspeech-en", speed=2.0, response_format="pcm", sample_rate=22050)
+    fast = fast.content
     assert_same_pcm(fast, expected_pcm(FASTSPEECH, TEXT, speed=2.0))
     assert len(fast) < 0.7 * len(wav)
 
@@ -145,8 +147,8 @@ def test_the_openai_client_streams_from_either_voice(url: str) -> None:
         ) as response:
             body = b"".join(response.iter_bytes())
         assert len(body) > 22050  # more than half a second of 16-bit audio
-    with pytest.raises(openai.BadRequestError, match="unknown voice 'alloy'"):
-        client.audio.speech.create(model="tts-1", voice="alloy", input="Hi.")
+    with pytest.raises(openai.BadRequestError, match="unknown voice 'nobody'; this server has fastspeech-en"):
+        client.audio.speech.create(model="tts-1", voice="nobody", input="Hi.")
 
 
 def error_of(response: httpx.Response, status: int) -> dict[str, object]:
@@ -160,9 +162,18 @@ def error_of(response: httpx.Response, status: int) -> dict[str, object]:
     ("body", "status", "param"),
     [
         ({"voice": "fastspeech-en"}, 400, "input"),
-        ({"input": "Hi.", "voice": "alloy"}, 400, "voice"),
+        ({"input": "Hi.", "voice": "nobody"}, 400, "voice"),
+        ({"input": "Hi.", "voice": {"name": "alloy"}}, 400, "voice"),
+        ({"input": "Hi.", "voice": 7}, 400, "voice"),
         ({"input": "Hi.", "voice": "fastspeech-en", "model": "whisper-1"}, 400, "model"),
-        ({"input": "Hi.", "voice": "fastspeech-en", "response_format": "mp3"}, 400, "response_format"),
+        ({"input": "Hi.", "voice": "fastspeech-en", "response_format": "ogg"}, 400, "response_format"),
+        ({"input": "Hi.", "voice": "fastspeech-en", "sample_rate": 44099}, 400, "sample_rate"),
+        (
+            {"input": "Hi.", "voice": "fastspeech-en", "response_format": "opus", "sample_rate": 22050},
+            400,
+            "sample_rate",
+        ),
+        ({"input": "Hi.", "voice": "fastspeech-en", "instructions": 5}, 400, "instructions"),
         ({"input": "Hi.", "voice": "fastspeech-en", "speed": 10}, 400, "speed"),
         ({"input": "Hi.", "voice": "tacotron-en", "speed": 1.5}, 400, "speed"),
         ({"input": "Hi.", "voice": "fastspeech-en", "stream_format": "json"}, 400, "stream_format"),
@@ -301,7 +312,7 @@ def in_process_server(engine: Engine) -> Iterator[str]:
 def test_an_error_after_audio_has_started_ends_the_stream_visibly(tiny_addon_dir: Path) -> None:
     engine = Engine([])
     stack = [*load_addon(tiny_addon_dir).stacks["cpu"], {"type": "tests.test_server:FailsAfterFirstChunk"}]
-    engine.voices.voices["broken"] = tts_neuron.load(tiny_addon_dir, stack=stack, runner=engine.runner)
+    engine.voices.voices["broken"] = tts_neuron.load(tiny_addon_dir, stack=stack, runner=engine.device)
     engine.ready.set()
     with in_process_server(engine) as base:
         body = {"model": "tts-1", "input": TEXT, "voice": "broken"}

@@ -20,6 +20,7 @@ from typing import BinaryIO
 import numpy as np
 
 from tts_neuron.errors import OutputError, SynthesisError, TextError, TTSNeuronError
+from tts_neuron.frontend import MAX_SPEECH_SECONDS
 from tts_neuron.frontend.sentences import has_speakable
 from tts_neuron.voice import TARGETS, Voice
 
@@ -339,25 +340,41 @@ def _compile(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     try:
-        from tts_neuron.server import Limits, serve
+        from tts_neuron.engine import Schedule
+        from tts_neuron.server import Limits, SpeechOptions, serve
+        from tts_neuron.server.voices import check_aliases, parse_alias
     except ImportError as err:
         raise TTSNeuronError(
             f"serving needs the `serve` extra (pip install 'tts-neuron[serve]'): {err}"
         ) from None
     from tts_neuron.addon import load_addon
 
-    for addon in args.addon:
-        load_addon(addon)  # a bad addon is refused before the port opens
+    names = [load_addon(addon).name for addon in args.addon]  # a bad addon is refused before the port opens
+    if args.max_speech_seconds is not None and args.max_speech_seconds <= 0:
+        raise TTSNeuronError("--max-speech-seconds must be positive")
+    try:
+        aliases = dict(parse_alias(alias) for alias in args.voice_alias or [])
+        check_aliases(names, aliases)
+    except ValueError as err:
+        raise TTSNeuronError(str(err)) from None
+    options = SpeechOptions(aliases, names[0], args.max_speech_seconds)
     try:
         limits = Limits(
-            args.max_streams, args.max_queue, args.queue_timeout, args.idle_timeout, args.max_chars
+            max_streams=args.max_streams,
+            budget=args.budget,
+            max_queue=args.max_queue,
+            queue_timeout=args.queue_timeout,
+            idle_timeout=args.idle_timeout,
+            max_chars=args.max_chars,
+            drain_timeout=args.drain_timeout,
         )
+        schedule = Schedule(horizon=args.horizon, idle_timeout=args.idle_timeout)
     except ValueError as err:
         raise TTSNeuronError(str(err)) from None
     api_key = os.environ.get("TTS_NEURON_API_KEY") or None
     print(f"tts-neuron: serving {', '.join(args.addon)} on http://{args.host}:{args.port}", file=sys.stderr)
-    if args.batch_threads < 1:
-        raise TTSNeuronError("--batch-threads must be at least 1")
+    if args.threads is not None and args.threads < 1:
+        raise TTSNeuronError("--threads must be at least 1")
     if args.wyoming:
         from tts_neuron.server.wyoming import check_uri
 
@@ -386,10 +403,11 @@ def _serve(args: argparse.Namespace) -> int:
         args.stack,
         args.target,
         limits,
-        not args.no_batching,
         api_key,
-        args.batch_threads,
+        args.threads,
         args.wyoming,
+        schedule,
+        options,
     )
     return 0
 
@@ -480,7 +498,28 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     srv.add_argument("--stack", help="stack of every addon (default: each addon's default)")
     srv.add_argument("--target", choices=TARGETS, help="where to run (default: the stack's name, else cpu)")
-    srv.add_argument("--max-streams", type=int, default=32, help="streams synthesised at once (default 32)")
+    srv.add_argument(
+        "--budget",
+        type=float,
+        default=1.0,
+        help="engine seconds per second that admitted streams may need, each at its voice's cost measured "
+        "at warm-up (default 1.0; above 1 counts on batching)",
+    )
+    srv.add_argument(
+        "--max-streams", type=int, default=256, help="streams at once whatever the budget (default 256)"
+    )
+    srv.add_argument(
+        "--horizon",
+        type=float,
+        default=2.0,
+        help="seconds of audio a stream may run ahead of its listener before it is paused (default 2)",
+    )
+    srv.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        help="seconds a shutdown lets running streams finish (default 30)",
+    )
     srv.add_argument("--max-queue", type=int, default=64, help="requests that may wait (default 64)")
     srv.add_argument("--queue-timeout", type=float, default=10.0, help="seconds a request waits (default 10)")
     srv.add_argument(
@@ -488,14 +527,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     srv.add_argument("--max-chars", type=int, default=4096, help="characters of input (default 4,096)")
     srv.add_argument(
-        "--no-batching", action="store_true", help="run each stream's calls alone (the direct runner)"
+        "--max-speech-seconds",
+        type=float,
+        default=MAX_SPEECH_SECONDS,
+        help=f"speech one request may make (default {MAX_SPEECH_SECONDS:g}, 10 minutes)",
     )
     srv.add_argument(
-        "--batch-threads",
-        type=int,
-        default=1,
-        help="torch threads of each network's batched calls (default 1)",
+        "--voice-alias",
+        action="append",
+        metavar="NAME=VOICE",
+        help="let requests name VOICE as NAME (repeat); OpenAI's 13 voice names (alloy, ash, ...) mean the "
+        "first --addon's voice unless aliased",
     )
+    srv.add_argument("--threads", type=int, help="torch threads of the engine (default: one per core)")
     srv.add_argument("--ray", action="store_true", help="serve on a local Ray Serve (the `ray` extra)")
     srv.add_argument("--replicas", type=int, default=1, help="engine replicas with --ray (default 1)")
     srv.add_argument("--wyoming", metavar="tcp://HOST:PORT", help="also speak Wyoming (Home Assistant) there")

@@ -38,6 +38,7 @@ class Voice:
         target: str,
         device: torch.device,
         frontend: Frontend | None = None,
+        runner: Runner | None = None,
     ):
         self.addon = addon
         self.stack = stack
@@ -45,6 +46,8 @@ class Voice:
         self.target = target
         self.device = device
         self.frontend = frontend or Frontend(addon.symbols, addon.language)
+        self.runner = runner or DirectRunner()
+        """What runs the stack's network calls (and its frontend, a sentence ahead, on an engine)."""
         self.takes_speed = _any_block(stack, lambda block: getattr(block, "takes_rate", False))
         """Whether the stack can change its speaking rate per call (duration voices can)."""
 
@@ -90,7 +93,7 @@ class Voice:
             raise ValueError(f"speed must be a number from 0.25 to 4, got {speed!r}")
         if speed != 1 and not self.takes_speed:
             raise StackError(f"stack '{self.stack_name}' of {self.addon.name} cannot change its speed")
-        for sentence in self.frontend.sentences(text):
+        for sentence in self.runner.ahead(self.frontend.sentences(text)):
             yield sentence, self._checked(sentence, mel_sink, speed)
 
     def _checked(self, sentence: Sentence, mel_sink: FrameSink | None, speed: float) -> Iterator[Chunk]:
@@ -160,8 +163,8 @@ def load(
     same symbol table and language share one. With `allow_imports=False` the stack may use only built-in,
     registered and entry-point blocks (a "module:Class" entry is a StackError before anything is imported)
     and built-in network architectures.
-    `runner` runs the stack's network calls: by default each at once (`DirectRunner`); a server passes a
-    `BatchingRunner` shared by its voices, so that the calls of concurrent streams are batched.
+    `runner` runs the stack's network calls: by default each at once (`DirectRunner`); a server passes its
+    `Engine` (`tts_neuron.engine`), shared by its voices, which schedules and batches concurrent streams.
 
     `threads` sets torch's intra-op threads for the process (None leaves them alone). One is the serving
     policy: one thread per stream, streams in parallel. More threads help one stream on an idle host
@@ -184,14 +187,15 @@ def load(
     device = resolve_device(target)
     if frontend is not None and (frontend.symbols, frontend.language) != (addon.symbols, addon.language):
         raise AddonError(f"{addon.config_path}: its symbols or language differ from the shared frontend's")
-    context = BuildContext(addon, device, path, target, allow_imports, runner=runner or DirectRunner())
+    runner = runner or DirectRunner()
+    context = BuildContext(addon, device, path, target, allow_imports, runner=runner)
     built = build_stack(spec, context)
     if target == "neuron" and not _runs_compiled(built):
         raise StackError(
             f"{path}: runs no compiled network, so target 'neuron' would leave every block on the host CPU; "
             f"use a stack of compiled blocks (the addon has {sorted(addon.stacks)})"
         )
-    return Voice(addon, built, name, target, device, frontend)
+    return Voice(addon, built, name, target, device, frontend, runner)
 
 
 def _any_block(block: Block, test: Callable[[Block], bool]) -> bool:
@@ -208,8 +212,8 @@ class VoiceSet:
     share a frontend; each stream keeps its own state, so streams of different voices can interleave."""
 
     def __init__(self, runner: Runner | None = None, allow_imports: bool = True) -> None:
-        """`runner` is shared by every voice added (a `BatchingRunner` batches across voices' streams
-        per network); `allow_imports=False` allows only built-in and registered blocks in their stacks."""
+        """`runner` is shared by every voice added (an `Engine` batches across voices' streams per
+        network); `allow_imports=False` allows only built-in and registered blocks in their stacks."""
         self.voices: dict[str, Voice] = {}
         self.runner = runner or DirectRunner()
         self.allow_imports = allow_imports
@@ -234,7 +238,8 @@ class VoiceSet:
             ),
             None,
         )
-        voice = load(addon_dir, stack, target, shared, allow_imports=self.allow_imports, runner=self.runner)
+        threads = 1 if isinstance(self.runner, DirectRunner) else None  # an engine owns its threads
+        voice = load(addon_dir, stack, target, shared, threads, self.allow_imports, self.runner)
         self.voices[name] = voice
         return voice
 

@@ -1,32 +1,34 @@
-"""The voices of a server and the streams running on them.
+"""The voices of a server, the device engine that runs their streams, and admission by measured cost.
 
-Each stream runs pull-based in a thread of its own, inside the batching runner's `stream()`, so the calls
-of concurrent streams meet in the runner. Chunks cross to the event loop through a small bounded queue:
-a client that stops reading stops its stream's synthesis there (backpressure), one that stays away past
-the idle timeout has its stream cancelled, and one that disconnects has it cancelled after the chunk
-in progress.
+Every stream runs in one `tts_neuron.engine.Engine` (deadline first, paced, batched); this module loads
+the voices on it, measures what each costs per second of audio on this host, and admits a request only
+while the streams running fit the engine's budget: past it, a request waits in a bounded queue, then gets
+503 with Retry-After, instead of dragging every running stream into underrun.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from tts_neuron.engine import AsyncStream, Schedule
+from tts_neuron.engine import Engine as DeviceEngine
 from tts_neuron.errors import TTSNeuronError
-from tts_neuron.runners import BatchingRunner, DirectRunner, Runner, StreamState
 from tts_neuron.server.metrics import Metrics
 from tts_neuron.voice import Voice, VoiceSet
 
 WARM_UP_TEXT = "Ready when you are."
+COST_TEXT = (
+    "The quick brown fox jumps over the lazy dog. How vexingly quick daft zebras jump! "
+    "Would you, could you, on a boat?"
+)
+"""Spoken alone at warm-up to measure what a voice costs per second of audio (about 6 s of speech)."""
 
 
 class Busy(Exception):
@@ -39,8 +41,12 @@ class Busy(Exception):
 
 @dataclass
 class Limits:
-    max_streams: int = 32
-    """Streams synthesised at once; more wait in the queue."""
+    max_streams: int = 256
+    """Streams synthesised at once, whatever the budget; more wait in the queue."""
+    budget: float = 1.0
+    """Engine seconds per second of wall time that the admitted streams may need, each counted at its
+    voice's cost measured alone at warm-up; batching makes many streams cost less than the sum of their
+    costs alone, so a budget above 1 counts on it."""
     max_queue: int = 64
     """Requests that may wait for a slot; past that, 503."""
     queue_timeout: float = 10.0
@@ -49,47 +55,21 @@ class Limits:
     """Seconds a stream may wait for its client to read before it is cancelled."""
     max_chars: int = 4096
     """Characters of `input`, as OpenAI's API."""
+    drain_timeout: float = 30.0
+    """Seconds a shutdown (SIGTERM) lets running streams finish before they are cut."""
 
     def __post_init__(self) -> None:
         for name in ("max_streams", "max_chars"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.budget <= 0 or self.drain_timeout < 0:
+            raise ValueError("budget must be > 0 and drain_timeout >= 0")
         if self.max_queue < 0 or self.queue_timeout < 0 or self.idle_timeout <= 0:
             raise ValueError("max_queue and queue_timeout must be >= 0 and idle_timeout > 0")
 
 
-_END = object()
-
-
-@dataclass
-class Stream:
-    """One request's audio, produced in a thread, consumed on the event loop."""
-
-    voice: Voice
-    text: str
-    speed: float
-    state: StreamState = field(default_factory=StreamState)
-    cancelled: threading.Event = field(default_factory=threading.Event)
-    queue: asyncio.Queue[object] = field(default_factory=lambda: asyncio.Queue(maxsize=4))
-
-    def cancel(self) -> None:
-        """Stop synthesising after the chunk in progress."""
-        self.cancelled.set()
-
-    def emitted(self, seconds: float) -> None:
-        """Tell the scheduler that this much audio went to the client (see `StreamState.urgency`)."""
-        self.state.emitted(seconds)
-
-    async def chunks(self) -> AsyncIterator[np.ndarray]:
-        """The audio chunks as they are ready; a synthesis error is raised here, in order."""
-        while True:
-            item = await self.queue.get()
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            assert isinstance(item, np.ndarray)
-            yield item
+Stream = AsyncStream
+"""One request's audio as the server reads it: `chunks()` and `cancel()`."""
 
 
 def describe_voice(voice: Voice) -> dict[str, Any]:
@@ -103,8 +83,8 @@ def describe_voice(voice: Voice) -> dict[str, Any]:
 
 
 class Engine:
-    """Loads the voices (allowing only built-in and registered blocks: a request never names a path or
-    a block), warms them up, admits streams up to the limit and runs them."""
+    """Loads the voices on one device engine (allowing only built-in and registered blocks: a request
+    never names a path or a block), warms them up and measures their cost, then admits and runs streams."""
 
     def __init__(
         self,
@@ -112,22 +92,25 @@ class Engine:
         stack: str | None = None,
         target: str | None = None,
         limits: Limits | None = None,
-        batching: bool = True,
         metrics: Metrics | None = None,
-        batch_threads: int = 1,
+        schedule: Schedule | None = None,
+        threads: int | None = None,
     ) -> None:
-        """`batching=False` runs each stream's calls alone (the direct runner); `batch_threads` are the
-        torch threads of each network's dispatcher."""
+        """`schedule` and `threads` go to the device engine (its deadlines and pacing; its torch threads,
+        by default every core)."""
         self.addons, self.stack, self.target = addons, stack, target
         self.limits = limits or Limits()
         self.metrics = metrics or Metrics()
-        self.runner: Runner = (
-            BatchingRunner(observer=self.metrics.batch, threads=batch_threads) if batching else DirectRunner()
-        )
-        self.voices = VoiceSet(self.runner, allow_imports=False)
+        idle = Schedule(idle_timeout=self.limits.idle_timeout)
+        self.device = DeviceEngine(schedule or idle, threads, observer=self.metrics.batch)
+        self.voices = VoiceSet(self.device, allow_imports=False)
+        self.costs: dict[str, float] = {}
+        """Engine seconds per second of audio of each voice, alone, measured at warm-up."""
         self.ready = threading.Event()
         self.load_error: str | None = None
-        self._slots = asyncio.Semaphore(self.limits.max_streams)
+        self._admission = asyncio.Condition()
+        self._used = 0.0
+        self._running = 0
         self._waiting = 0
 
     def is_ready(self) -> bool:
@@ -138,82 +121,90 @@ class Engine:
         return {name: describe_voice(voice) for name, voice in sorted(self.voices.voices.items())}
 
     def load(self) -> bool:
-        """Load and warm up every voice, then set `ready`; False, with `load_error` saying why, if a voice
-        could not be loaded (run it in a thread: the server stays up to say so on `/ready`)."""
+        """Load, warm up and measure every voice, then set `ready`; False, with `load_error` saying why, if
+        a voice could not be loaded (run it in a thread: the server stays up to say so on `/ready`)."""
         try:
             for addon in self.addons:
                 voice = self.voices.add(addon, self.stack, self.target)
-                with self.runner.stream():
-                    voice.synthesize(WARM_UP_TEXT)
+                name = next(n for n, v in self.voices.voices.items() if v is voice)
+                self.costs[name] = self.measure(voice)
         except Exception as err:  # noqa: BLE001 - reported on /ready and by the CLI, never a dead thread
             self.load_error = (
                 f"{type(err).__name__}: {err}" if not isinstance(err, TTSNeuronError) else str(err)
             )
             return False
+        self.metrics.budget.set(self.limits.budget)
         self.ready.set()
         return True
 
+    def measure(self, voice: Voice) -> float:
+        """Warm the voice up on the engine, then time it alone: engine seconds per second of audio."""
+        for _ in self.device.iterate(WARM_UP_TEXT, voice, paced=False):
+            pass
+        started = time.perf_counter()
+        samples = sum(len(chunk) for chunk in self.device.iterate(COST_TEXT, voice, paced=False))
+        return (time.perf_counter() - started) / (samples / voice.sample_rate)
+
+    def capacity(self) -> int:
+        """Streams of the costliest voice that the budget admits at once (what Ray's replicas take)."""
+        return min(self.limits.max_streams, max(1, int(self.limits.budget / max(self.costs.values()))))
+
+    def _fits(self, cost: float) -> bool:
+        return self._running < self.limits.max_streams and (
+            self._running == 0 or self._used + cost <= self.limits.budget
+        )
+
     @asynccontextmanager
-    async def admit(self) -> AsyncIterator[float]:
-        """Hold a stream slot for the block; yields the seconds waited for it. Raises Busy."""
-        limits = self.limits
-        if self._slots.locked() and self._waiting >= limits.max_queue:
-            self.metrics.rejected.labels("queue_full").inc()
-            raise Busy(f"all {limits.max_streams} streams are busy and {limits.max_queue} requests wait", 1)
+    async def admit(self, voice: str) -> AsyncIterator[float]:
+        """Hold a share of the budget for a stream of `voice` for the block; yields the seconds waited for
+        it. Raises Busy when the queue is full or the wait times out."""
+        limits, cost = self.limits, self.costs.get(voice, max(self.costs.values(), default=1.0))
         started = time.monotonic()
-        self._waiting += 1
-        self.metrics.waiting.set(self._waiting)
-        try:
-            await asyncio.wait_for(self._slots.acquire(), limits.queue_timeout)
-        except asyncio.TimeoutError:
-            self.metrics.rejected.labels("queue_timeout").inc()
-            raise Busy(f"no stream slot came free within {limits.queue_timeout:g} s", 1) from None
-        finally:
-            self._waiting -= 1
-            self.metrics.waiting.set(self._waiting)
+        async with self._admission:
+            if not self._fits(cost):
+                if self._waiting >= limits.max_queue:
+                    self.metrics.rejected.labels("queue_full").inc()
+                    raise Busy(f"the engine is at its budget and {limits.max_queue} requests wait", 1)
+                self._waiting += 1
+                self.metrics.waiting.set(self._waiting)
+                try:
+                    await asyncio.wait_for(
+                        self._admission.wait_for(lambda: self._fits(cost)), limits.queue_timeout
+                    )
+                except asyncio.TimeoutError:
+                    self.metrics.rejected.labels("queue_timeout").inc()
+                    raise Busy(
+                        f"no room in the engine's budget came free within {limits.queue_timeout:g} s", 1
+                    ) from None
+                finally:
+                    self._waiting -= 1
+                    self.metrics.waiting.set(self._waiting)
+            self._used += cost
+            self._running += 1
         waited = time.monotonic() - started
         self.metrics.queue_time.observe(waited)
         self.metrics.running.inc()
+        self.metrics.budget_used.set(self._used)
         try:
             yield waited
         finally:
             self.metrics.running.dec()
-            self._slots.release()
+            async with self._admission:
+                self._used -= cost
+                self._running -= 1
+                self.metrics.budget_used.set(self._used)
+                self._admission.notify_all()
 
     def start(self, voice: str, text: str, speed: float) -> Stream:
-        """Start synthesising in a thread of its own; the caller must `cancel` it if it stops reading."""
-        stream = Stream(self.voices[voice], text, speed)
-        loop = asyncio.get_running_loop()
-        threading.Thread(target=self._produce, args=(stream, loop), daemon=True, name="stream").start()
-        return stream
+        """Start a stream on the device engine; the caller must `cancel` it if it stops reading."""
+        return self.device.open(text, self.voices[voice], speed)
 
-    def _produce(self, stream: Stream, loop: asyncio.AbstractEventLoop) -> None:
-        def put(item: object) -> bool:
-            """Hand an item to the event loop, waiting while the client does not read; False if the
-            stream was cancelled meanwhile or its client stayed away past the idle timeout."""
-            future = asyncio.run_coroutine_threadsafe(stream.queue.put(item), loop)
-            deadline = time.monotonic() + self.limits.idle_timeout
-            while not stream.cancelled.is_set():
-                try:
-                    future.result(timeout=0.05)
-                    return True
-                except concurrent.futures.TimeoutError:
-                    if time.monotonic() > deadline:
-                        self.metrics.cancelled.labels("idle").inc()
-                        stream.cancelled.set()
-            future.cancel()
-            return False
+    async def drain(self) -> None:
+        """Wait for the running streams to end, up to the drain timeout (a shutdown's first step)."""
+        deadline = time.monotonic() + self.limits.drain_timeout
+        while self._running and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
 
-        with self.runner.stream(stream.state):
-            audio: Iterator[np.ndarray] = stream.voice.stream(stream.text, speed=stream.speed)
-            try:
-                for chunk in audio:
-                    if stream.cancelled.is_set() or not put(chunk):
-                        return
-                put(_END)
-            except Exception as err:  # noqa: BLE001 - every failure reaches its own client, never the process
-                put(err)
-            finally:
-                close = getattr(audio, "close", None)
-                if close:
-                    close()
+    def close(self) -> None:
+        """Stop the device engine: streams still running are cut."""
+        self.device.close()

@@ -45,6 +45,14 @@ class Metrics:
         )
         self.running = Gauge("tts_neuron_streams_running", "Streams being synthesised", registry=r)
         self.waiting = Gauge("tts_neuron_streams_waiting", "Requests waiting for a stream slot", registry=r)
+        self.budget = Gauge(
+            "tts_neuron_budget", "Engine seconds per second the admitted streams may need", registry=r
+        )
+        self.budget_used = Gauge(
+            "tts_neuron_budget_used",
+            "Engine seconds per second the running streams need, each at its voice's cost alone",
+            registry=r,
+        )
         self.audio_seconds = Counter(
             "tts_neuron_audio_seconds", "Audio sent; its rate is the RTFX", ["voice"], registry=r
         )
@@ -62,6 +70,6 @@ class Metrics:
         )
 
     def batch(self, network: str, rows: int, size: int) -> None:
-        """The batching runner's observer."""
+        """The device engine's observer of every network call."""
         self.batch_rows.labels(network).observe(rows)
         self.batch_padding.labels(network).observe((size - rows) / size)

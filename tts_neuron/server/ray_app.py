@@ -41,12 +41,10 @@ class TtsEngine:
         return self.engine.voice_info()
 
     async def stream(self, voice: str, text: str, speed: float) -> AsyncIterator[np.ndarray]:
-        async with self.engine.admit():
+        async with self.engine.admit(voice):
             stream = self.engine.start(voice, text, speed)
-            rate = self.engine.voices[voice].sample_rate
             try:
-                async for chunk in stream.chunks():
-                    stream.emitted(len(chunk) / rate)  # as it leaves the replica: close to the client
+                async for chunk in stream.chunks():  # taken as it leaves the replica: close to the client
                     yield chunk
             finally:
                 stream.cancel()
@@ -64,9 +62,6 @@ class RemoteStream:
 
     def cancel(self) -> None:
         self.response.cancel()
-
-    def emitted(self, seconds: float) -> None:
-        """The engine replica records what it sends (the scheduler lives there)."""
 
     async def chunks(self) -> AsyncIterator[np.ndarray]:
         try:
@@ -116,8 +111,14 @@ class RayBackend:
         return self._voices
 
     @asynccontextmanager
-    async def admit(self) -> AsyncIterator[float]:
+    async def admit(self, voice: str) -> AsyncIterator[float]:
         yield 0.0
+
+    async def drain(self) -> None:
+        """The replicas drain their own streams when Serve stops them."""
+
+    def close(self) -> None:
+        """The ingress holds no engine of its own."""
 
     def start(self, voice: str, text: str, speed: float) -> RemoteStream:
         assert self.handle is not None

@@ -121,7 +121,7 @@ class WyomingHandler(AsyncEventHandler):
             return
         rate, started = self.engine.voice_info()[voice]["sample_rate"], False
         try:
-            async with self.engine.admit():
+            async with self.engine.admit(voice):
                 stream = self.engine.start(voice, text, 1.0)
                 try:
                     async for chunk in stream.chunks():

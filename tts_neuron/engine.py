@@ -1,0 +1,462 @@
+"""One engine per device: it owns every network call of every stream, orders them by playback deadline and
+runs the calls of many streams as one batched call.
+
+A stream is a greenlet that runs the voice's pull pipeline as it is: blocks stay generators at batch 1 and
+keep a stream's state in their frames. When a block calls a network, its `NetworkHandle` hands the call to
+the engine and the stream's greenlet pauses there; all streams run on the engine's one OS thread, so they
+never contend for the GIL or for cores. Each turn of the engine's loop (schedule, execute, update):
+
+1. takes in new streams and ends cancelled ones;
+2. resumes every runnable stream, earliest deadline first, until each pauses at its next network call or
+   hands out an audio chunk;
+3. runs the waiting calls of the stream with the earliest deadline, together with every other waiting call
+   of that network at the same input signature, as one call (rows padded to a compiled batch size on
+   fixed-shape networks, with copies of a real row), and gives each stream its own rows.
+
+Deadlines. A stream with no audio yet must make its first chunk by `arrival + first_audio_budget`; a
+playing one must make its next chunk before the audio it has made so far has played:
+`first_audio + produced - margin`. Pacing: a stream more than `horizon` seconds of audio ahead of its
+listener is not resumed until it falls back within it; "played" is what the listener has taken and the
+time since its first chunk, whichever is less, so a client that stops reading stops its stream too.
+
+The frontend (text normalisation and espeak-ng) runs in a worker thread, a sentence ahead of need: a
+stream that needs its next sentence before it is ready pauses on it like on a network call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+import numpy as np
+import torch
+from greenlet import GreenletExit, greenlet
+
+from tts_neuron.backends.executor import TensorSpec
+from tts_neuron.errors import TTSNeuronError
+from tts_neuron.runners import NetworkHandle, Outputs, Runner, run_batch
+
+if TYPE_CHECKING:
+    from tts_neuron.voice import Voice
+
+T = TypeVar("T")
+_LOG = logging.getLogger("tts_neuron.engine")
+
+Clock = Callable[[], float]
+BatchObserver = Callable[[str, int, int], None]
+"""Told (network, real rows, rows run) after every network call the engine runs: for metrics."""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The engine's scheduling settings, in seconds of audio or of wall time."""
+
+    horizon: float = 2.0
+    """A stream this far ahead of its listener is paused until it falls back within it."""
+    first_audio_budget: float = 0.25
+    """A new stream's deadline for its first chunk, after its arrival."""
+    margin: float = 0.25
+    """A playing stream's deadline is this long before its audio runs out."""
+    idle_timeout: float = 30.0
+    """A stream whose listener takes nothing for this long, while it waits for them, is cancelled."""
+
+    def __post_init__(self) -> None:
+        if self.horizon <= 0 or self.first_audio_budget < 0 or self.margin < 0 or self.idle_timeout <= 0:
+            raise ValueError("need horizon > 0, first_audio_budget >= 0, margin >= 0 and idle_timeout > 0")
+
+
+@dataclass(eq=False)
+class _Call:
+    """A network call a stream waits on."""
+
+    handle: NetworkHandle
+    inputs: tuple[torch.Tensor, ...]
+    key: tuple[int, tuple[TensorSpec, ...]]
+
+
+@dataclass(eq=False)
+class _Failed:
+    """What a stream gets back instead of its rows when its batched call failed."""
+
+    error: BaseException
+
+
+class Cancelled(TTSNeuronError):
+    """A stream was stopped before its end: by its listener, for idling, or by a shutdown."""
+
+
+_YIELD = object()
+"""What a stream's greenlet hands the engine after each audio chunk, so it is scheduled again."""
+
+
+class _Task(greenlet):  # type: ignore[misc]
+    """The greenlet of one stream."""
+
+    stream: EngineStream
+
+
+@dataclass(eq=False)
+class EngineStream:
+    """One stream in the engine: its place in the schedule, and the way its chunks leave."""
+
+    voice: Voice
+    text: str
+    speed: float
+    sink: Callable[[object], object]
+    """Receives each float32 chunk, then an exception or `END`; called on the engine's thread."""
+    sample_rate: int
+    arrived: float
+    engine: Engine
+    paced: bool = True
+    """False for a reader that does not play in real time: the stream is never paused for being ahead."""
+    first_audio: float | None = None
+    """When the listener took the first chunk."""
+    produced: float = 0.0
+    """Seconds of audio handed out."""
+    consumed: float = 0.0
+    """Seconds of audio the listener has taken."""
+    last_taken: float = 0.0
+    waiting: _Call | Future[Any] | None = None
+    resume_with: object = None
+    cancelled: str | None = None
+    """Why the stream was cancelled (None while it is not)."""
+    done: bool = False
+    task: _Task | None = field(default=None, repr=False)
+
+    def take(self, item: object) -> np.ndarray | None:
+        """What the reader does with each item its sink received: a chunk is returned and counted as
+        played from now on, `END` gives None, an error is raised."""
+        if item is END:
+            return None
+        if isinstance(item, BaseException):
+            raise item
+        assert isinstance(item, np.ndarray)
+        now = self.engine.clock()
+        if self.first_audio is None:
+            self.first_audio = now
+        self.consumed += len(item) / self.sample_rate
+        self.last_taken = now
+        self.engine.wake()
+        return item
+
+    def deliver(self, item: object) -> None:
+        """Hand an item to the listener; a listener that cannot take it any more cancels the stream."""
+        try:
+            self.sink(item)
+        except Exception:  # noqa: BLE001 - a closed event loop, a dead consumer: the engine goes on
+            self.cancel("listener gone")
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        """Stop the stream at its next pause (within one network call); safe from any thread."""
+        if self.cancelled is None:
+            self.cancelled = reason
+        self.engine.wake()
+
+    def ahead(self, now: float) -> float:
+        """Seconds of audio made and not yet played (none for a stream that is not paced)."""
+        if not self.paced:
+            return 0.0
+        played = 0.0 if self.first_audio is None else min(now - self.first_audio, self.consumed)
+        return self.produced - played
+
+    def deadline(self, schedule: Schedule) -> float:
+        if self.first_audio is None:
+            return self.arrived + schedule.first_audio_budget
+        return self.first_audio + self.produced - schedule.margin
+
+    def wakes_at(self, schedule: Schedule) -> float | None:
+        """When a paced stream falls back within the horizon (None: when its listener takes a chunk)."""
+        if self.first_audio is None:
+            return None
+        return self.first_audio + self.produced - schedule.horizon
+
+
+END = object()
+"""The last item a stream's sink receives when the stream ended normally."""
+
+
+class AsyncStream:
+    """A stream read on an asyncio event loop: chunks cross from the engine's thread through the loop."""
+
+    def __init__(self, engine: Engine, text: str, voice: Voice, speed: float, paced: bool) -> None:
+        loop = asyncio.get_running_loop()
+        self._items: asyncio.Queue[object] = asyncio.Queue()
+        self.stream = engine.submit(
+            voice, text, lambda item: loop.call_soon_threadsafe(self._items.put_nowait, item), speed, paced
+        )
+
+    async def chunks(self) -> AsyncIterator[np.ndarray]:
+        """The float32 chunks as they are ready, each counted as played once taken; errors in order."""
+        while (chunk := self.stream.take(await self._items.get())) is not None:
+            yield chunk
+
+    def cancel(self) -> None:
+        """Stop the stream within one network call and free what it holds."""
+        self.stream.cancel()
+
+
+class Engine(Runner):
+    """Runs every stream of a device on one thread, deadline first, batched per network and shape.
+
+    Voices are built on the engine (`tts_neuron.load(..., runner=engine)`), then `engine.stream(text,
+    voice)` gives the audio as an async iterator (`iterate` gives a plain one). Calls made outside an
+    engine stream (a warm-up, `voice.synthesize` from another thread) run at once in the caller's thread.
+    """
+
+    def __init__(
+        self,
+        schedule: Schedule | None = None,
+        threads: int | None = None,
+        max_batch: int = 32,
+        observer: BatchObserver | None = None,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        """`threads`: torch intra-op threads of the engine's thread (default: every core). torch keeps
+        one such setting per process, so an engine is the one owner of it: one engine per process."""
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self.schedule = schedule or Schedule()
+        self.threads = threads or os.cpu_count() or 1
+        self.max_batch, self.observer, self.clock = max_batch, observer, clock
+        self._cond = threading.Condition()
+        self._arrivals: list[EngineStream] = []
+        self._streams: list[EngineStream] = []
+        self._stopping = False
+        self._frontend = ThreadPoolExecutor(1, thread_name_prefix="frontend")
+        self._hub: greenlet | None = None
+        self._thread = threading.Thread(target=self._loop, name="engine", daemon=True)
+        self._thread.start()
+
+    # -- what blocks and voices call -------------------------------------------------------------------
+
+    def run(self, handle: NetworkHandle, inputs: tuple[torch.Tensor, ...]) -> Outputs:
+        task = greenlet.getcurrent()
+        if not isinstance(task, _Task) or task.stream.engine is not self:
+            with torch.inference_mode():  # outside a stream of this engine: at once, in the caller's thread
+                return handle.network(*inputs)
+        if inputs and inputs[0].shape[:1] != (1,):
+            raise ValueError(f"{handle.name}: a stream calls its networks at batch 1")
+        key = (id(handle), tuple(TensorSpec.of(x) for x in inputs))
+        return self._pause(_Call(handle, inputs, key))
+
+    def ahead(self, items: Iterable[T]) -> Iterator[T]:
+        """Items of `items` (a frontend's sentences): the first at once, each next one computed in the
+        frontend thread while the stream works on the one before."""
+        source = iter(items)
+        first = next(source, END)
+        if first is END:
+            return
+        yield cast(T, first)
+        if not isinstance(greenlet.getcurrent(), _Task):
+            yield from source
+            return
+        following = self._frontend.submit(next, source, END)
+        while True:
+            item = following if following.done() else self._pause(following)
+            value = item.result() if isinstance(item, Future) else item
+            if value is END:
+                return
+            following = self._frontend.submit(next, source, END)
+            yield cast(T, value)
+
+    def _pause(self, waiting: _Call | Future[Any]) -> Any:
+        """Pause the calling stream until what it waits on is ready; its result (or raise its error)."""
+        assert self._hub is not None
+        result = self._hub.switch(waiting)
+        if isinstance(result, _Failed):
+            raise result.error
+        return result
+
+    # -- what consumers call ---------------------------------------------------------------------------
+
+    def submit(
+        self,
+        voice: Voice,
+        text: str,
+        sink: Callable[[object], object],
+        speed: float = 1.0,
+        paced: bool = True,
+    ) -> EngineStream:
+        """Start a stream; its chunks go to `sink` on the engine's thread (then `END` or an exception), and
+        its reader reports what it takes with `EngineStream.take`."""
+        if self._stopping:
+            raise Cancelled("the engine is shut down")
+        now = self.clock()
+        stream = EngineStream(voice, text, speed, sink, voice.sample_rate, now, self, paced, last_taken=now)
+        with self._cond:
+            self._arrivals.append(stream)
+            self._cond.notify()
+        return stream
+
+    def open(self, text: str, voice: Voice, speed: float = 1.0, paced: bool = True) -> AsyncStream:
+        """Start a stream read on the running event loop (the server's, or a Python caller's)."""
+        return AsyncStream(self, text, voice, speed, paced)
+
+    async def stream(self, text: str, voice: Voice, speed: float = 1.0) -> AsyncIterator[np.ndarray]:
+        """The audio of `text` as float32 chunks, paced to the reader: `async for chunk in
+        engine.stream(text, voice)`."""
+        stream = self.open(text, voice, speed)
+        try:
+            async for chunk in stream.chunks():
+                yield chunk
+        finally:
+            stream.cancel()
+
+    def iterate(
+        self, text: str, voice: Voice, speed: float = 1.0, paced: bool = True
+    ) -> Iterator[np.ndarray]:
+        """As `stream`, for a caller in a thread of its own; `paced=False` for a reader that does not play
+        in real time (writing a file, measuring)."""
+        items: queue.SimpleQueue[object] = queue.SimpleQueue()
+        stream = self.submit(voice, text, items.put, speed, paced)
+        try:
+            while (chunk := stream.take(items.get())) is not None:
+                yield chunk
+        finally:
+            stream.cancel()
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify()
+
+    @property
+    def streams(self) -> int:
+        """Streams in the engine now."""
+        return len(self._streams) + len(self._arrivals)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Cancel every stream and stop the engine's thread (and the frontend's)."""
+        self._stopping = True
+        self.wake()
+        self._thread.join(timeout)
+        self._frontend.shutdown(wait=False, cancel_futures=True)
+
+    # -- the loop --------------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        torch.set_num_threads(self.threads)
+        self._hub = greenlet.getcurrent()
+        with torch.inference_mode():
+            while not self._stopping:
+                try:
+                    self._turn()
+                except Exception:  # a bug in the engine must not stop every stream for good
+                    _LOG.exception("engine turn failed")
+            for stream in self._streams + self._arrivals:
+                stream.cancel("shutdown")
+            self._admit()
+            self._end_cancelled()
+
+    def _turn(self) -> None:
+        """One turn: admit, resume the runnable streams deadline first, run one batched call."""
+        self._admit()
+        self._end_cancelled()
+        now, schedule = self.clock(), self.schedule
+        runnable = []
+        for stream in self._streams:
+            if isinstance(stream.waiting, Future) and stream.waiting.done():
+                stream.waiting, stream.resume_with = None, stream.waiting
+            if stream.waiting is not None:
+                continue
+            if stream.ahead(now) <= schedule.horizon:
+                runnable.append(stream)
+            elif now - stream.last_taken > schedule.idle_timeout:
+                stream.cancel("idle")
+        for stream in sorted(runnable, key=lambda s: s.deadline(schedule)):
+            if stream.cancelled is not None:
+                continue
+            self._resume(stream)
+        self._streams = [s for s in self._streams if not s.done]
+        calls = [s for s in self._streams if isinstance(s.waiting, _Call)]
+        if calls:
+            self._execute(calls)
+        elif not any(s.waiting is None and s.ahead(self.clock()) <= schedule.horizon for s in self._streams):
+            self._sleep()
+
+    def _admit(self) -> None:
+        with self._cond:
+            for stream in self._arrivals:
+                stream.task = _Task(self._body)
+                stream.task.stream = stream
+            self._streams += self._arrivals
+            self._arrivals = []
+
+    def _sleep(self) -> None:
+        """Wait for an arrival, a listener, a frontend result or a paced stream's turn."""
+        wakes = [w for s in self._streams if s.waiting is None and (w := s.wakes_at(self.schedule))]
+        timeout = max(0.0, min(wakes) - self.clock()) if wakes else None
+        timeout = min(timeout, self.schedule.idle_timeout) if timeout is not None else 1.0
+        with self._cond:
+            if not self._arrivals and not self._stopping:
+                self._cond.wait(timeout)
+
+    def _resume(self, stream: EngineStream) -> None:
+        """Run a stream until it pauses at a call, hands out a chunk, or ends."""
+        assert stream.task is not None
+        value, stream.resume_with = stream.resume_with, None
+        if isinstance(value, Future):
+            error = value.exception()
+            value = _Failed(error) if error is not None else value.result()
+        paused = stream.task.switch(value) if stream.task else stream.task.switch()
+        if paused is _YIELD:
+            return
+        if isinstance(paused, (_Call, Future)):
+            stream.waiting = paused
+            if isinstance(paused, Future):
+                paused.add_done_callback(lambda _: self.wake())
+            return
+        stream.done = True  # the greenlet returned
+
+    def _body(self) -> None:
+        """A stream's greenlet: pull the voice's chunks and hand each one out."""
+        stream = greenlet.getcurrent().stream
+        try:
+            for chunk in stream.voice.stream(stream.text, speed=stream.speed):
+                stream.produced += len(chunk) / stream.sample_rate
+                stream.deliver(chunk)
+                self._hub.switch(_YIELD)  # type: ignore[union-attr]
+            stream.deliver(END)
+        except GreenletExit:
+            raise
+        except Exception as err:  # noqa: BLE001 - every failure reaches its own listener, never the engine
+            stream.deliver(err)
+
+    def _end_cancelled(self) -> None:
+        for stream in self._streams:
+            if stream.cancelled is not None and not stream.done:
+                assert stream.task is not None
+                stream.task.throw(GreenletExit)  # runs the blocks' cleanup in the stream's frames
+                stream.done = True
+                stream.deliver(Cancelled(f"the stream was cancelled ({stream.cancelled})"))
+        self._streams = [s for s in self._streams if not s.done]
+
+    def _execute(self, calls: list[EngineStream]) -> None:
+        """Run the call of the stream with the earliest deadline, batched with the waiting calls of the
+        same network at the same input signature (earliest deadlines first, up to the batch limit)."""
+        schedule = self.schedule
+        calls.sort(key=lambda s: s.deadline(schedule))
+        first = calls[0].waiting
+        assert isinstance(first, _Call)
+        sizes = first.handle.batch_sizes
+        limit = min(self.max_batch, sizes[-1]) if sizes else self.max_batch
+        group = [s for s in calls if s.waiting.key == first.key][:limit]  # type: ignore[union-attr]
+        try:
+            rows, size = run_batch(first.handle, [s.waiting.inputs for s in group])  # type: ignore[union-attr]
+            results: list[object] = list(rows)
+        except Exception as err:  # noqa: BLE001 - every stream of the batch gets the error
+            results, size = [_Failed(err)] * len(group), len(group)
+        for stream, result in zip(group, results, strict=True):
+            stream.waiting, stream.resume_with = None, result
+        if self.observer:
+            self.observer(first.handle.name, len(group), size)
+
+
+__all__ = ["END", "AsyncStream", "Cancelled", "Engine", "EngineStream", "Schedule"]
