@@ -359,7 +359,9 @@ PROSE = (
     "meantime. After two hours of careful questions, the members agreed to publish both plans and to hear "
     "from the public before the end of the month. "
 )
-capped = Frontend(load_addon(REPO / "addons" / "fastspeech-en").symbols)
+capped = Frontend(
+    load_addon(REPO / "addons" / "fastspeech-en").symbols, max_speech_seconds=MAX_SPEECH_SECONDS
+)
 
 
 def estimated_seconds(sentences: list[Sentence]) -> float:
@@ -404,9 +406,10 @@ def test_slow_rates_and_breaks_count_towards_the_cap() -> None:
         list(frontend.sentences(f"<speak>{text}{pauses}</speak>"))
 
 
-def test_the_cap_is_a_constructor_argument() -> None:
-    unlimited = Frontend(capped.symbols, max_speech_seconds=None)
+def test_the_cap_is_a_constructor_argument_and_the_library_has_none() -> None:
+    unlimited = Frontend(capped.symbols)
     assert len(list(unlimited.sentences("7" * 1200))) == 3
+    assert len(list(unlimited.sentences("7" * 6000))) == 15  # past the server's 10 minutes
     with pytest.raises(TextError, match="the limit is 0.5 minutes"):
         Frontend(capped.symbols, max_speech_seconds=30).sentences("7" * 1200)
     for bad in (0, -1.0):

@@ -20,7 +20,7 @@ from tts_neuron.blocks.base import Chunk
 from tts_neuron.blocks.fixed import PaddedDecoder
 from tts_neuron.cli import main
 from tts_neuron.errors import TextError
-from tts_neuron.frontend import Frontend
+from tts_neuron.frontend import MAX_SPEECH_SECONDS, Frontend
 from tts_neuron.planning import Calls, _observe_windows, observe, padded_positions, plan_buckets
 
 LENGTHS = st.dictionaries(st.integers(1, 40), st.integers(1, 5), min_size=1, max_size=7)
@@ -198,7 +198,7 @@ def test_plan_buckets_refuses_a_missing_text_file(
 def test_a_corpus_longer_than_one_requests_speech_limit_is_planned(tiny_addon_dir: Path) -> None:
     """The frontend refuses a request of over 10 minutes of speech; a planning corpus is not a request."""
     text = " ".join(COVERAGE_TEXT * 50)
-    frontend = Frontend(load_addon(tiny_addon_dir).symbols)
+    frontend = Frontend(load_addon(tiny_addon_dir).symbols, max_speech_seconds=MAX_SPEECH_SECONDS)
     with pytest.raises(TextError, match="minutes of speech"):
         list(frontend.sentences(text))
     per_copy = len(list(frontend.sentences(" ".join(COVERAGE_TEXT))))

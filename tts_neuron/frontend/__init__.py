@@ -23,10 +23,12 @@ from tts_neuron.frontend.ssml import Segment, is_ssml, parse_ssml
 __all__ = [
     "MAX_SPEECH_SECONDS",
     "PAD_SYMBOL",
+    "SECONDS_PER_LETTER",
     "SECONDS_PER_PHONEME",
     "STRESS_MARKS",
     "Frontend",
     "Sentence",
+    "estimate_speech_seconds",
     "prepare_text",
 ]
 
@@ -57,9 +59,11 @@ class Sentence:
 SECONDS_PER_PHONEME = 0.073
 """Average length of a phoneme as espeak-ng (the voices' teacher) speaks en-us at its default rate, measured
 on the first 4,096 characters of the seed article (framework-article.txt): 3,052 phonemes, 221 seconds."""
+SECONDS_PER_LETTER = 0.066
+"""The same speech per letter, before any phonemes: 3,348 letters made those 3,052 phonemes."""
 MAX_SPEECH_SECONDS = 600.0
-"""Default limit on the speech one request may make: 10 minutes, where 4,096 characters of prose take
-about 3.7. The limit is estimated from phonemes (SECONDS_PER_PHONEME, divided by the rate) plus pauses."""
+"""The server's default limit on the speech one request may make (`serve --max-speech-seconds`): 10
+minutes, where 4,096 characters of prose take about 3.7. The library and the CLI have no limit."""
 _DIGIT_RUN = re.compile(r"[0-9]{16,}")
 """Digits that normalize reads one by one (a longer run is a code, not a number)."""
 _MIN_PHONEMES_PER_DIGIT = 2
@@ -82,6 +86,25 @@ def _split_unreadable(text: str) -> tuple[str, set[str]]:
     return ("".join(c for c in text if c not in dropped) if dropped else text), dropped
 
 
+def _digit_seconds(segment: Segment) -> float:
+    """The least speech the long digit runs of a segment take, each digit read as a word."""
+    digits = sum(map(len, _DIGIT_RUN.findall(segment.text)))
+    return digits * _MIN_PHONEMES_PER_DIGIT * SECONDS_PER_PHONEME / segment.rate
+
+
+def estimate_speech_seconds(text: str) -> float:
+    """The speech a text would take at speed 1, estimated from its characters alone (letters, long digit
+    runs, SSML rates and breaks), so that a server can refuse a request before any work; raises TextError
+    for malformed SSML."""
+    segments = parse_ssml(text) if is_ssml(text) else [Segment(text)]
+    return sum(
+        sum(c.isalpha() for c in segment.text) * SECONDS_PER_LETTER / segment.rate
+        + _digit_seconds(segment)
+        + segment.pause_after
+        for segment in segments
+    )
+
+
 def prepare_text(raw: str) -> str:
     """One sentence as espeak-ng will read it: normalised, with only the characters the voice can read."""
     return _split_unreadable(normalize(raw))[0]
@@ -90,8 +113,9 @@ def prepare_text(raw: str) -> str:
 class Frontend:
     """Turns text into sentences of symbol ids for one addon's symbol table.
 
-    `max_speech_seconds` bounds the speech of one `sentences()` call (None: no bound), so that a request of
-    5,000 digits is refused instead of becoming 23 minutes of audio.
+    `max_speech_seconds` bounds the speech of one `sentences()` call, so that a request of 5,000 digits can
+    be refused instead of becoming 23 minutes of audio; by default (None) a text of any length is spoken,
+    a sentence at a time, in flat memory.
     """
 
     def __init__(
@@ -99,7 +123,7 @@ class Frontend:
         symbols: list[str],
         language: str = "en-us",
         max_sentence_chars: int = MAX_SENTENCE_CHARS,
-        max_speech_seconds: float | None = MAX_SPEECH_SECONDS,
+        max_speech_seconds: float | None = None,
     ) -> None:
         if not symbols or symbols[0] != PAD_SYMBOL:
             raise ValueError(f"a symbol table starts with '{PAD_SYMBOL}'")
@@ -134,13 +158,7 @@ class Frontend:
         """Refuse at once, before any sentence, a text whose long digit runs alone pass the limit."""
         if self.max_speech_seconds is None:
             return
-        seconds = sum(
-            sum(map(len, _DIGIT_RUN.findall(segment.text)))
-            * _MIN_PHONEMES_PER_DIGIT
-            * SECONDS_PER_PHONEME
-            / segment.rate
-            for segment in segments
-        )
+        seconds = sum(_digit_seconds(segment) for segment in segments)
         if seconds > self.max_speech_seconds:
             raise TextError(
                 f"this text would take at least {seconds / 60:.3g} minutes of speech (long digit runs are "
