@@ -13,8 +13,9 @@ import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Literal
 
@@ -24,16 +25,19 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tts_neuron.errors import StackError, TextError, TTSNeuronError
+from tts_neuron.frontend import MAX_SPEECH_SECONDS, estimate_speech_seconds
 from tts_neuron.server.encoding import (
+    DEFAULT_FORMAT,
     MEDIA_TYPES,
     RESPONSE_FORMATS,
-    pcm16,
+    Encoder,
+    output_rate,
     sse_delta,
     sse_done,
     sse_event,
-    wav_header,
 )
 from tts_neuron.server.engine import Busy, Engine, Stream
+from tts_neuron.server.voices import alias_table, resolve
 
 _LOG = logging.getLogger("tts_neuron.server")
 
@@ -49,18 +53,47 @@ OPEN_PATHS = ("/health", "/ready", "/")
 requests carry the key typed into it)."""
 
 
+@dataclass(frozen=True)
+class SpeechOptions:
+    """What the speech endpoint adds to the engine's limits."""
+
+    voice_aliases: Mapping[str, str] = field(default_factory=dict)
+    """Names a request may use for a served voice, beside its own (`--voice-alias NAME=VOICE`)."""
+    default_voice: str | None = None
+    """The voice OpenAI's 13 names mean unless aliased (the first `--addon`; None: the first by name)."""
+    max_speech_seconds: float | None = MAX_SPEECH_SECONDS
+    """Speech one request may make (None: no limit); refused up front when the text's estimate passes
+    it, and cut there otherwise."""
+
+
+class VoiceId(BaseModel):
+    """OpenAI's custom-voice object, `{"id": ...}`: the id is looked up as a voice name."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    id: str
+
+
 class SpeechRequest(BaseModel):
-    """OpenAI's CreateSpeechRequest; `instructions` is accepted and ignored (our voices take none)."""
+    """OpenAI's CreateSpeechRequest, plus `sample_rate` (as speaches and LocalAI take it).
+
+    `instructions` is accepted and ignored: our voices take no style prompt (OpenAI ignores it for tts-1
+    too), and clients such as Home Assistant and the Agents SDK send it on every call, sometimes null."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str
     input: str
-    voice: str
+    voice: str | VoiceId
     instructions: str | None = Field(default=None, max_length=4096)
-    response_format: str = "pcm"
+    response_format: str = DEFAULT_FORMAT
     speed: float = Field(default=1.0, ge=0.25, le=4.0)
     stream_format: Literal["audio", "sse"] = "audio"
+    sample_rate: int | None = None
+
+    @property
+    def voice_name(self) -> str:
+        return self.voice if isinstance(self.voice, str) else self.voice.id
 
 
 class ApiError(Exception):
@@ -111,11 +144,16 @@ class ApiKeyMiddleware:
 
 
 def create_app(
-    engine: Engine, api_key: str | None = None, load: bool = True, wyoming: str | None = None
+    engine: Engine,
+    api_key: str | None = None,
+    load: bool = True,
+    wyoming: str | None = None,
+    options: SpeechOptions | None = None,
 ) -> FastAPI:
     """The app over an engine. With `load`, the voices load and warm up in a thread when the app starts,
     and `/ready` answers 503 until they have; with `wyoming` (tcp://HOST:PORT), the same engine also
     speaks Wyoming there."""
+    settings = options or SpeechOptions()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -129,6 +167,8 @@ def create_app(
         yield
         if task:
             task.cancel()
+        await engine.drain()  # uvicorn stopped taking requests; the running streams finish first
+        engine.close()
 
     app = FastAPI(title="tts_neuron", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
 
@@ -170,10 +210,20 @@ def create_app(
             "data": [{"id": i, "object": "model", "owned_by": "tts-neuron"} for i in ids],
         }
 
+    @app.get("/v1/audio/models")
+    async def audio_models() -> dict[str, Any]:
+        """Open WebUI's model list: `{"models": [{"id"}]}`."""
+        return {"models": [{"id": i} for i in [*MODEL_ALIASES, *engine.voice_info()]]}
+
     @app.get("/v1/audio/voices")
     async def voices() -> dict[str, Any]:
-        data = [{"id": name, "name": name, **info} for name, info in engine.voice_info().items()]
-        return {"voices": [v["id"] for v in data], "data": data}
+        """Open WebUI's (and Kokoro-FastAPI's) shape, `{"voices": [{"id", "name"}]}`: the served voices,
+        then the names that alias them; `data` holds the served voices alone."""
+        info = engine.voice_info()
+        data = [{"id": name, "name": name, **about} for name, about in info.items()]
+        table = alias_table(info, settings.voice_aliases, settings.default_voice)
+        aliases = [{"id": name, "name": name, "alias_of": voice} for name, voice in table.items()]
+        return {"voices": data + aliases, "data": data}
 
     @app.get("/")
     async def page() -> HTMLResponse:
@@ -183,7 +233,7 @@ def create_app(
     async def speech(request: Request) -> Response:
         status = 200
         try:
-            response = await _speech(engine, request)
+            response = await _speech(engine, settings, request)
         except ApiError as err:
             status = err.status
             response = err.response()
@@ -211,8 +261,9 @@ async def _read_request(request: Request, engine: Engine) -> SpeechRequest:
         req = SpeechRequest.model_validate(raw)
     except ValidationError as err:
         first = err.errors()[0]
-        param = ".".join(str(p) for p in first["loc"]) or None
-        raise ApiError(400, f"{param}: {first['msg']}", param=param) from None
+        where = ".".join(str(p) for p in first["loc"]) or None
+        param = str(first["loc"][0]) if first["loc"] else None  # `voice`, not `voice.VoiceId.id`
+        raise ApiError(400, f"{where}: {first['msg']}", param=param) from None
     if req.response_format not in RESPONSE_FORMATS:
         raise ApiError(
             400,
@@ -221,6 +272,11 @@ async def _read_request(request: Request, engine: Engine) -> SpeechRequest:
             param="response_format",
             code="unsupported_response_format",
         )
+    if req.sample_rate is not None:
+        try:
+            output_rate(req.response_format, 0, req.sample_rate)
+        except ValueError as err:
+            raise ApiError(400, str(err), param="sample_rate", code="unsupported_sample_rate") from None
     if len(req.input) > engine.limits.max_chars:
         raise ApiError(
             413,
@@ -233,38 +289,42 @@ async def _read_request(request: Request, engine: Engine) -> SpeechRequest:
     return req
 
 
-async def _speech(engine: Engine, request: Request) -> Response:
+async def _speech(engine: Engine, settings: SpeechOptions, request: Request) -> Response:
     req = await _read_request(request, engine)
     if not engine.is_ready():
         raise ApiError(503, "the voices are still loading", code="not_ready", headers={"Retry-After": "5"})
     voices = engine.voice_info()
-    if req.voice not in voices:
+    name = resolve(req.voice_name, voices, settings.voice_aliases, settings.default_voice)
+    if name is None:
+        aliases = alias_table(voices, settings.voice_aliases, settings.default_voice)
         raise ApiError(
             400,
-            f"unknown voice '{req.voice}'; this server has {', '.join(sorted(voices))}",
+            f"unknown voice '{req.voice_name}'; this server has {', '.join(sorted(voices))}"
+            + (f" and the aliases {', '.join(aliases)}" if aliases else ""),
             param="voice",
             code="voice_not_found",
         )
-    if req.model not in MODEL_ALIASES and req.model != req.voice:
+    if req.model not in MODEL_ALIASES and req.model not in (name, req.voice_name):
         raise ApiError(
             400,
-            f"unknown model '{req.model}' for voice '{req.voice}'; use one of {', '.join(MODEL_ALIASES)} "
-            "or the voice's name",
+            f"unknown model '{req.model}' for voice '{req.voice_name}'; use one of "
+            f"{', '.join(MODEL_ALIASES)} or the voice's name",
             param="model",
             code="model_not_found",
         )
-    voice = voices[req.voice]
+    voice = voices[name]
     if req.speed != 1 and not voice["takes_speed"]:
-        raise ApiError(400, f"voice '{req.voice}' cannot change its speed", param="speed")
+        raise ApiError(400, f"voice '{req.voice_name}' cannot change its speed", param="speed")
+    _check_speech_estimate(req, settings.max_speech_seconds)
 
-    session = Session(engine.admit())
+    session = Session(engine.admit(name))
     try:
         await session.open()
     except Busy as err:
         raise busy(err) from None
     try:
         started = time.monotonic()
-        stream = session.stream = engine.start(req.voice, req.input, req.speed)
+        stream = session.stream = engine.start(name, req.input, req.speed)
         chunks = stream.chunks()
         try:
             first = await chunks.__anext__()
@@ -279,12 +339,32 @@ async def _speech(engine: Engine, request: Request) -> Response:
     except BaseException:
         await session.close()
         raise
-    engine.metrics.first_audio.labels(req.voice).observe(time.monotonic() - started)
-    rate = voice["sample_rate"]
-    headers = {"X-Sample-Rate": str(rate), "X-Channels": "1", "X-Accel-Buffering": "no"}
-    body = _body(engine, req, rate, session, first, chunks)
+    engine.metrics.first_audio.labels(name).observe(time.monotonic() - started)
+    encoder = Encoder(req.response_format, voice["sample_rate"], req.sample_rate)
+    headers = {"X-Sample-Rate": str(encoder.rate), "X-Channels": "1", "X-Accel-Buffering": "no"}
+    if req.response_format == "pcm":
+        headers["X-Bit-Depth"] = "16"
+    body = _body(engine, req, name, voice["sample_rate"], settings, session, first, chunks, encoder)
     media_type = "text/event-stream" if req.stream_format == "sse" else MEDIA_TYPES[req.response_format]
     return AudioResponse(session, body, media_type=media_type, headers=headers)
+
+
+def _check_speech_estimate(req: SpeechRequest, limit: float | None) -> None:
+    """Refuse, before any audio, a request whose text alone shows it would pass the speech limit."""
+    if limit is None:
+        return
+    try:
+        seconds = estimate_speech_seconds(req.input) / req.speed
+    except TextError as err:
+        raise ApiError(400, str(err), param="input") from None
+    if seconds > limit:
+        raise ApiError(
+            400,
+            f"this input would take about {seconds / 60:.3g} minutes of speech; the limit is "
+            f"{limit / 60:.3g} minutes per request (split it, or ask for a faster speed)",
+            param="input",
+            code="speech_too_long",
+        )
 
 
 def busy(err: Busy) -> ApiError:
@@ -331,23 +411,24 @@ class AudioResponse(StreamingResponse):
 async def _body(
     engine: Engine,
     req: SpeechRequest,
+    voice: str,
     sample_rate: int,
+    settings: SpeechOptions,
     session: Session,
     first: Any,
     chunks: AsyncIterator[Any],
+    encoder: Encoder,
 ) -> AsyncIterator[bytes]:
-    """The response body: the first chunk, then the others as they come; the stream is cancelled and its
-    slot freed however the body ends (done, failed, or the client gone)."""
+    """The response body: each chunk encoded as it comes (`sample_rate` is the voice's); the stream is
+    cancelled and its slot freed however the body ends (done, failed, past the speech limit, or the client
+    gone)."""
     metrics, sse = engine.metrics, req.stream_format == "sse"
-    assert session.stream is not None
-    stream = session.stream
+    limit = settings.max_speech_seconds
     samples = 0
     playing_since = time.monotonic()
     last = playing_since
     finished = False
     try:
-        if req.response_format == "wav" and not sse:
-            yield wav_header(sample_rate)
         chunk = first
         while True:
             now = time.monotonic()
@@ -356,17 +437,22 @@ async def _body(
             if samples:
                 metrics.chunk_gap.observe(now - last)
             last = now
-            pcm = pcm16(chunk)
+            if limit is not None and samples + len(chunk) > limit * sample_rate:
+                raise TextError(f"the speech passed the limit of {limit / 60:.3g} minutes per request")
             samples += len(chunk)
-            stream.emitted(len(chunk) / sample_rate)
-            metrics.audio_seconds.labels(req.voice).inc(len(chunk) / sample_rate)
-            yield sse_delta(pcm) if sse else pcm
+            metrics.audio_seconds.labels(voice).inc(len(chunk) / sample_rate)
+            data = encoder.push(chunk)
+            if data:
+                yield sse_delta(data) if sse else data
             try:
                 chunk = await chunks.__anext__()
             except StopAsyncIteration:
                 break
+        data = encoder.finish()
+        if data:
+            yield sse_delta(data) if sse else data
         if sse:
-            yield sse_done(len(req.input), samples)
+            yield sse_done(len(req.input), encoder.samples)
         finished = True
     except Exception as err:
         if not sse:
@@ -374,6 +460,7 @@ async def _body(
         error = {"message": str(err), "type": "server_error", "param": None, "code": type(err).__name__}
         yield sse_event({"type": "error", "error": error})
     finally:
+        encoder.close()
         if not finished:
             metrics.cancelled.labels("error_or_disconnect").inc()
         await session.close()
