@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 
+import httpx
 import numpy as np
 import pytest
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
@@ -117,3 +125,50 @@ def test_bad_input_is_an_error_event_and_the_connection_goes_on(
     received = asyncio.run(exchange(wyoming_port, [*events, Describe()], {"info"}))
     errors = [Error.from_event(e) for e in received if Error.is_type(e.type)]
     assert [e.code for e in errors] == [code] and errors[0].text
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_the_server_with_wyoming_exits_on_sigterm_and_sigint(sig: signal.Signals) -> None:
+    """As a container or Home Assistant add-on stops it: a client connected to the Wyoming port, and one
+    receiving speech over HTTP, do not keep the process alive past its drain timeout."""
+    port, wyoming = free_port(), free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "tts_neuron.cli",
+        "serve",
+        "--addon",
+        str(FASTSPEECH),
+        "--port",
+        str(port),
+    ]
+    command += ["--wyoming", f"tcp://127.0.0.1:{wyoming}", "--drain-timeout", "3"]
+    process = subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not ready(f"http://127.0.0.1:{port}"):
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        connected = socket.create_connection(("127.0.0.1", wyoming))
+        with httpx.stream(
+            "POST",
+            f"http://127.0.0.1:{port}/v1/audio/speech",
+            json={"model": "tts-1", "voice": "fastspeech-en", "input": "A long text. " * 200},
+            timeout=30,
+        ) as speaking:
+            next(speaking.iter_raw())
+            stopped = time.monotonic()
+            process.send_signal(sig)
+            process.wait(timeout=3 + 5)
+        assert time.monotonic() - stopped < 3 + 5
+        connected.close()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def ready(url: str) -> bool:
+    with contextlib.suppress(httpx.TransportError):
+        return httpx.get(url + "/ready", timeout=5).status_code == 200
+    return False

@@ -11,6 +11,7 @@ connection.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
@@ -146,9 +147,17 @@ class WyomingHandler(AsyncEventHandler):
 
 
 async def run_wyoming(engine: Engine, uri: str) -> None:
-    """Serve Wyoming on `uri` (tcp://HOST:PORT) until cancelled."""
+    """Serve Wyoming on `uri` (tcp://HOST:PORT) until cancelled.
+
+    `start`, not the package's `run`: `run` takes over SIGTERM for itself (and leaves it at the default
+    action after), so uvicorn never heard it and the process kept running; here the server's own signal
+    handling stops both, and cancelling this task closes the Wyoming side."""
     server = AsyncServer.from_uri(uri)
-    await server.run(lambda reader, writer: WyomingHandler(engine, reader, writer))
+    await server.start(lambda reader, writer: WyomingHandler(engine, reader, writer))
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await server.stop()
 
 
 def check_uri(uri: str) -> None:
