@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import importlib.util
 import json
 import os
+import struct
 import subprocess
 import sys
+import termios
 import wave
 from pathlib import Path
 
@@ -191,3 +195,56 @@ def test_missing_targets_and_outputs(tiny_addon_dir: Path, tmp_path: Path) -> No
 def test_debug_shows_the_traceback(tiny_addon_dir: Path) -> None:
     result = run("--debug", "synthesize", "--addon", str(tiny_addon_dir), "--text", "", "--raw")
     assert result.returncode != 0 and "Traceback" in result.stderr.decode()
+
+
+PROSE = "The committee met on a grey morning to decide whether the old bridge should be repaired. "
+
+
+def test_a_long_text_shows_progress_on_a_terminal_only(tiny_addon_dir: Path) -> None:
+    """tqdm on stderr when it is a terminal (here a pseudo-terminal) and the text is long; nothing when
+    stderr is a pipe or a file."""
+    command = [sys.executable, "-m", "tts_neuron.cli", "synthesize", "--addon", str(tiny_addon_dir), "--raw"]
+    text = PROSE * 8  # about 40 s of speech by its letters
+    terminal, child_side = os.openpty()
+    fcntl.ioctl(child_side, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 100 columns
+    with subprocess.Popen(
+        [*command, "--text", text], stdout=subprocess.DEVNULL, stderr=child_side
+    ) as process:
+        os.close(child_side)
+        shown = b""
+        with contextlib.suppress(OSError):  # EIO once the child has exited and closed its side
+            while chunk := os.read(terminal, 65536):
+                shown += chunk
+    os.close(terminal)
+    assert process.returncode == 0 and b"s of speech" in shown
+    piped = run("synthesize", "--addon", str(tiny_addon_dir), "--raw", "--text", text)
+    assert piped.returncode == 0 and b"of speech" not in piped.stderr
+
+
+def peak_rss_of_raw_run(addon: Path, text_file: Path) -> tuple[int, int]:
+    """(peak resident memory in KiB, bytes of PCM) of `synthesize --raw` on a file."""
+    command = [sys.executable, "-m", "tts_neuron.cli", "synthesize", "--addon", str(addon), "--raw"]
+    with subprocess.Popen([*command, "--text-file", str(text_file)], stdout=subprocess.PIPE) as process:
+        assert process.stdout is not None
+        written = sum(len(block) for block in iter(lambda: process.stdout.read(1 << 16), b""))  # type: ignore[union-attr]
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+    assert process.returncode == 0
+    return usage.ru_maxrss, written
+
+
+@pytest.mark.slow
+def test_texts_of_any_length_stream_in_flat_memory(tmp_path: Path) -> None:
+    """The speech cap is the server's, per request: the CLI speaks a 40,000-character text (30 minutes,
+    three times the server's cap) to the end, in the memory of a 5,000-character one."""
+    addon = Path(__file__).resolve().parent.parent / "addons" / "fastspeech-en"
+    short, long = tmp_path / "short.txt", tmp_path / "long.txt"
+    short.write_text((PROSE * 600)[:5000])
+    long.write_text((PROSE * 600)[:40000])
+    short_rss, _ = peak_rss_of_raw_run(addon, short)
+    long_rss, written = peak_rss_of_raw_run(addon, long)
+    print(f"peak RSS: {short_rss} KiB for 5,000 characters, {long_rss} KiB for 40,000 ({written} bytes)")
+    assert written / 2 / 22050 > 2 * 600
+    assert long_rss <= 1.1 * short_rss, (
+        f"peak RSS {long_rss} KiB for 40,000 characters, {short_rss} for 5,000"
+    )

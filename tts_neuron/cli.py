@@ -18,13 +18,16 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+from tqdm import tqdm
 
 from tts_neuron.errors import OutputError, SynthesisError, TextError, TTSNeuronError
-from tts_neuron.frontend import MAX_SPEECH_SECONDS
+from tts_neuron.frontend import MAX_SPEECH_SECONDS, estimate_speech_seconds
 from tts_neuron.frontend.sentences import has_speakable
 from tts_neuron.voice import TARGETS, Voice
 
 EXIT_USAGE = 2
+PROGRESS_MIN_SECONDS = 30.0
+"""Speech (estimated) from which `synthesize` shows a progress bar: a long file, not a sentence."""
 DEFAULT_MAX_CHARS = 1_000_000
 _READ_BLOCK_BYTES = 1 << 16
 _NO_IMPORTS_HELP = (
@@ -221,18 +224,20 @@ def _speak(
             for _ in voice.chunks(text, mel_sink):
                 first_s = first_s or time.perf_counter() - t0
             return first_s or 0.0, 0
-        for audio in voice.stream(text, mel_sink):
-            first_s = first_s or time.perf_counter() - t0
-            if not np.isfinite(audio).all():
-                raise SynthesisError(
-                    f"stack '{voice.stack_name}' made audio that is not finite (NaN or infinity) at "
-                    f"{samples / voice.sample_rate:.2f} s; nothing is written"
-                )
-            samples += len(audio)
-            if wav is not None:
-                wav.write(audio)
-            else:
-                _write_raw(audio)
+        with _progress(text) as progress:
+            for audio in voice.stream(text, mel_sink):
+                first_s = first_s or time.perf_counter() - t0
+                if not np.isfinite(audio).all():
+                    raise SynthesisError(
+                        f"stack '{voice.stack_name}' made audio that is not finite (NaN or infinity) at "
+                        f"{samples / voice.sample_rate:.2f} s; nothing is written"
+                    )
+                samples += len(audio)
+                if wav is not None:
+                    wav.write(audio)
+                else:
+                    _write_raw(audio)
+                progress.update(len(audio) / voice.sample_rate)
     except (TTSNeuronError, BrokenPipeError):
         raise
     except Exception as err:
@@ -241,6 +246,19 @@ def _speak(
     if not samples:
         raise SynthesisError(f"stack '{voice.stack_name}' made no audio for the text")
     return first_s or 0.0, samples
+
+
+def _progress(text: str) -> tqdm:
+    """A bar of seconds spoken against the text's estimate, on stderr when it is a terminal and the text
+    is long (PROGRESS_MIN_SECONDS of speech or more)."""
+    estimate = estimate_speech_seconds(text)
+    return tqdm(
+        total=round(estimate),
+        file=sys.stderr,
+        disable=not sys.stderr.isatty() or estimate < PROGRESS_MIN_SECONDS,
+        bar_format="{l_bar}{bar}| {n:.0f}/{total} s of speech [{elapsed}<{remaining}]",
+        leave=False,
+    )
 
 
 def _checked_frames(voice: Voice, mel: list[np.ndarray]) -> np.ndarray:
