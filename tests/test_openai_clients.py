@@ -193,3 +193,36 @@ def test_speech_past_the_limit_is_refused_up_front_or_cut(url: str) -> None:
     assert events[-1]["type"] == "error" and "passed the limit" in events[-1]["error"]["message"]
     pcm = b"".join(base64.b64decode(e["audio"]) for e in events[:-1])
     assert 0 < len(pcm) / 2 / 24000 <= MAX_SPEECH_SECONDS
+
+
+def test_the_openapi_schema_describes_the_speech_endpoint(url: str) -> None:
+    """`/openapi.json` (and the `/docs` page over it) say what the endpoint takes, as FastAPI peers do."""
+    jsonschema = pytest.importorskip("jsonschema")
+    document = httpx.get(url + "/openapi.json").json()
+    operation = document["paths"]["/v1/audio/speech"]["post"]
+    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    for body in (
+        {"model": "tts-1", "voice": "alloy", "input": "Hi."},
+        {
+            "model": "tts-1",
+            "voice": {"id": "ash"},
+            "input": "Hi.",
+            "response_format": "opus",
+            "sample_rate": 48000,
+        },
+        {
+            "model": "gpt-4o-mini-tts",
+            "voice": "ash",
+            "input": "Hi.",
+            "instructions": None,
+            "stream_format": "sse",
+        },
+    ):
+        jsonschema.validate(body, schema)
+        assert speech(url, **body).status_code == 200
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(
+            {"model": "tts-1", "voice": "alloy", "input": "Hi.", "response_format": "ogg"}, schema
+        )
+    assert {"audio/mpeg", "audio/pcm", "text/event-stream"} <= set(operation["responses"]["200"]["content"])
+    assert httpx.get(url + "/docs").status_code == 200

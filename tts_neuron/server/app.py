@@ -30,6 +30,7 @@ from tts_neuron.server.encoding import (
     DEFAULT_FORMAT,
     MEDIA_TYPES,
     RESPONSE_FORMATS,
+    SAMPLE_RATES,
     Encoder,
     output_rate,
     sse_delta,
@@ -48,9 +49,9 @@ are; a loaded voice's name is a model id too."""
 MAX_BODY = 64 * 1024
 """Bytes of a request body: 4,096 characters of input are at most 16 KiB of UTF-8."""
 
-OPEN_PATHS = ("/health", "/ready", "/")
-"""What answers without the API key: probes must not need secrets, and the page is static (its own
-requests carry the key typed into it)."""
+OPEN_PATHS = ("/health", "/ready", "/", "/docs", "/openapi.json")
+"""What answers without the API key: probes must not need secrets, and the page and the API's description
+are static (their requests carry the key typed into them)."""
 
 
 @dataclass(frozen=True)
@@ -86,14 +87,50 @@ class SpeechRequest(BaseModel):
     input: str
     voice: str | VoiceId
     instructions: str | None = Field(default=None, max_length=4096)
-    response_format: str = DEFAULT_FORMAT
+    response_format: str = Field(default=DEFAULT_FORMAT, json_schema_extra={"enum": list(RESPONSE_FORMATS)})
     speed: float = Field(default=1.0, ge=0.25, le=4.0)
     stream_format: Literal["audio", "sse"] = "audio"
-    sample_rate: int | None = None
+    sample_rate: int | None = Field(default=None, json_schema_extra={"enum": [*SAMPLE_RATES, None]})
 
     @property
     def voice_name(self) -> str:
         return self.voice if isinstance(self.voice, str) else self.voice.id
+
+
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """A pydantic schema with its `$defs` put in place, so that it stands alone inside an OpenAPI
+    document (whose `#/...` references start at the document's root)."""
+    defs = schema.pop("$defs", {})
+
+    def place(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            return (
+                place(defs[ref.rsplit("/", 1)[-1]])
+                if ref.startswith("#/$defs/")
+                else {key: place(value) for key, value in node.items()}
+            )
+        return [place(item) for item in node] if isinstance(node, list) else node
+
+    return place(schema)  # type: ignore[no-any-return]
+
+
+SPEECH_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": _inlined(SpeechRequest.model_json_schema())}},
+    },
+    "responses": {
+        "200": {
+            "description": "The audio, streamed: in the requested format, or OpenAI's server-sent events",
+            "content": {media: {} for media in [*MEDIA_TYPES.values(), "text/event-stream"]},
+        },
+        "400": {"description": "OpenAI's error object: a bad request, voice, format or input"},
+        "503": {"description": "OpenAI's error object: busy or still loading, with Retry-After"},
+    },
+}
+"""The speech endpoint reads its body itself (for its size limit and OpenAI-shaped errors), so FastAPI
+cannot see its schema: this describes it for `/openapi.json` and `/docs`."""
 
 
 class ApiError(Exception):
@@ -170,7 +207,7 @@ def create_app(
         await engine.drain()  # uvicorn stopped taking requests; the running streams finish first
         engine.close()
 
-    app = FastAPI(title="tts_neuron", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app = FastAPI(title="tts_neuron", redoc_url=None, lifespan=lifespan)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, err: ApiError) -> JSONResponse:
@@ -229,7 +266,7 @@ def create_app(
     async def page() -> HTMLResponse:
         return HTMLResponse(resources.files("tts_neuron.server").joinpath("page.html").read_text("utf-8"))
 
-    @app.post("/v1/audio/speech")
+    @app.post("/v1/audio/speech", openapi_extra=SPEECH_OPENAPI, response_class=Response)
     async def speech(request: Request) -> Response:
         status = 200
         try:
