@@ -1,15 +1,17 @@
 """Load test of `tts-neuron serve`: real HTTP clients against the real server on 127.0.0.1, each playing
-what it receives in real time, batching runner against direct runner in the same run.
+what it receives in real time, against one stream through the Python API in the same run.
 
-    python benchmarks/serve_load.py [--streams 1 4 16 64] [--duration 30] [--out DIR] [--capacity]
-    python benchmarks/serve_load.py --soak-minutes 10          # `make soak`: 16 streams, batching only
+    python benchmarks/serve_load.py [--streams 1 16 32 64] [--duration 30] [--out DIR] [--capacity]
+    python benchmarks/serve_load.py --soak-minutes 10          # `make soak`: 32 streams, the server only
 
-For each runner a server process is started on a free port, and for each concurrency that many clients
-run in a closed loop (Riva's perf client method: a client sends its next request only when the previous
-body has ended), with texts and voices dealt round-robin. A client's playback starts when its first chunk
-arrives; a chunk that arrives after the audio before it has finished playing is an underrun. Texts are
-the ordinary sentences of benchmarks/run.py (`--texts hard`: benchmarks/hard_sentences.txt). Writes
-results.json, results.md and serve_load.png (soak.json, soak.md and soak.png with --soak-minutes).
+The server is started on a free port, and for each concurrency that many clients run in a closed loop
+(Riva's perf client method: a client sends its next request only when the previous body has ended), with
+texts and voices dealt round-robin. A client's playback starts when its first chunk arrives; a chunk that
+arrives after the audio before it has finished playing is an underrun. Each text is three consecutive
+sentences of benchmarks/run.py's paragraph (`--texts hard`: benchmarks/hard_sentences.txt, one each).
+The `python` runner speaks the same texts one after another through `tts_neuron.load(...).stream` in
+this process: the baseline of time to first audio and of throughput. Writes results.json, results.md and
+serve_load.png (soak.json, soak.md and soak.png with --soak-minutes).
 """
 
 from __future__ import annotations
@@ -39,24 +41,25 @@ from prometheus_client.parser import text_string_to_metric_families
 REPO = Path(__file__).resolve().parent.parent
 ADDONS = (REPO / "addons" / "fastspeech-en", REPO / "addons" / "tacotron-en")
 VOICES = ("fastspeech-en", "tacotron-en")
-STREAMS = (1, 4, 16, 64)
-SOAK_STREAMS = 16
+STREAMS = (1, 16, 32, 64)
+SOAK_STREAMS = 32
+SENTENCES_PER_TEXT = 3
 TTFA_LIMIT_MS = 500.0
 """Capacity counts streams whose time to first audio p99 is at most this."""
 COALESCE_S = 0.005
 """Socket reads this close to the previous one belong to the same server chunk: a chunk larger than one
 read (httpcore reads 64 KiB) arrives in several, and their split is no gap between chunks."""
-SERVER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-"""The server's torch threads are pinned: `tts_neuron.load` sets 1 intra-op thread, and so does this."""
 
 
 def texts(kind: str) -> list[str]:
-    """The ordinary sentences of benchmarks/run.py (14, of 40 to 93 characters), or the hard ones of
-    benchmarks/robustness.py; both are imported lazily because they pull in torch."""
+    """Ordinary texts: each of the 14 sentences of benchmarks/run.py's paragraph (40 to 93 characters)
+    with the two after it; or the hard sentences of benchmarks/robustness.py. Both are imported lazily
+    because they pull in torch."""
     if kind == "ordinary":
         from run import PARAGRAPH
 
-        return list(PARAGRAPH)
+        n = len(PARAGRAPH)
+        return [" ".join(PARAGRAPH[(i + j) % n] for j in range(SENTENCES_PER_TEXT)) for i in range(n)]
     from robustness import HARD_SENTENCES, read_hard_sentences
 
     return [sentence for _, sentence in read_hard_sentences(HARD_SENTENCES)]
@@ -198,23 +201,20 @@ class Server:
     def __init__(
         self,
         addons: Sequence[Path],
-        batching: bool,
-        max_streams: int,
         log: Path,
         stack: str | None = None,
         ray_replicas: int = 0,
+        options: Sequence[str] = (),
     ) -> None:
+        """`options`: more `tts-neuron serve` options (`--budget 2`, `--threads 1`)."""
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.command = [sys.executable, "-m", "tts_neuron.cli", "serve", "--host", "127.0.0.1"]
-        self.command += ["--port", str(self.port), "--max-streams", str(max_streams)]
-        self.command += ["--max-queue", str(max_streams)]
+        self.command += ["--port", str(self.port), *options]
         for addon in addons:
             self.command += ["--addon", str(addon)]
-        if not batching:
-            self.command.append("--no-batching")
         if stack:  # a compiled stack runs on the CPU target here (the same fixed shapes as on inf2)
             self.command += ["--stack", stack, "--target", "cpu"]
         if ray_replicas:  # the same API through Ray Serve: an ingress and this many engine replicas
@@ -224,9 +224,7 @@ class Server:
 
     def __enter__(self) -> Server:
         with self.log.open("wb") as log:
-            self.process = subprocess.Popen(
-                self.command, cwd=REPO, env={**os.environ, **SERVER_ENV}, stdout=log, stderr=subprocess.STDOUT
-            )
+            self.process = subprocess.Popen(self.command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -300,7 +298,7 @@ async def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], floa
 
 
 def batch_histogram(before: dict[Any, float], after: dict[Any, float]) -> dict[str, Any]:
-    """Per network, what the batching runner did between two scrapes: calls, mean real rows per call,
+    """Per network, what the engine did between two scrapes: calls, mean real rows per call,
     mean share of dummy rows, and the cumulative count of calls with at most `le` real rows."""
     delta = {key: value - before.get(key, 0.0) for key, value in after.items()}
     networks: dict[str, Any] = {}
@@ -424,17 +422,17 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-        "server_torch_threads": 1,
     }
 
 
-async def run_runner(args: argparse.Namespace, batching: bool, log: Path) -> list[dict[str, Any]]:
+async def run_server(args: argparse.Namespace, log: Path) -> list[dict[str, Any]]:
     """Every concurrency against one server, with one RSS sampler over the whole server's life."""
-    runner = "batching" if batching else "direct"
+    runner = "server"
     sentences = texts(args.texts)
     records: list[dict[str, Any]] = []
     rss: list[tuple[float, float]] = []
-    with Server(args.addons, batching, max(args.streams), log, args.stack, args.ray_replicas) as server:
+    options = ["--max-queue", str(max(args.streams)), *args.server_options]
+    with Server(args.addons, log, args.stack, args.ray_replicas, options) as server:
         sampler = asyncio.create_task(sample_rss(server, args.rss_interval, rss))
         try:
             await server.wait_ready(args.ready_timeout)
@@ -476,22 +474,19 @@ def _cell(value: Any) -> str:
 
 
 def load_markdown(result: dict[str, Any]) -> str:
-    """Batching and direct side by side at each concurrency, with the ratio of their RTFX."""
+    """The server at each concurrency beside the Python API's one stream, with the ratio of their RTFX."""
     by = {(r["runner"], r["streams"]): r for r in result["records"]}
     streams = sorted({r["streams"] for r in result["records"]})
-    runners = [
-        name
-        for name in ("batching", "direct", "python")
-        if any(r["runner"] == name for r in result["records"])
-    ]
+    runners = [name for name in ("server", "python") if any(r["runner"] == name for r in result["records"])]
     head = ["streams"]
     for name in runners:
         head += [
             f"{name} {c}" for c in ("TTFA p50/p99 ms", "gap p50/p99 ms", "underrun streams", "RTFX", "errors")
         ]
-    compare = {"batching", "direct"} <= set(runners)
+    baseline = next((r for r in result["records"] if r["runner"] == "python"), None)
+    compare = "server" in runners and baseline is not None and bool(baseline["rtfx"])
     if compare:
-        head.append("RTFX batching/direct")
+        head.append("RTFX server / Python API")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for n in streams:
         row = [str(n)]
@@ -508,8 +503,8 @@ def load_markdown(result: dict[str, Any]) -> str:
                 ", ".join(f"{k}: {v}" for k, v in r["errors"].items()) or "0",
             ]
         if compare:
-            b, d = by.get(("batching", n)), by.get(("direct", n))
-            ratio = b["rtfx"] / d["rtfx"] if b and d and b["rtfx"] and d["rtfx"] else None
+            served = by.get(("server", n))
+            ratio = served["rtfx"] / baseline["rtfx"] if served and served["rtfx"] and baseline else None
             row.append(f"{ratio:.2f}" if ratio is not None else "-")
         lines.append("| " + " | ".join(row) + " |")
     batch_lines = []
@@ -522,7 +517,7 @@ def load_markdown(result: dict[str, Any]) -> str:
         "# Serving load test",
         "",
         f"`{c['command']}` on {m['cpu']} ({m['cores']} cores, load average {m['load_average_at_start']} "
-        f"at start), {result['date']}. Server torch threads: 1.",
+        f"at start), {result['date']}. Server options: {' '.join(c['server_options']) or 'defaults'}.",
         "",
         f"Texts: {c['texts']} ({c['text_count']} sentences), voices {', '.join(c['voices'])}, dealt "
         "round-robin; closed loop of "
@@ -655,7 +650,7 @@ def plot_soak(result: dict[str, Any], path: Path) -> None:
     ax.axvline(baseline / 60, color="grey", linestyle="--", linewidth=1, label="baseline")
     ax.set_xlabel("minutes")
     ax.set_ylabel("server RSS (MB)")
-    ax.set_title(f"soak: {result['records'][0]['streams']} streams, batching runner")
+    ax.set_title(f"soak: {result['records'][0]['streams']} streams")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -670,9 +665,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--runners",
         nargs="+",
-        choices=("batching", "direct", "python"),
-        default=["batching", "direct"],
-        help="servers to load (python: one stream through the Python API, the baseline of TTFA)",
+        choices=("server", "python"),
+        default=["python", "server"],
+        help="what to load (python: one stream through the Python API, the baseline of TTFA and RTFX)",
+    )
+    parser.add_argument(
+        "--server-options",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="the rest of the command line goes to `tts-neuron serve` (e.g. --budget 2 --threads 1)",
     )
     parser.add_argument(
         "--addons", type=Path, nargs="+", default=list(ADDONS), help="addons the server loads"
@@ -689,7 +690,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds a request may take in all")
     parser.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for /ready")
     parser.add_argument("--rss-interval", type=float, default=1.0, help="seconds between RSS samples")
-    parser.add_argument("--soak-minutes", type=float, help="soak mode: batching only, 16 streams, this long")
+    parser.add_argument(
+        "--soak-minutes", type=float, help="soak mode: the server only, 32 streams, this long"
+    )
     parser.add_argument(
         "--soak-baseline", type=float, default=60.0, help="seconds into the soak of the RSS baseline"
     )
@@ -697,7 +700,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     soak = args.soak_minutes is not None
     if soak:
-        args.runners, args.duration, args.requests = ["batching"], args.soak_minutes * 60, None
+        args.runners, args.duration, args.requests = ["server"], args.soak_minutes * 60, None
     args.streams = args.streams or ([SOAK_STREAMS] if soak else list(STREAMS))
     args.out = args.out or REPO / "benchmarks" / "results" / ("soak" if soak else "serve_load")
     if min(args.streams) < 1 or args.duration <= 0 or (args.requests is not None and args.requests < 1):
@@ -749,6 +752,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "stack": args.stack or "default",
             "ray_replicas": args.ray_replicas,
             "request_timeout_s": args.timeout,
+            "server_options": args.server_options,
         },
         "records": [],
     }
@@ -757,8 +761,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if runner == "python":
                 result["records"].append(python_api(args))
                 continue
-            log = Path(logs) / f"{runner}.log"
-            result["records"] += asyncio.run(run_runner(args, runner == "batching", log))
+            result["records"] += asyncio.run(run_server(args, Path(logs) / "server.log"))
     result["capacity"] = {
         runner: capacity([r for r in result["records"] if r["runner"] == runner]) for runner in args.runners
     }

@@ -90,7 +90,7 @@ def wait_until(test: Callable[[], bool], timeout: float = 10.0) -> None:
 
 @pytest.fixture
 def engine() -> Iterator[Engine]:
-    engine = Engine(threads=1)
+    engine = Engine(workers=1)  # one call at a time: what waits while it runs is what batches
     yield engine
     engine.close()
 
@@ -153,7 +153,7 @@ def test_the_stream_nearest_its_deadline_runs_first() -> None:
     audio due) before a stream far ahead of its listener."""
     clock = Clock()
     engine = Engine(
-        Schedule(horizon=10.0, first_audio_budget=0.5, margin=0.0), threads=1, max_batch=1, clock=clock
+        Schedule(horizon=10.0, first_audio_budget=0.5, margin=0.0), workers=1, max_batch=1, clock=clock
     )
     order: list[float] = []
     gate = threading.Event()
@@ -185,7 +185,7 @@ def test_the_stream_nearest_its_deadline_runs_first() -> None:
 
 def test_a_stream_beyond_the_horizon_makes_no_network_call_until_its_listener_catches_up() -> None:
     clock = Clock()
-    engine = Engine(Schedule(horizon=2.0), threads=1, clock=clock)
+    engine = Engine(Schedule(horizon=2.0), clock=clock)
     calls: list[float] = []
 
     def network(x: torch.Tensor) -> torch.Tensor:
@@ -224,7 +224,7 @@ def test_a_cancelled_stream_ends_within_one_call_and_runs_its_cleanup(engine: En
 
 def test_a_listener_that_stays_away_gets_its_stream_cancelled() -> None:
     clock = Clock()
-    engine = Engine(Schedule(horizon=1.0, idle_timeout=5.0), threads=1, clock=clock)
+    engine = Engine(Schedule(horizon=1.0, idle_timeout=5.0), clock=clock)
     try:
         voice = Script(engine.handle("net", lambda x: x), chunks=10)
         sink = Sink()
@@ -291,7 +291,7 @@ def assert_each_equals_alone(
 
 @pytest.fixture(scope="module")
 def module_engine() -> Iterator[Engine]:
-    engine = Engine(threads=1, max_batch=8)
+    engine = Engine(max_batch=8)
     yield engine
     engine.close()
 
@@ -366,21 +366,17 @@ def test_streams_that_start_together_share_every_call_on_the_compiled_stack(
     rows at compiled batch size 4, with one dummy row. (Later sentences come from the frontend thread one
     stream after another, so streams of several sentences drift apart by a sentence's phonemisation.)"""
     observed: list[tuple[str, int, int]] = []
-    gate, entered = threading.Event(), threading.Event()
-    blocker = Script(module_engine.handle("gate", lambda x: entered.set() or gate.wait(10) and x))
-    module_engine.submit(blocker, "0", Sink(), paced=False)  # type: ignore[arg-type]
-    assert entered.wait(10)
     module_engine.observer = lambda *o: observed.append(o)
     try:
         sinks = [Sink() for _ in range(3)]
-        for sink in sinks:
-            module_engine.submit(compiled_voices["tiny"], TEXTS[0], sink, paced=False)
-        gate.set()
+        with module_engine._cond:  # the engine takes arrivals under this lock: all three in one turn
+            for sink in sinks:
+                module_engine.submit(compiled_voices["tiny"], TEXTS[0], sink, paced=False)
         for sink in sinks:
             assert sink.done.wait(60) and sink.items[-1] is END
     finally:
         module_engine.observer = None
-    calls = [(rows, size) for name, rows, size in observed if name != "gate"]
+    calls = [(rows, size) for _, rows, size in observed]
     assert calls and all(call == (3, 4) for call in calls), observed
     batched = [np.concatenate([x for x in s.items if isinstance(x, np.ndarray)]) for s in sinks]
     assert_each_equals_alone(batched, alone(compiled_voices, [("tiny", TEXTS[0])] * 3))

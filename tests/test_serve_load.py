@@ -140,7 +140,7 @@ def test_a_tiny_real_run_records_every_field(tmp_path: Path) -> None:
     result = serve_load.main(
         [
             "--runners",
-            "batching",
+            "server",
             "--streams",
             "1",
             "--requests",
@@ -157,7 +157,7 @@ def test_a_tiny_real_run_records_every_field(tmp_path: Path) -> None:
     assert (out / "results.md").read_text().startswith("# Serving load test")
     assert (out / "serve_load.png").stat().st_size > 0
     assert set(result) == {"date", "machine", "config", "records", "capacity"}
-    assert {"cpu", "cores", "server_torch_threads"} <= set(result["machine"])
+    assert {"cpu", "cores"} <= set(result["machine"])
     [record] = result["records"]
     assert set(record) == {
         "runner",
@@ -180,9 +180,9 @@ def test_a_tiny_real_run_records_every_field(tmp_path: Path) -> None:
         "batch",
         "meets",
     }
-    assert (record["runner"], record["streams"], record["requests"], record["ok"]) == ("batching", 1, 2, 2)
+    assert (record["runner"], record["streams"], record["requests"], record["ok"]) == ("server", 1, 2, 2)
     assert record["errors"] == {} and record["audio_s"] > 0 and record["rtfx"] > 0
     assert record["ttfa_ms"]["p50"] is not None and record["ttfa_ms"]["p99"] is not None
     assert len(record["rss_mb"]) >= 2 and all(mb > 0 for _, mb in record["rss_mb"])
     assert record["batch"] and all(v["calls"] > 0 for v in record["batch"].values())
-    assert result["capacity"]["batching"] in (0, 1)
+    assert result["capacity"]["server"] in (0, 1)

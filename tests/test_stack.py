@@ -149,12 +149,13 @@ def test_public_api_is_small() -> None:
 
 
 def test_encoder_pieces_and_decoder_segments_must_cut_alike(tiny_tacotron_dir: Path) -> None:
-    """Encoders and the attention decoder each cut a long sentence at its own `max_tokens`; different
-    limits would decode segments across separately encoded pieces, so the stack is refused."""
+    """Encoders and the attention decoder each cut a long sentence at its own `max_tokens` (at most their
+    largest bucket, 48 here); different limits would decode segments across separately encoded pieces,
+    so the stack is refused."""
     stack = load_addon(tiny_tacotron_dir).stacks["cpu"]
     stack[0]["sequence_block"]["max_tokens"] = 32
     with pytest.raises(
-        StackError, match=r"pieces of at most \[32\] tokens but .* segments of at most \[256\]"
+        StackError, match=r"pieces of at most \[32\] tokens but .* segments of at most \[48\]"
     ):
         tts_neuron.load(tiny_tacotron_dir, stack=stack)
     stack[0]["streamable_block"]["stack"][0]["max_tokens"] = 32

@@ -67,10 +67,20 @@ class Schedule:
     """A playing stream's deadline is this long before its audio runs out."""
     idle_timeout: float = 30.0
     """A stream whose listener takes nothing for this long, while it waits for them, is cancelled."""
+    cushion: float = 0.5
+    """Seconds of audio a new stream holds back before its first chunk leaves, while other streams run
+    and its first-audio deadline has not come: a first chunk of 0.2 s followed by a wait for the engine
+    would play and then stall."""
 
     def __post_init__(self) -> None:
-        if self.horizon <= 0 or self.first_audio_budget < 0 or self.margin < 0 or self.idle_timeout <= 0:
-            raise ValueError("need horizon > 0, first_audio_budget >= 0, margin >= 0 and idle_timeout > 0")
+        if (
+            self.horizon <= 0
+            or self.idle_timeout <= 0
+            or min(self.first_audio_budget, self.margin, self.cushion) < 0
+        ):
+            raise ValueError(
+                "need horizon > 0, idle_timeout > 0, and first_audio_budget, margin, cushion >= 0"
+            )
 
 
 @dataclass(eq=False)
@@ -80,6 +90,17 @@ class _Call:
     handle: NetworkHandle
     inputs: tuple[torch.Tensor, ...]
     key: tuple[int, tuple[TensorSpec, ...]]
+    running: bool = False
+    """True once its batch went to a worker."""
+
+
+@dataclass(eq=False)
+class _Batch:
+    """Calls of several streams running as one on a worker."""
+
+    handle: NetworkHandle
+    streams: list[EngineStream]
+    outputs: Future[tuple[list[Outputs], int]]
 
 
 @dataclass(eq=False)
@@ -126,6 +147,8 @@ class EngineStream:
     last_taken: float = 0.0
     waiting: _Call | Future[Any] | None = None
     resume_with: object = None
+    held: list[object] | None = field(default_factory=list)
+    """Items held back until the first chunk may leave (None once it has)."""
     cancelled: str | None = None
     """Why the stream was cancelled (None while it is not)."""
     done: bool = False
@@ -146,6 +169,22 @@ class EngineStream:
         self.last_taken = now
         self.engine.wake()
         return item
+
+    def hold(self, item: object) -> None:
+        """Hand an item out, or hold it back while the stream builds its first cushion."""
+        if self.held is None:
+            self.deliver(item)
+            return
+        self.held.append(item)
+        alone = self.engine.streams == 1
+        if alone or not isinstance(item, np.ndarray) or self.produced >= self.engine.schedule.cushion:
+            self.release()
+
+    def release(self) -> None:
+        """Let the held items go, and every item after them."""
+        held, self.held = self.held or [], None
+        for item in held:
+            self.deliver(item)
 
     def deliver(self, item: object) -> None:
         """Hand an item to the listener; a listener that cannot take it any more cancels the stream."""
@@ -214,18 +253,22 @@ class Engine(Runner):
     def __init__(
         self,
         schedule: Schedule | None = None,
-        threads: int | None = None,
+        workers: int | None = None,
+        threads: int = 1,
         max_batch: int = 32,
         observer: BatchObserver | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
-        """`threads`: torch intra-op threads of the engine's thread (default: every core). torch keeps
-        one such setting per process, so an engine is the one owner of it: one engine per process."""
-        if max_batch < 1:
-            raise ValueError("max_batch must be at least 1")
+        """`workers`: threads that run batched calls side by side (default: one per core; one for a
+        device that runs one call at a time, as a NeuronCore does), each with `threads` torch intra-op
+        threads. torch keeps that setting per process, so an engine owns it: one engine per process."""
+        if max_batch < 1 or threads < 1 or (workers is not None and workers < 1):
+            raise ValueError("max_batch, threads and workers must be at least 1")
         self.schedule = schedule or Schedule()
-        self.threads = threads or os.cpu_count() or 1
+        self.workers, self.threads = workers or os.cpu_count() or 1, threads
         self.max_batch, self.observer, self.clock = max_batch, observer, clock
+        self._batches: list[_Batch] = []
+        self._pool = ThreadPoolExecutor(self.workers, "engine worker", self._start_worker)
         self._cond = threading.Condition()
         self._arrivals: list[EngineStream] = []
         self._streams: list[EngineStream] = []
@@ -338,8 +381,12 @@ class Engine(Runner):
         self.wake()
         self._thread.join(timeout)
         self._frontend.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     # -- the loop --------------------------------------------------------------------------------------
+
+    def _start_worker(self) -> None:
+        torch.set_num_threads(self.threads)
 
     def _loop(self) -> None:
         torch.set_num_threads(self.threads)
@@ -356,12 +403,16 @@ class Engine(Runner):
             self._end_cancelled()
 
     def _turn(self) -> None:
-        """One turn: admit, resume the runnable streams deadline first, run one batched call."""
+        """One turn: admit, take finished batches, resume the runnable streams deadline first, and give
+        every free worker the most urgent batch."""
         self._admit()
         self._end_cancelled()
+        self._collect()
         now, schedule = self.clock(), self.schedule
         runnable = []
         for stream in self._streams:
+            if stream.held and now >= stream.deadline(schedule):
+                stream.release()  # due: no more cushion to wait for
             if isinstance(stream.waiting, Future) and stream.waiting.done():
                 stream.waiting, stream.resume_with = None, stream.waiting
             if stream.waiting is not None:
@@ -375,10 +426,9 @@ class Engine(Runner):
                 continue
             self._resume(stream)
         self._streams = [s for s in self._streams if not s.done]
-        calls = [s for s in self._streams if isinstance(s.waiting, _Call)]
-        if calls:
-            self._execute(calls)
-        elif not any(s.waiting is None and s.ahead(self.clock()) <= schedule.horizon for s in self._streams):
+        self._dispatch()
+        now = self.clock()
+        if not any(s.waiting is None and s.ahead(now) <= schedule.horizon for s in self._streams):
             self._sleep()
 
     def _admit(self) -> None:
@@ -392,10 +442,11 @@ class Engine(Runner):
     def _sleep(self) -> None:
         """Wait for an arrival, a listener, a frontend result or a paced stream's turn."""
         wakes = [w for s in self._streams if s.waiting is None and (w := s.wakes_at(self.schedule))]
+        wakes += [s.deadline(self.schedule) for s in self._streams if s.held]
         timeout = max(0.0, min(wakes) - self.clock()) if wakes else None
         timeout = min(timeout, self.schedule.idle_timeout) if timeout is not None else 1.0
         with self._cond:
-            if not self._arrivals and not self._stopping:
+            if not self._arrivals and not self._stopping and not any(b.outputs.done() for b in self._batches):
                 self._cond.wait(timeout)
 
     def _resume(self, stream: EngineStream) -> None:
@@ -421,13 +472,13 @@ class Engine(Runner):
         try:
             for chunk in stream.voice.stream(stream.text, speed=stream.speed):
                 stream.produced += len(chunk) / stream.sample_rate
-                stream.deliver(chunk)
+                stream.hold(chunk)
                 self._hub.switch(_YIELD)  # type: ignore[union-attr]
-            stream.deliver(END)
+            stream.hold(END)
         except GreenletExit:
             raise
         except Exception as err:  # noqa: BLE001 - every failure reaches its own listener, never the engine
-            stream.deliver(err)
+            stream.hold(err)
 
     def _end_cancelled(self) -> None:
         for stream in self._streams:
@@ -438,25 +489,41 @@ class Engine(Runner):
                 stream.deliver(Cancelled(f"the stream was cancelled ({stream.cancelled})"))
         self._streams = [s for s in self._streams if not s.done]
 
-    def _execute(self, calls: list[EngineStream]) -> None:
-        """Run the call of the stream with the earliest deadline, batched with the waiting calls of the
-        same network at the same input signature (earliest deadlines first, up to the batch limit)."""
+    def _dispatch(self) -> None:
+        """While a worker is free: the waiting call of the stream with the earliest deadline, batched with
+        the waiting calls of the same network at the same input signature (earliest deadlines first, up
+        to the batch limit)."""
         schedule = self.schedule
-        calls.sort(key=lambda s: s.deadline(schedule))
-        first = calls[0].waiting
-        assert isinstance(first, _Call)
-        sizes = first.handle.batch_sizes
-        limit = min(self.max_batch, sizes[-1]) if sizes else self.max_batch
-        group = [s for s in calls if s.waiting.key == first.key][:limit]  # type: ignore[union-attr]
-        try:
-            rows, size = run_batch(first.handle, [s.waiting.inputs for s in group])  # type: ignore[union-attr]
-            results: list[object] = list(rows)
-        except Exception as err:  # noqa: BLE001 - every stream of the batch gets the error
-            results, size = [_Failed(err)] * len(group), len(group)
-        for stream, result in zip(group, results, strict=True):
-            stream.waiting, stream.resume_with = None, result
-        if self.observer:
-            self.observer(first.handle.name, len(group), size)
+        queued = sorted(
+            (s for s in self._streams if isinstance(s.waiting, _Call) and not s.waiting.running),
+            key=lambda s: s.deadline(schedule),
+        )
+        while queued and len(self._batches) < self.workers:
+            first = queued[0].waiting
+            assert isinstance(first, _Call)
+            sizes = first.handle.batch_sizes
+            limit = min(self.max_batch, sizes[-1]) if sizes else self.max_batch
+            group = [s for s in queued if s.waiting.key == first.key][:limit]  # type: ignore[union-attr]
+            calls = [cast(_Call, s.waiting) for s in group]
+            for call in calls:
+                call.running = True
+            outputs = self._pool.submit(run_batch, first.handle, [call.inputs for call in calls])
+            outputs.add_done_callback(lambda _: self.wake())
+            self._batches.append(_Batch(first.handle, group, outputs))
+            queued = [s for s in queued if s not in group]
+
+    def _collect(self) -> None:
+        """Give the streams of every finished batch their rows (or its error)."""
+        for batch in [b for b in self._batches if b.outputs.done()]:
+            self._batches.remove(batch)
+            error = batch.outputs.exception()
+            rows, size = (
+                batch.outputs.result() if error is None else ([_Failed(error)] * len(batch.streams), 0)
+            )
+            for stream, row in zip(batch.streams, rows, strict=True):
+                stream.waiting, stream.resume_with = None, row
+            if self.observer and error is None:
+                self.observer(batch.handle.name, len(batch.streams), size)
 
 
 __all__ = ["END", "AsyncStream", "Cancelled", "Engine", "EngineStream", "Schedule"]

@@ -176,8 +176,14 @@ class AttentionDecoder(StreamableBlock):
 
     @classmethod
     def build(cls, params: dict[str, Any], ctx: BuildContext) -> AttentionDecoder:
+        """The step with dynamic shapes; a segment's memory is still padded to the step's token buckets
+        (when it declares them), so that the steps of streams of different lengths meet at a few shapes
+        and batch (the step masks padding: the frames are the same)."""
         name = _network_by_role(ctx, "decoder", params.pop("network", None))
-        return construct(cls, params, ctx.path, **cls._network_args(ctx, name), network=ctx.network(name))
+        buckets = ctx.addon.networks[name].buckets
+        table = BucketTable(buckets) if buckets else None
+        args = cls._network_args(ctx, name)
+        return construct(cls, params, ctx.path, **args, network=ctx.network(name), table=table)
 
     @staticmethod
     def _network_args(ctx: BuildContext, name: str) -> dict[str, Any]:

@@ -17,12 +17,11 @@ from typing import Any
 import torch
 
 from tts_neuron.audio import AudioConfig
-from tts_neuron.backends.executor import BucketTable, pad_length
+from tts_neuron.backends.executor import BucketTable
 from tts_neuron.blocks.acoustic import (
     Encoder,
     Encoders,
     _network_by_role,
-    token_slice,
     window_network_args,
 )
 from tts_neuron.blocks.base import Chunk, Features, StreamableBlock, construct
@@ -38,8 +37,7 @@ class NeuronEncoders(Encoders):
     calling its compiled executor, run on sentence pieces padded to a bucket."""
 
     def __init__(self, blocks: list[Encoder], pauses: set[int], table: BucketTable) -> None:
-        super().__init__(blocks, pauses, max_tokens=table.largest)
-        self.table = table
+        super().__init__(blocks, pauses, max_tokens=table.largest, table=table)
 
     @classmethod
     def build(cls, params: dict[str, Any], ctx: BuildContext) -> NeuronEncoders:
@@ -55,14 +53,8 @@ class NeuronEncoders(Encoders):
             cls, params, ctx.path, blocks=blocks, pauses=pause_ids(ctx.addon.symbols), table=table
         )
 
-    def encode_piece(self, features: Features, start: int, stop: int) -> Features:
-        """Tokens [start, stop) padded to their bucket, through every encoder, unpadded."""
-        bucket = self.table.bucket_for(stop - start)
-        assert bucket is not None  # pieces are cut to fit the largest bucket
-        piece = {key: pad_length(value, bucket) for key, value in token_slice(features, start, stop).items()}
-        return {key: value[:, : stop - start] for key, value in self.run({**features, **piece}).items()}
-
     def describe(self) -> str:
+        assert self.table is not None
         return f"NeuronEncoders (token buckets {self.table.buckets})"
 
 
