@@ -56,6 +56,14 @@ _CODECS = {
 }
 """Format -> (ffmpeg muxer, encoder)."""
 
+_ENCODER_OPTIONS = {
+    "mp3": {"compression_level": "7"},  # LAME -q 7: 5.0 ms per second of audio, not 9.3 at its default
+    "opus": {"compression_level": "5"},  # 2.7 ms, not 9.4 at complexity 10
+    "aac": {"aac_coder": "fast"},  # 3.6 ms, not 9.4 with the two-loop coder
+}
+"""Cheaper settings than the encoders' defaults, which spend as much CPU as synthesis itself on mono
+speech at these bit rates (benchmarks/encode_cost.py, docs/serving.md#formats)."""
+
 _MUXER_OPTIONS = {
     "mp3": {"write_xing": "0"},  # a Xing header's length and seek table are unknown while streaming
     "ogg": {"page_duration": "20000"},  # an Ogg page per 20 ms packet, not per second: nothing waits
@@ -166,7 +174,8 @@ class Encoder:
             self._container = av.open(
                 self._sink, mode="w", format=muxer, options=_MUXER_OPTIONS.get(muxer, {})
             )
-            self._stream = self._container.add_stream(codec, rate=self.rate)
+            options = _ENCODER_OPTIONS.get(response_format, {})
+            self._stream = self._container.add_stream(codec, rate=self.rate, options=options)
             self._stream.layout = "mono"
             if response_format in BIT_RATES:
                 self._stream.bit_rate = BIT_RATES[response_format]
