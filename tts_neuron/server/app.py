@@ -359,10 +359,13 @@ async def _speech(engine: Engine, settings: SpeechOptions, request: Request) -> 
         await session.open()
     except Busy as err:
         raise busy(err) from None
+    encoder = None
     try:
         started = time.monotonic()
         stream = session.stream = engine.start(name, req.input, req.speed)
         chunks = stream.chunks()
+        # opened while the engine makes the first chunk (FLAC's muxer takes 5 ms to open)
+        encoder = Encoder(req.response_format, voice["sample_rate"], req.sample_rate)
         try:
             first = await chunks.__anext__()
         except StopAsyncIteration:
@@ -374,10 +377,11 @@ async def _speech(engine: Engine, settings: SpeechOptions, request: Request) -> 
         except TTSNeuronError as err:
             raise ApiError(500, f"synthesis failed: {err}", kind="server_error") from None
     except BaseException:
+        if encoder is not None:
+            encoder.close()
         await session.close()
         raise
     engine.metrics.first_audio.labels(name).observe(time.monotonic() - started)
-    encoder = Encoder(req.response_format, voice["sample_rate"], req.sample_rate)
     headers = {"X-Sample-Rate": str(encoder.rate), "X-Channels": "1", "X-Accel-Buffering": "no"}
     if req.response_format == "pcm":
         headers["X-Bit-Depth"] = "16"
