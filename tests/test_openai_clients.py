@@ -10,6 +10,7 @@ import functools
 import io
 import json
 import time
+import wave
 from collections.abc import Iterator
 
 import av
@@ -226,3 +227,52 @@ def test_the_openapi_schema_describes_the_speech_endpoint(url: str) -> None:
         )
     assert {"audio/mpeg", "audio/pcm", "text/event-stream"} <= set(operation["responses"]["200"]["content"])
     assert httpx.get(url + "/docs").status_code == 200
+
+
+CLIENT_REQUESTS = {
+    "open-webui": ({"model": "tts-1", "voice": "alloy"}, "audio/mpeg"),
+    "librechat": ({"model": "tts-1", "voice": "alloy"}, "audio/mpeg"),
+    "sillytavern": ({"model": "tts-1", "voice": "alloy", "response_format": "mp3", "speed": 1}, "audio/mpeg"),
+    "ha-openai-tts": (
+        {
+            "model": "tts-1",
+            "voice": "shimmer",
+            "response_format": "mp3",
+            "speed": 1.0,
+            "instructions": "Calm.",
+        },
+        "audio/mpeg",
+    ),
+    "pipecat": ({"model": "gpt-4o-mini-tts", "voice": "alloy", "response_format": "pcm"}, "audio/pcm"),
+    "agents-sdk": (
+        {"model": "gpt-4o-mini-tts", "voice": "ash", "response_format": "pcm", "instructions": None},
+        "audio/pcm",
+    ),
+    "livekit": (
+        {"model": "gpt-4o-mini-tts", "voice": "ash", "response_format": "mp3", "stream_format": "sse"},
+        "text/event-stream",
+    ),
+    "wyoming-openai": ({"model": "tts-1", "voice": "alloy", "response_format": "wav"}, "audio/wav"),
+}
+"""What each client sends (docs/serving.md#clients), with the input left out, and the type it must get."""
+
+
+@pytest.mark.parametrize("client_name", list(CLIENT_REQUESTS))
+def test_each_clients_exact_request(url: str, client_name: str) -> None:
+    body, media_type = CLIENT_REQUESTS[client_name]
+    with httpx.stream("POST", url + "/v1/audio/speech", json={"input": TEXT, **body}, timeout=60) as response:
+        assert response.status_code == 200 and response.headers["content-type"].startswith(media_type)
+        pieces = list(response.iter_raw())
+    data = b"".join(pieces)
+    seconds = len(voice_audio(TEXT)) / 22050
+    if media_type == "audio/pcm":  # played at 24 kHz whatever the headers say
+        assert len(data) / 2 / 24000 == pytest.approx(seconds, abs=0.001)
+        return
+    if media_type == "text/event-stream":  # LiveKit decodes the deltas by the requested format
+        events = [json.loads(line[6:]) for line in data.decode().splitlines() if line.startswith("data: ")]
+        data = b"".join(base64.b64decode(e["audio"]) for e in events if e["type"] == "speech.audio.delta")
+    if client_name == "wyoming-openai":  # it reads the rate from the first chunk with Python's wave module
+        with wave.open(io.BytesIO(pieces[0])) as first:
+            assert (first.getframerate(), first.getnchannels(), first.getsampwidth()) == (22050, 1, 2)
+    samples, rate = decode(data)
+    assert seconds - 0.001 <= len(samples) / rate <= seconds + PRIMING_SECONDS
