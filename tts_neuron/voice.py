@@ -16,6 +16,7 @@ from tts_neuron.errors import AddonError, AttentionError, StackError
 from tts_neuron.frontend import Frontend, Sentence
 from tts_neuron.runners import DirectRunner, Runner, handles
 from tts_neuron.stack import BuildContext, build_stack
+from tts_neuron.timestamps import WordTime, timed_stream
 
 FrameSink = Callable[[np.ndarray], None]
 """Receives mel frames [T, n_mels] as they pass, for callers that save them (`--mel`)."""
@@ -86,6 +87,21 @@ class Voice:
         for _, chunks in self._sentences(text, mel_sink, speed):
             yield from chunks
 
+    def timed_stream(self, text: str, speed: float = 1.0) -> Iterator[tuple[np.ndarray, list[WordTime]]]:
+        """`stream`'s chunks, each with the word timestamps of its sentence when it is the sentence's first
+        (tts_neuron.timestamps); duration voices only."""
+        return timed_stream(self, text, speed)
+
+    def sentences(self, text: str, speed: float = 1.0) -> Iterator[Sentence]:
+        """The text's sentences as this voice speaks them, after the checks `stream` makes."""
+        for sentence, _ in self._sentences(text, None, speed):
+            yield sentence
+
+    @staticmethod
+    def sentence_rate(sentence: Sentence, speed: float) -> float:
+        """A sentence's speaking rate: a call's speed times SSML's <prosody rate>, within 0.25 to 4."""
+        return min(max(speed * sentence.rate, 0.25), 4.0)
+
     def _sentences(
         self, text: str, mel_sink: FrameSink | None, speed: float
     ) -> Iterator[tuple[Sentence, Iterator[Chunk]]]:
@@ -98,7 +114,7 @@ class Voice:
 
     def _checked(self, sentence: Sentence, mel_sink: FrameSink | None, speed: float) -> Iterator[Chunk]:
         """One sentence's chunks, with an attention failure named by the phoneme and word it was at."""
-        rate = min(max(speed * sentence.rate, 0.25), 4.0)  # a call's speed times SSML's <prosody rate>
+        rate = self.sentence_rate(sentence, speed)
         try:
             yield from self.sentence_chunks(sentence, mel_sink, rate)
         except AttentionError as err:
@@ -112,9 +128,8 @@ class Voice:
                 token=err.token,
             ) from None
 
-    def sentence_chunks(
-        self, sentence: Sentence, mel_sink: FrameSink | None = None, rate: float = 1.0
-    ) -> Iterator[Chunk]:
+    def features(self, sentence: Sentence, rate: float = 1.0) -> dict[str, torch.Tensor]:
+        """What the stack is given for one sentence."""
         tokens = torch.tensor([sentence.tokens], dtype=torch.long, device=self.device)  # [1, N]
         features = {
             "tokens": tokens,
@@ -123,6 +138,12 @@ class Voice:
         }
         if rate != 1:
             features["rate"] = torch.tensor(float(rate))
+        return features
+
+    def sentence_chunks(
+        self, sentence: Sentence, mel_sink: FrameSink | None = None, rate: float = 1.0
+    ) -> Iterator[Chunk]:
+        features = self.features(sentence, rate)
         if mel_sink is None:
             yield from self.stack.stream(None, features)
             return
