@@ -47,8 +47,8 @@ NEURON_STACK: list[dict[str, Any]] = [
 
 
 BATCH_SIZES = [1, 2, 4, 8]
-"""Batch sizes every bucket of a shipped voice is compiled at: a batching server runs up to 8 streams'
-calls of one network as one call (`tts_neuron.runners.BatchingRunner`)."""
+"""Batch sizes every bucket of a shipped voice is compiled at: the server's engine runs up to 8 streams'
+calls of one network as one call (`tts_neuron.engine.Engine`)."""
 
 
 @dataclass

@@ -50,7 +50,7 @@ class NetworkSpec:
     buckets: list[int]
     """Lengths (tokens for encoders, window frames for a decoder) that fixed-shape targets compile."""
     batch_sizes: list[int]
-    """Batch sizes compiled at every bucket (default [1]): a batching runner runs the calls of several
+    """Batch sizes compiled at every bucket (default [1]): the device engine runs the calls of several
     streams as one call at these sizes. 1 comes first, so a lone stream never pays for dummy rows."""
     sha256: str
     """Of the parameter file, checked when the network is loaded: a changed byte is refused, not spoken."""

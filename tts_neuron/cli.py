@@ -391,8 +391,8 @@ def _serve(args: argparse.Namespace) -> int:
         raise TTSNeuronError(str(err)) from None
     api_key = os.environ.get("TTS_NEURON_API_KEY") or None
     print(f"tts-neuron: serving {', '.join(args.addon)} on http://{args.host}:{args.port}", file=sys.stderr)
-    if args.threads is not None and args.threads < 1:
-        raise TTSNeuronError("--threads must be at least 1")
+    if args.threads < 1 or (args.workers is not None and args.workers < 1):
+        raise TTSNeuronError("--workers and --threads must be at least 1")
     if args.wyoming:
         from tts_neuron.server.wyoming import check_uri
 
@@ -422,10 +422,11 @@ def _serve(args: argparse.Namespace) -> int:
         args.target,
         limits,
         api_key,
-        args.threads,
+        args.workers,
         args.wyoming,
         schedule,
         options,
+        args.threads,
     )
     return 0
 
@@ -557,7 +558,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="let requests name VOICE as NAME (repeat); OpenAI's 13 voice names (alloy, ash, ...) mean the "
         "first --addon's voice unless aliased",
     )
-    srv.add_argument("--threads", type=int, help="torch threads of the engine (default: one per core)")
+    srv.add_argument(
+        "--workers",
+        type=int,
+        help="engine threads that run network calls side by side (default: one per core)",
+    )
+    srv.add_argument("--threads", type=int, default=1, help="torch threads of each engine worker (default 1)")
     srv.add_argument("--ray", action="store_true", help="serve on a local Ray Serve (the `ray` extra)")
     srv.add_argument("--replicas", type=int, default=1, help="engine replicas with --ray (default 1)")
     srv.add_argument("--wyoming", metavar="tcp://HOST:PORT", help="also speak Wyoming (Home Assistant) there")

@@ -67,20 +67,18 @@ class Schedule:
     """A playing stream's deadline is this long before its audio runs out."""
     idle_timeout: float = 30.0
     """A stream whose listener takes nothing for this long, while it waits for them, is cancelled."""
+    urgent: float = 0.2
+    """A call whose stream's deadline is this close runs first; otherwise the largest batch does."""
     cushion: float = 0.5
     """Seconds of audio a new stream holds back before its first chunk leaves, while other streams run
     and its first-audio deadline has not come: a first chunk of 0.2 s followed by a wait for the engine
     would play and then stall."""
 
     def __post_init__(self) -> None:
-        if (
-            self.horizon <= 0
-            or self.idle_timeout <= 0
-            or min(self.first_audio_budget, self.margin, self.cushion) < 0
-        ):
-            raise ValueError(
-                "need horizon > 0, idle_timeout > 0, and first_audio_budget, margin, cushion >= 0"
-            )
+        if self.horizon <= 0 or self.idle_timeout <= 0:
+            raise ValueError("need horizon > 0 and idle_timeout > 0")
+        if min(self.first_audio_budget, self.margin, self.urgent, self.cushion) < 0:
+            raise ValueError("first_audio_budget, margin, urgent and cushion must be >= 0")
 
 
 @dataclass(eq=False)
@@ -490,27 +488,36 @@ class Engine(Runner):
         self._streams = [s for s in self._streams if not s.done]
 
     def _dispatch(self) -> None:
-        """While a worker is free: the waiting call of the stream with the earliest deadline, batched with
-        the waiting calls of the same network at the same input signature (earliest deadlines first, up
-        to the batch limit)."""
-        schedule = self.schedule
-        queued = sorted(
-            (s for s in self._streams if isinstance(s.waiting, _Call) and not s.waiting.running),
-            key=lambda s: s.deadline(schedule),
-        )
-        while queued and len(self._batches) < self.workers:
-            first = queued[0].waiting
-            assert isinstance(first, _Call)
-            sizes = first.handle.batch_sizes
-            limit = min(self.max_batch, sizes[-1]) if sizes else self.max_batch
-            group = [s for s in queued if s.waiting.key == first.key][:limit]  # type: ignore[union-attr]
-            calls = [cast(_Call, s.waiting) for s in group]
+        """While a worker is free, give it one batch: the waiting calls of one network at one input
+        signature, earliest deadlines first, up to the batch limit. Which batch: the one of the earliest
+        deadline when that deadline is within `urgent` seconds; otherwise the one with the most rows, which
+        is where the engine gains most and lets streams that lag join the ones ahead."""
+        schedule, now = self.schedule, self.clock()
+        groups: dict[tuple[int, tuple[TensorSpec, ...]], list[EngineStream]] = {}
+        for stream in sorted(self._streams, key=lambda s: s.deadline(schedule)):
+            if isinstance(stream.waiting, _Call) and not stream.waiting.running:
+                groups.setdefault(stream.waiting.key, []).append(stream)
+        while groups and len(self._batches) < self.workers:
+            limited = {key: group[: self._limit(group)] for key, group in groups.items()}
+            earliest = min(limited, key=lambda key: limited[key][0].deadline(schedule))
+            key = earliest
+            if limited[earliest][0].deadline(schedule) - now > schedule.urgent:
+                key = max(limited, key=lambda k: (len(limited[k]), -limited[k][0].deadline(schedule)))
+            group = limited[key]
+            rest = groups.pop(key)[len(group) :]
+            if rest:
+                groups[key] = rest
+            calls = [cast(_Call, stream.waiting) for stream in group]
             for call in calls:
                 call.running = True
-            outputs = self._pool.submit(run_batch, first.handle, [call.inputs for call in calls])
+            outputs = self._pool.submit(run_batch, calls[0].handle, [call.inputs for call in calls])
             outputs.add_done_callback(lambda _: self.wake())
-            self._batches.append(_Batch(first.handle, group, outputs))
-            queued = [s for s in queued if s not in group]
+            self._batches.append(_Batch(calls[0].handle, group, outputs))
+
+    def _limit(self, group: list[EngineStream]) -> int:
+        """The most rows one call of this group's network may take."""
+        sizes = cast(_Call, group[0].waiting).handle.batch_sizes
+        return min(self.max_batch, sizes[-1]) if sizes else self.max_batch
 
     def _collect(self) -> None:
         """Give the streams of every finished batch their rows (or its error)."""

@@ -68,7 +68,7 @@ Shape = tuple[int, int]
 
 class FixedShapeExecutor:
     """One compiled artifact per (batch size, bucket) of a network; refuses any input signature it was not
-    compiled for. Blocks call it at batch 1; a batching runner calls it at the other compiled batch sizes."""
+    compiled for. Blocks call it at batch 1; the device engine calls it at the other compiled batch sizes."""
 
     def __init__(
         self,

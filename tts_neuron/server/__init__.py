@@ -23,17 +23,18 @@ def serve(
     target: str | None = None,
     limits: Limits | None = None,
     api_key: str | None = None,
-    threads: int | None = None,
+    workers: int | None = None,
     wyoming: str | None = None,
     schedule: Schedule | None = None,
     options: SpeechOptions | None = None,
+    threads: int = 1,
 ) -> None:
     """Serve until SIGTERM or SIGINT; voices load and warm up after the port opens (`/ready` says when).
     A shutdown stops taking requests, lets running streams finish up to the drain timeout, then exits."""
     import uvicorn
 
     limits = limits or Limits()
-    engine = Engine(addons, stack, target, limits, schedule=schedule, threads=threads)
+    engine = Engine(addons, stack, target, limits, schedule=schedule, workers=workers, threads=threads)
     app = create_app(engine, api_key, wyoming=wyoming, options=options)
     uvicorn.run(
         app,

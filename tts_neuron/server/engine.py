@@ -44,9 +44,9 @@ class Limits:
     max_streams: int = 256
     """Streams synthesised at once, whatever the budget; more wait in the queue."""
     budget: float = 1.0
-    """Engine seconds per second of wall time that the admitted streams may need, each counted at its
-    voice's cost measured alone at warm-up; batching makes many streams cost less than the sum of their
-    costs alone, so a budget above 1 counts on it."""
+    """The share of the engine's worker time that the admitted streams may need, each counted at its
+    voice's cost measured alone at warm-up (worker seconds per second of audio); batching makes many
+    streams cost less than the sum of their costs alone, so a budget above 1 counts on it."""
     max_queue: int = 64
     """Requests that may wait for a slot; past that, 503."""
     queue_timeout: float = 10.0
@@ -94,15 +94,16 @@ class Engine:
         limits: Limits | None = None,
         metrics: Metrics | None = None,
         schedule: Schedule | None = None,
-        threads: int | None = None,
+        workers: int | None = None,
+        threads: int = 1,
     ) -> None:
-        """`schedule` and `threads` go to the device engine (its deadlines and pacing; its torch threads,
-        by default every core)."""
+        """`schedule`, `workers` and `threads` go to the device engine (its deadlines and pacing; its
+        worker threads, by default one per core, and their torch threads)."""
         self.addons, self.stack, self.target = addons, stack, target
         self.limits = limits or Limits()
         self.metrics = metrics or Metrics()
         idle = Schedule(idle_timeout=self.limits.idle_timeout)
-        self.device = DeviceEngine(schedule or idle, threads, observer=self.metrics.batch)
+        self.device = DeviceEngine(schedule or idle, workers, threads, observer=self.metrics.batch)
         self.voices = VoiceSet(self.device, allow_imports=False)
         self.costs: dict[str, float] = {}
         """Engine seconds per second of audio of each voice, alone, measured at warm-up."""
@@ -128,12 +129,13 @@ class Engine:
                 voice = self.voices.add(addon, self.stack, self.target)
                 name = next(n for n, v in self.voices.voices.items() if v is voice)
                 self.costs[name] = self.measure(voice)
+                self.metrics.voice_cost.labels(name).set(self.costs[name])
         except Exception as err:  # noqa: BLE001 - reported on /ready and by the CLI, never a dead thread
             self.load_error = (
                 f"{type(err).__name__}: {err}" if not isinstance(err, TTSNeuronError) else str(err)
             )
             return False
-        self.metrics.budget.set(self.limits.budget)
+        self.metrics.budget.set(self.budget)
         self.ready.set()
         return True
 
@@ -145,13 +147,18 @@ class Engine:
         samples = sum(len(chunk) for chunk in self.device.iterate(COST_TEXT, voice, paced=False))
         return (time.perf_counter() - started) / (samples / voice.sample_rate)
 
+    @property
+    def budget(self) -> float:
+        """Worker seconds per second that the admitted streams may need."""
+        return self.limits.budget * self.device.workers
+
     def capacity(self) -> int:
         """Streams of the costliest voice that the budget admits at once (what Ray's replicas take)."""
-        return min(self.limits.max_streams, max(1, int(self.limits.budget / max(self.costs.values()))))
+        return min(self.limits.max_streams, max(1, int(self.budget / max(self.costs.values()))))
 
     def _fits(self, cost: float) -> bool:
         return self._running < self.limits.max_streams and (
-            self._running == 0 or self._used + cost <= self.limits.budget
+            self._running == 0 or self._used + cost <= self.budget
         )
 
     @asynccontextmanager

@@ -46,11 +46,17 @@ class Metrics:
         self.running = Gauge("tts_neuron_streams_running", "Streams being synthesised", registry=r)
         self.waiting = Gauge("tts_neuron_streams_waiting", "Requests waiting for a stream slot", registry=r)
         self.budget = Gauge(
-            "tts_neuron_budget", "Engine seconds per second the admitted streams may need", registry=r
+            "tts_neuron_budget", "Worker seconds per second the admitted streams may need", registry=r
+        )
+        self.voice_cost = Gauge(
+            "tts_neuron_voice_cost",
+            "Worker seconds per second of audio of a voice alone, measured at warm-up",
+            ["voice"],
+            registry=r,
         )
         self.budget_used = Gauge(
             "tts_neuron_budget_used",
-            "Engine seconds per second the running streams need, each at its voice's cost alone",
+            "Worker seconds per second the running streams need, each at its voice's cost alone",
             registry=r,
         )
         self.audio_seconds = Counter(

@@ -1,5 +1,5 @@
 """Scale-out on Ray Serve: the same HTTP API in a CPU ingress, streaming from engine replicas that each
-hold the voices and a batching runner (one replica per NeuronCore group on inf2).
+hold the voices and a device engine (one replica per NeuronCore on inf2).
 
     tts-neuron serve --ray --addon addons/fastspeech-en --replicas 2
     serve run serve_config.yaml          # the same application from Ray's own CLI
@@ -147,11 +147,22 @@ def build(
     neuron_cores: int = 0,
     engine_cpus: float = 1.0,
     api_key: str | None = None,
+    capacity: int | None = None,
 ) -> Any:
     """The application: a CPU ingress in front of `replicas` engine replicas (autoscaled between one and
     `replicas` by ongoing streams). `neuron_cores` per replica (default: 1 on the neuron target, none
-    elsewhere) is a Ray resource, so placement follows it."""
+    elsewhere) is a Ray resource, so placement follows it. `capacity`: streams a replica takes (Ray's
+    `max_ongoing_requests`); by default measured here, by loading the voices once as a replica does (on a
+    cluster whose replicas run on other hardware than the driver, give it)."""
     limits = limits or Limits()
+    if capacity is None:
+        probe = Engine(addons, stack, target, limits)
+        try:
+            if not probe.load():
+                raise RuntimeError(f"the voices did not load: {probe.load_error}")
+            capacity = probe.capacity()
+        finally:
+            probe.close()
     cores = neuron_cores or (1 if target == "neuron" else 0)
     resources = {"num_cpus": engine_cpus, **({"resources": {"neuron_cores": cores}} if cores else {})}
     engine = TtsEngine.options(  # type: ignore[attr-defined]
@@ -159,10 +170,10 @@ def build(
             "min_replicas": 1,
             "initial_replicas": replicas,
             "max_replicas": replicas,
-            "target_ongoing_requests": max(1, int(0.7 * limits.max_streams)),
+            "target_ongoing_requests": max(1, int(0.7 * capacity)),
         },
         ray_actor_options=resources,
-        max_ongoing_requests=limits.max_streams,
+        max_ongoing_requests=capacity,
         max_queued_requests=limits.max_queue,
     ).bind(addons, stack, target, limits)
     return TtsIngress.bind(engine, limits, api_key)  # type: ignore[attr-defined]
