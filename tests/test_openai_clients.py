@@ -184,11 +184,19 @@ def test_discovery_in_the_shapes_open_webui_reads(url: str) -> None:
     assert {"tts-1", "tts-1-hd", "gpt-4o-mini-tts"} <= {m["id"] for m in models}
 
 
-def test_speech_past_the_limit_is_refused_up_front_or_cut(url: str) -> None:
-    """An input whose letters alone pass the limit is a 400 before any audio; one the estimate cannot see
-    (spaced digits, each a word) is cut where it passes, visibly."""
+def test_speech_past_the_limit_is_refused_up_front(url: str) -> None:
+    """An input whose letters alone pass the limit is a 400 before any audio, as is one that only a slow
+    speed takes past it."""
     error = error_of(speech(url, input=LONG_TEXT * 2, voice="alloy"), 400)
     assert error["code"] == "speech_too_long" and "the limit is 0.2 minutes" in str(error["message"])
+    error = error_of(speech(url, input=LONG_TEXT, voice="alloy", speed=0.5), 400)
+    assert error["code"] == "speech_too_long"
+
+
+@pytest.mark.slow
+def test_speech_past_the_limit_is_cut_where_it_passes(url: str) -> None:
+    """One the estimate cannot see (spaced digits, each a word) is cut where it passes, visibly (about
+    ten seconds: the stream is paced to its listener)."""
     response = speech(url, input="7 " * 40, voice="alloy", response_format="pcm", stream_format="sse")
     events = [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: ")]
     assert events[-1]["type"] == "error" and "passed the limit" in events[-1]["error"]["message"]
