@@ -403,6 +403,11 @@ def _serve(args: argparse.Namespace) -> int:
     if args.ray:
         if args.replicas < 1:
             raise TTSNeuronError("--replicas must be at least 1")
+        if args.voice_alias or args.max_speech_seconds != MAX_SPEECH_SECONDS:
+            raise TTSNeuronError(
+                "--voice-alias and --max-speech-seconds do not reach the Ray deployment yet; it serves "
+                "OpenAI's voice names as the first voice by name and the default 10-minute limit"
+            )
         try:
             from tts_neuron.server.ray_app import serve_on_ray
         except ImportError as err:
