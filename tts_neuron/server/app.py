@@ -300,6 +300,8 @@ async def _read_request(request: Request, engine: Engine) -> SpeechRequest:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or None
         param = str(first["loc"][0]) if first["loc"] else None  # `voice`, not `voice.VoiceId.id`
+        if param == "voice":  # pydantic would name one branch of the union
+            raise ApiError(400, 'voice must be a voice name or an object {"id": NAME}', param=param) from None
         raise ApiError(400, f"{where}: {first['msg']}", param=param) from None
     if req.response_format not in RESPONSE_FORMATS:
         raise ApiError(
