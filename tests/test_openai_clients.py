@@ -284,3 +284,35 @@ def test_each_clients_exact_request(url: str, client_name: str) -> None:
             assert (first.getframerate(), first.getnchannels(), first.getsampwidth()) == (22050, 1, 2)
     samples, rate = decode(data)
     assert seconds - 0.001 <= len(samples) / rate <= seconds + PRIMING_SECONDS
+
+
+def captioned(url: str, **body: object) -> httpx.Response:
+    return httpx.post(url + "/dev/captioned_speech", json={"model": "tts-1", **body}, timeout=60)
+
+
+def test_captioned_speech_streams_audio_with_word_timestamps(url: str) -> None:
+    """Kokoro-FastAPI's convention: JSON objects, one a line, each with base64 audio of the requested
+    format and the timestamps of the words it starts; the words are the Python API's."""
+    response = captioned(url, input=TEXT, voice="alloy", response_format="pcm", sample_rate=22050)
+    assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+    lines = [json.loads(line) for line in response.text.splitlines()]
+    assert len(lines) > 1 and {line["audio_format"] for line in lines} == {"audio/pcm"}
+    pcm = b"".join(base64.b64decode(line["audio"]) for line in lines)
+    assert same_pcm(pcm, np.frombuffer(pcm16(voice_audio(TEXT)), dtype="<i2"))
+    words = [w for line in lines for w in line["timestamps"]]
+    want = [w for _, sentence in tts_neuron.load(FASTSPEECH).timed_stream(TEXT) for w in sentence]
+    assert [(w["word"], w["start_time"], w["end_time"]) for w in words] == [
+        (w.word, w.start, w.end) for w in want
+    ]
+    assert words[-1]["end_time"] <= len(pcm) / 2 / 22050 + 1e-9
+
+    whole = captioned(url, input=TEXT, voice="alloy", stream=False)  # one object, mp3 by default
+    (line,) = [json.loads(text) for text in whole.text.splitlines()]
+    assert line["audio_format"] == "audio/mpeg" and line["timestamps"] == words
+    samples, rate = decode(base64.b64decode(line["audio"]))
+    assert len(samples) / rate >= words[-1]["end_time"]
+
+
+def test_captioned_speech_needs_a_duration_voice(url: str) -> None:
+    error = error_of(captioned(url, input="Hi.", voice="tacotron-en"), 400)
+    assert error["code"] == "no_timestamps" and "duration voice" in str(error["message"])

@@ -91,6 +91,11 @@ def word_times(
     ]
 
 
+def check_timed(voice: Voice) -> None:
+    """Raise the StackError `timed_stream` would, before any work."""
+    _duration_parts(voice)
+
+
 def _duration_parts(voice: Voice) -> tuple[StreamablePipeline, Upsampler]:
     """The stack's leading pipeline and its Upsampler, or a StackError saying why there are none."""
     head = voice.stack.stack[0] if voice.stack.stack else None
@@ -110,4 +115,4 @@ def _find(block: Block, kind: type[Upsampler]) -> Upsampler | None:
     return next((found for child in block.children() if (found := _find(child, kind))), None)
 
 
-__all__ = ["WordTime", "timed_stream", "word_times"]
+__all__ = ["WordTime", "check_timed", "timed_stream", "word_times"]

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tts_neuron.errors import StackError, TextError, TTSNeuronError
 from tts_neuron.frontend import MAX_SPEECH_SECONDS, estimate_speech_seconds
+from tts_neuron.server.captions import CaptionedVoice, caption
 from tts_neuron.server.encoding import (
     DEFAULT_FORMAT,
     MEDIA_TYPES,
@@ -97,6 +98,14 @@ class SpeechRequest(BaseModel):
         return self.voice if isinstance(self.voice, str) else self.voice.id
 
 
+class CaptionedSpeechRequest(SpeechRequest):
+    """Kokoro-FastAPI's captioned-speech request: the speech request, plus whether to stream the JSON
+    objects (`stream`) and, accepted for its clients, `return_timestamps` (timestamps always come)."""
+
+    stream: bool = True
+    return_timestamps: bool = True
+
+
 def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
     """A pydantic schema with its `$defs` put in place, so that it stands alone inside an OpenAPI
     document (whose `#/...` references start at the document's root)."""
@@ -131,6 +140,21 @@ SPEECH_OPENAPI: dict[str, Any] = {
 }
 """The speech endpoint reads its body itself (for its size limit and OpenAI-shaped errors), so FastAPI
 cannot see its schema: this describes it for `/openapi.json` and `/docs`."""
+
+CAPTIONED_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": _inlined(CaptionedSpeechRequest.model_json_schema())}},
+    },
+    "responses": {
+        "200": {
+            "description": 'JSON objects, one a line: {"audio": base64, "audio_format", "timestamps": '
+            '[{"word", "start_time", "end_time"}]}',
+            "content": {"application/json": {}},
+        },
+        **{code: SPEECH_OPENAPI["responses"][code] for code in ("400", "503")},
+    },
+}
 
 
 class ApiError(Exception):
@@ -277,10 +301,24 @@ def create_app(
         engine.metrics.requests.labels(str(status)).inc()
         return response
 
+    @app.post("/dev/captioned_speech", openapi_extra=CAPTIONED_OPENAPI, response_class=Response)
+    async def captioned_speech(request: Request) -> Response:
+        """Word timestamps with the audio, as Kokoro-FastAPI answers them (tts_neuron.server.captions)."""
+        status = 200
+        try:
+            response = await _speech(engine, settings, request, captioned=True)
+        except ApiError as err:
+            status = err.status
+            response = err.response()
+        engine.metrics.requests.labels(str(status)).inc()
+        return response
+
     return app
 
 
-async def _read_request(request: Request, engine: Engine) -> SpeechRequest:
+async def _read_request(
+    request: Request, engine: Engine, schema: type[SpeechRequest] = SpeechRequest
+) -> SpeechRequest:
     body = bytearray()
     async for part in request.stream():
         body += part
@@ -295,7 +333,7 @@ async def _read_request(request: Request, engine: Engine) -> SpeechRequest:
     if isinstance(raw.get("speed"), int) and not isinstance(raw.get("speed"), bool):
         raw["speed"] = float(raw["speed"])  # JSON does not tell 1 from 1.0
     try:
-        req = SpeechRequest.model_validate(raw)
+        req = schema.model_validate(raw)
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or None
@@ -328,8 +366,10 @@ async def _read_request(request: Request, engine: Engine) -> SpeechRequest:
     return req
 
 
-async def _speech(engine: Engine, settings: SpeechOptions, request: Request) -> Response:
-    req = await _read_request(request, engine)
+async def _speech(
+    engine: Engine, settings: SpeechOptions, request: Request, captioned: bool = False
+) -> Response:
+    req = await _read_request(request, engine, CaptionedSpeechRequest if captioned else SpeechRequest)
     if not engine.is_ready():
         raise ApiError(503, "the voices are still loading", code="not_ready", headers={"Retry-After": "5"})
     voices = engine.voice_info()
@@ -355,6 +395,7 @@ async def _speech(engine: Engine, settings: SpeechOptions, request: Request) -> 
     if req.speed != 1 and not voice["takes_speed"]:
         raise ApiError(400, f"voice '{req.voice_name}' cannot change its speed", param="speed")
     _check_speech_estimate(req, settings.max_speech_seconds)
+    captions = _captioned_voice(engine, name) if captioned else None
 
     session = Session(engine.admit(name))
     try:
@@ -364,7 +405,10 @@ async def _speech(engine: Engine, settings: SpeechOptions, request: Request) -> 
     encoder = None
     try:
         started = time.monotonic()
-        stream = session.stream = engine.start(name, req.input, req.speed)
+        if captions is None:
+            stream = session.stream = engine.start(name, req.input, req.speed)
+        else:  # the device engine runs any object with a voice's `sample_rate` and `stream`
+            stream = session.stream = engine.device.open(req.input, captions, req.speed)
         chunks = stream.chunks()
         # opened while the engine makes the first chunk (FLAC's muxer takes 5 ms to open)
         encoder = Encoder(req.response_format, voice["sample_rate"], req.sample_rate)
@@ -387,9 +431,22 @@ async def _speech(engine: Engine, settings: SpeechOptions, request: Request) -> 
     headers = {"X-Sample-Rate": str(encoder.rate), "X-Channels": "1", "X-Accel-Buffering": "no"}
     if req.response_format == "pcm":
         headers["X-Bit-Depth"] = "16"
-    body = _body(engine, req, name, voice["sample_rate"], settings, session, first, chunks, encoder)
+    body = _body(engine, req, name, voice["sample_rate"], settings, session, first, chunks, encoder, captions)
     media_type = "text/event-stream" if req.stream_format == "sse" else MEDIA_TYPES[req.response_format]
-    return AudioResponse(session, body, media_type=media_type, headers=headers)
+    return AudioResponse(
+        session, body, media_type="application/json" if captions else media_type, headers=headers
+    )
+
+
+def _captioned_voice(engine: Engine, name: str) -> Any:
+    """The voice `name` wrapped to collect its word timestamps; a 400 for a voice that has none, a 501
+    for a backend without a local device engine (Ray's)."""
+    if not hasattr(engine, "device"):
+        raise ApiError(501, "word timestamps need the device engine in this process (not --ray)")
+    try:
+        return CaptionedVoice(engine.voices[name])
+    except StackError as err:
+        raise ApiError(400, str(err), param="voice", code="no_timestamps") from None
 
 
 def _check_speech_estimate(req: SpeechRequest, limit: float | None) -> None:
@@ -461,12 +518,27 @@ async def _body(
     first: Any,
     chunks: AsyncIterator[Any],
     encoder: Encoder,
+    captions: CaptionedVoice | None = None,
 ) -> AsyncIterator[bytes]:
-    """The response body: each chunk encoded as it comes (`sample_rate` is the voice's); the stream is
-    cancelled and its slot freed however the body ends (done, failed, past the speech limit, or the client
-    gone)."""
+    """The response body: each chunk encoded as it comes (`sample_rate` is the voice's), raw, as SSE, or
+    with `captions` as captioned-speech JSON; the stream is cancelled and its slot freed however the body
+    ends (done, failed, past the speech limit, or the client gone)."""
     metrics, sse = engine.metrics, req.stream_format == "sse"
     limit = settings.max_speech_seconds
+    media = MEDIA_TYPES[req.response_format]
+    whole = captions is not None and not getattr(req, "stream", True)  # one JSON object at the end
+    kept: list[bytes] = []
+
+    def framed(data: bytes, last: bool = False) -> bytes:
+        """A piece of encoded audio as the response carries it (b"" for nothing to send yet)."""
+        if captions is None:
+            return (sse_delta(data) if sse else data) if data else b""
+        if whole:
+            kept.append(data)
+            return caption(b"".join(kept), media, captions.taken()) if last else b""
+        words = captions.taken() if data or last else []  # words wait for the audio that follows them
+        return caption(data, media, words) if data or words else b""
+
     samples = 0
     playing_since = time.monotonic()
     last = playing_since
@@ -484,16 +556,14 @@ async def _body(
                 raise TextError(f"the speech passed the limit of {limit / 60:.3g} minutes per request")
             samples += len(chunk)
             metrics.audio_seconds.labels(voice).inc(len(chunk) / sample_rate)
-            data = encoder.push(chunk)
-            if data:
-                yield sse_delta(data) if sse else data
+            if piece := framed(encoder.push(chunk)):
+                yield piece
             try:
                 chunk = await chunks.__anext__()
             except StopAsyncIteration:
                 break
-        data = encoder.finish()
-        if data:
-            yield sse_delta(data) if sse else data
+        if piece := framed(encoder.finish(), last=True):
+            yield piece
         if sse:
             yield sse_done(len(req.input), encoder.samples)
         finished = True
