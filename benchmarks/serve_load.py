@@ -120,15 +120,20 @@ class Request:
         return underruns(self.chunks, self.sample_rate) if self.sample_rate else 0
 
 
-async def speak(client: httpx.AsyncClient, text: str, voice: str, timeout_s: float) -> Request:
-    """Send one speech request and read its pcm body to the end, stamping each chunk as it arrives."""
-    body = {
+async def speak(
+    client: httpx.AsyncClient, text: str, voice: str, timeout_s: float, sample_rate: int | None = None
+) -> Request:
+    """Send one speech request and read its pcm body to the end, stamping each chunk as it arrives.
+    `sample_rate`: ask for this rate (default: the server's pcm rate, OpenAI's 24 kHz)."""
+    body: dict[str, Any] = {
         "model": "tts-1",
         "input": text,
         "voice": voice,
         "response_format": "pcm",
         "stream_format": "audio",
     }
+    if sample_rate:
+        body["sample_rate"] = sample_rate
     request = Request(voice, time.perf_counter())
     received = 0
 
@@ -169,21 +174,25 @@ async def closed_loop(
     duration_s: float,
     requests_each: int | None,
     timeout_s: float,
+    sample_rate: int | None = None,
+    ramp_s: float = 0.0,
 ) -> tuple[list[Request], float]:
     """`streams` clients, each sending its next request when the previous one has ended, until
     `duration_s` has passed (or each has sent `requests_each`); returns the requests and the wall time
-    from the first send to the last end."""
+    from the first send to the last end. With `ramp_s`, client i sends its first request i / streams of
+    `ramp_s` after the first, as arrivals spread over time rather than all in the same millisecond."""
     done: list[Request] = []
     counter = iter(range(1 << 62))
     start = time.perf_counter()
 
-    async def client_loop(client: httpx.AsyncClient) -> None:
+    async def client_loop(client: httpx.AsyncClient, index: int) -> None:
+        await asyncio.sleep(ramp_s * index / streams)
         sent = 0
         while (requests_each is None and time.perf_counter() - start < duration_s) or (
             requests_each is not None and sent < requests_each
         ):
             text, voice = deal(next(counter), sentences, voices)
-            done.append(await speak(client, text, voice, timeout_s))
+            done.append(await speak(client, text, voice, timeout_s, sample_rate))
             sent += 1
 
     limits = httpx.Limits(max_connections=streams, max_keepalive_connections=streams)
@@ -191,7 +200,7 @@ async def closed_loop(
     async with httpx.AsyncClient(
         base_url=base_url, limits=limits, timeout=timeout, trust_env=False
     ) as client:
-        await asyncio.gather(*(client_loop(client) for _ in range(streams)))
+        await asyncio.gather(*(client_loop(client, i) for i in range(streams)))
     return done, time.perf_counter() - start
 
 
@@ -444,7 +453,15 @@ async def run_server(args: argparse.Namespace, log: Path) -> list[dict[str, Any]
                 _sample_now(server, rss)
                 print(f"{runner}: {streams} streams ...", file=sys.stderr, flush=True)
                 requests, wall = await closed_loop(
-                    server.url, streams, sentences, args.voices, args.duration, args.requests, args.timeout
+                    server.url,
+                    streams,
+                    sentences,
+                    args.voices,
+                    args.duration,
+                    args.requests,
+                    args.timeout,
+                    args.sample_rate,
+                    args.ramp,
                 )
                 _sample_now(server, rss)
                 server.check()
@@ -519,11 +536,17 @@ def load_markdown(result: dict[str, Any]) -> str:
         f"`{c['command']}` on {m['cpu']} ({m['cores']} cores, load average {m['load_average_at_start']} "
         f"at start), {result['date']}. Server options: {' '.join(c['server_options']) or 'defaults'}.",
         "",
-        f"Texts: {c['texts']} ({c['text_count']} sentences), voices {', '.join(c['voices'])}, dealt "
+        f"Texts: {c['texts']} ({c['text_count']} texts), voices {', '.join(c['voices'])}, dealt "
         "round-robin; closed loop of "
         + (f"{c['requests_each']} requests per client" if c["requests_each"] else f"{c['duration_s']:g} s")
-        + " per concurrency. Client-side times from sending the request; an underrun is a chunk that "
-        "arrives after the audio before it has finished playing.",
+        + " per concurrency, "
+        + (
+            f"first requests spread over {c['ramp_s']:g} s"
+            if c["ramp_s"]
+            else "every client starting at once"
+        )
+        + ". Client-side times from sending the request; an underrun is a chunk that arrives after the audio "
+        "before it has finished playing.",
         "",
         *lines,
         "",
@@ -687,6 +710,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--voices", nargs="+", default=list(VOICES), help="voices dealt round-robin")
     parser.add_argument("--texts", choices=("ordinary", "hard"), default="ordinary", help="sentence set")
     parser.add_argument("--capacity", action="store_true", help="bisect between tested concurrencies")
+    parser.add_argument(
+        "--sample-rate", type=int, help="pcm rate to ask for (default: the server's, OpenAI's 24 kHz)"
+    )
+    parser.add_argument(
+        "--ramp",
+        type=float,
+        default=0.0,
+        help="seconds over which the clients send their first requests (default 0: all at once)",
+    )
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds a request may take in all")
     parser.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for /ready")
     parser.add_argument("--rss-interval", type=float, default=1.0, help="seconds between RSS samples")
@@ -753,6 +785,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "ray_replicas": args.ray_replicas,
             "request_timeout_s": args.timeout,
             "server_options": args.server_options,
+            "sample_rate": args.sample_rate,
+            "ramp_s": args.ramp,
         },
         "records": [],
     }

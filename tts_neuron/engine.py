@@ -61,12 +61,15 @@ class Schedule:
 
     horizon: float = 2.0
     """A stream this far ahead of its listener is paused until it falls back within it."""
-    first_audio_budget: float = 0.25
+    first_audio_budget: float = 0.4
     """A new stream's deadline for its first chunk, after its arrival."""
     margin: float = 0.25
     """A playing stream's deadline is this long before its audio runs out."""
     idle_timeout: float = 30.0
     """A stream whose listener takes nothing for this long, while it waits for them, is cancelled."""
+    tick: float = 0.25
+    """Paced streams wake on a common grid of this period: the streams due in one tick run together, so
+    their calls meet at the same networks and batch, instead of trickling in one by one."""
     urgent: float = 0.2
     """A call whose stream's deadline is this close runs first; otherwise the largest batch does."""
     cushion: float = 0.5
@@ -75,8 +78,8 @@ class Schedule:
     would play and then stall."""
 
     def __post_init__(self) -> None:
-        if self.horizon <= 0 or self.idle_timeout <= 0:
-            raise ValueError("need horizon > 0 and idle_timeout > 0")
+        if self.horizon <= 0 or self.idle_timeout <= 0 or self.tick <= 0:
+            raise ValueError("need horizon > 0, idle_timeout > 0 and tick > 0")
         if min(self.first_audio_budget, self.margin, self.urgent, self.cushion) < 0:
             raise ValueError("first_audio_budget, margin, urgent and cushion must be >= 0")
 
@@ -209,11 +212,17 @@ class EngineStream:
             return self.arrived + schedule.first_audio_budget
         return self.first_audio + self.produced - schedule.margin
 
+    def runnable(self, now: float, schedule: Schedule) -> bool:
+        """Waits on nothing and, as of the last tick, is within the horizon of its listener."""
+        return self.waiting is None and self.ahead(now - now % schedule.tick) <= schedule.horizon
+
     def wakes_at(self, schedule: Schedule) -> float | None:
-        """When a paced stream falls back within the horizon (None: when its listener takes a chunk)."""
+        """The tick at which a paced stream is back within the horizon (None: when its listener takes a
+        chunk)."""
         if self.first_audio is None:
             return None
-        return self.first_audio + self.produced - schedule.horizon
+        back = self.first_audio + self.produced - schedule.horizon
+        return back - back % schedule.tick + schedule.tick
 
 
 END = object()
@@ -413,11 +422,9 @@ class Engine(Runner):
                 stream.release()  # due: no more cushion to wait for
             if isinstance(stream.waiting, Future) and stream.waiting.done():
                 stream.waiting, stream.resume_with = None, stream.waiting
-            if stream.waiting is not None:
-                continue
-            if stream.ahead(now) <= schedule.horizon:
+            if stream.runnable(now, schedule):
                 runnable.append(stream)
-            elif now - stream.last_taken > schedule.idle_timeout:
+            elif stream.waiting is None and now - stream.last_taken > schedule.idle_timeout:
                 stream.cancel("idle")
         for stream in sorted(runnable, key=lambda s: s.deadline(schedule)):
             if stream.cancelled is not None:
@@ -426,7 +433,7 @@ class Engine(Runner):
         self._streams = [s for s in self._streams if not s.done]
         self._dispatch()
         now = self.clock()
-        if not any(s.waiting is None and s.ahead(now) <= schedule.horizon for s in self._streams):
+        if not any(s.runnable(now, schedule) for s in self._streams):
             self._sleep()
 
     def _admit(self) -> None:
