@@ -310,8 +310,7 @@ class Engine(Runner):
             return
         following = self._frontend.submit(next, source, END)
         while True:
-            item = following if following.done() else self._pause(following)
-            value = item.result() if isinstance(item, Future) else item
+            value = following.result() if following.done() else self._pause(following)
             if value is END:
                 return
             following = self._frontend.submit(next, source, END)
