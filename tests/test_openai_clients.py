@@ -313,6 +313,13 @@ def test_captioned_speech_streams_audio_with_word_timestamps(url: str) -> None:
     assert len(samples) / rate >= words[-1]["end_time"]
 
 
-def test_captioned_speech_needs_a_duration_voice(url: str) -> None:
-    error = error_of(captioned(url, input="Hi.", voice="tacotron-en"), 400)
-    assert error["code"] == "no_timestamps" and "duration voice" in str(error["message"])
+def test_captioned_speech_of_the_attention_voice_follows_its_alignment(url: str) -> None:
+    text = "Hello there. Where does the old road go?"
+    response = captioned(url, input=text, voice="tacotron-en", response_format="pcm", sample_rate=22050)
+    assert response.status_code == 200
+    words = [w for line in response.text.splitlines() for w in json.loads(line)["timestamps"]]
+    want = [w for _, given in tts_neuron.load(TACOTRON).timed_stream(text) for w in given]
+    assert [(w["word"], w["start_time"], w["end_time"]) for w in words] == [
+        (w.word, w.start, w.end) for w in want
+    ]
+    assert [w["word"] for w in words] == ["Hello", "there", "Where", "does", "the", "old", "road", "go"]

@@ -1,12 +1,11 @@
-"""Word timestamps from a duration voice: each phoneme's frame count, the one its Upsampler repeats the
-encoding for, summed per word. Exact by construction: a frame is `hop_length` samples of the vocoder's
-audio, so a word's times are where its phonemes' frames are, not an estimate.
+"""Word timestamps: where each word's frames are in the audio. The block that places tokens on frames
+fills the FRAME_TOKENS feature as it goes: a duration voice's Upsampler from the phonemes' frame counts
+(exact by construction, and known before the sentence's first audio), an attention voice's decoder from
+the focus of its attention step by step (a word ends where the focus moves on; known a little after its
+audio starts, as the decoder runs ahead of the vocoder). A frame is `hop_length` samples of the audio.
 
     for audio, words in voice.timed_stream("Hello there."):
-        ...  # words: the sentence's WordTimes, with its first chunk
-
-An attention voice's times would come from its alignment, which its decoder does not expose yet: it is
-refused with a StackError.
+        ...  # words: those whose frames became known with this chunk
 """
 
 from __future__ import annotations
@@ -16,9 +15,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
-from tts_neuron.blocks.acoustic import Upsampler, durations_to_frames
-from tts_neuron.blocks.base import Block, StreamablePipeline
+from tts_neuron.blocks.base import FRAME_TOKENS, Block
 from tts_neuron.errors import StackError
 from tts_neuron.frontend import Sentence
 
@@ -26,6 +25,9 @@ if TYPE_CHECKING:
     from tts_neuron.voice import Voice
 
 _EDGE_PUNCTUATION = "\"'()[]{}.,;:!?…-–—"
+_FRAMES_PER_TOKEN = 128
+"""Room in the FRAME_TOKENS tensor: more than the Upsampler's 100 frames a phoneme and the attention
+guards' 25 frames a token allow."""
 
 
 @dataclass(frozen=True)
@@ -38,30 +40,21 @@ class WordTime:
 
 
 def timed_stream(voice: Voice, text: str, speed: float = 1.0) -> Iterator[tuple[np.ndarray, list[WordTime]]]:
-    """What `voice.stream` yields, each chunk with the words of its sentence when it is the sentence's
-    first chunk (an empty list otherwise): the words are known once the sentence's encoders ran, before
-    its audio."""
-    pipeline, upsampler = _duration_parts(voice)
+    """What `voice.stream` yields, each chunk with the words whose frames became known by then (a word
+    once, in order; the rest of a sentence's words with its last chunk)."""
+    check_timed(voice)
     seconds_per_frame = voice.addon.audio.hop_length / voice.sample_rate
     made = 0  # samples of the utterance so far
     for sentence in voice.sentences(text, speed):
-        rate = voice.sentence_rate(sentence, speed)
-        features = voice.features(sentence, rate)
-        encoded = pipeline.sequence_block(dict(features))  # what the pipeline itself would run first
-        frames = durations_to_frames(
-            encoded[upsampler.durations_key][0],
-            upsampler.length_scale / rate,
-            upsampler.max_frames_per_phoneme,
-        )  # [N] frames per phoneme, as the Upsampler repeats them
-        words = word_times(sentence, frames.tolist(), seconds_per_frame, made / voice.sample_rate)
-        stream = pipeline.streamable_block.stream(None, encoded)
-        for block in voice.stack.stack[1:]:
-            stream = block.stream(stream, features)
-        for chunk in stream:
+        features = voice.features(sentence, voice.sentence_rate(sentence, speed))
+        placed = features[FRAME_TOKENS] = torch.full((len(sentence.tokens) * _FRAMES_PER_TOKEN + 256,), -1)
+        offset, told = made / voice.sample_rate, 0
+        for chunk in voice.stack.stream(None, features):
             audio = chunk.data.float().cpu().numpy()
             made += len(audio)
-            yield audio, words
-            words = []
+            words = word_times(sentence, placed, seconds_per_frame, offset, whole=chunk.final)
+            yield audio, words[told:]
+            told = len(words)
         pause = round(sentence.pause_after * voice.sample_rate)
         if pause > 0:
             made += pause
@@ -69,50 +62,43 @@ def timed_stream(voice: Voice, text: str, speed: float = 1.0) -> Iterator[tuple[
 
 
 def word_times(
-    sentence: Sentence, frames: list[int], seconds_per_frame: float, offset: float
+    sentence: Sentence, frame_tokens: torch.Tensor, seconds_per_frame: float, offset: float, whole: bool
 ) -> list[WordTime]:
-    """Each word's first and last frame among its phonemes (pauses belong to no word), in seconds from
-    the utterance's start, given the sentence starts at `offset`."""
+    """Each word's first and last frame among its phonemes' (pauses belong to no word), in seconds from
+    the utterance's start, given the sentence starts at `offset`. `frame_tokens` [F] is each frame's
+    token, -1 from the first frame not placed yet, N after the last; until the sentence is placed (or
+    `whole`), a word is given only once a later word's frame follows it."""
     labels = sentence.text.split()
     spans: dict[int, list[int]] = {}
-    start = 0
-    for phoneme, word, count in zip(sentence.phonemes, sentence.words, frames, strict=True):
-        if count and not phoneme.startswith("_") and word >= 0:
-            span = spans.setdefault(word, [start, start + count])
-            span[1] = start + count
-        start += count
+    for frame, token in enumerate(frame_tokens.tolist()):
+        if token < 0 or token >= len(sentence.words):
+            whole = whole or token >= 0
+            break
+        word = sentence.words[token]
+        if word >= 0 and not sentence.phonemes[token].startswith("_"):
+            spans.setdefault(word, [frame, frame + 1])[1] = frame + 1
+    done = sorted(spans) if whole else sorted(spans)[:-1]  # the last word seen may go on
     return [
         WordTime(
             labels[word].strip(_EDGE_PUNCTUATION) if word < len(labels) else "",
-            offset + first * seconds_per_frame,
-            offset + last * seconds_per_frame,
+            offset + spans[word][0] * seconds_per_frame,
+            offset + spans[word][1] * seconds_per_frame,
         )
-        for word, (first, last) in sorted(spans.items())
+        for word in done
     ]
 
 
 def check_timed(voice: Voice) -> None:
-    """Raise the StackError `timed_stream` would, before any work."""
-    _duration_parts(voice)
-
-
-def _duration_parts(voice: Voice) -> tuple[StreamablePipeline, Upsampler]:
-    """The stack's leading pipeline and its Upsampler, or a StackError saying why there are none."""
-    head = voice.stack.stack[0] if voice.stack.stack else None
-    upsampler = _find(head, Upsampler) if isinstance(head, StreamablePipeline) else None
-    if head is None or upsampler is None:
+    """Raise a StackError, before any work, for a stack with no block that places tokens on frames."""
+    if not any(_places_tokens(block) for block in voice.stack.stack):
         raise StackError(
-            f"word timestamps need a duration voice (a stack that starts with a StreamablePipeline holding "
-            f"an Upsampler); stack '{voice.stack_name}' of {voice.addon.name} has none"
+            f"word timestamps need a block that places tokens on frames (an Upsampler or an "
+            f"AttentionDecoder); stack '{voice.stack_name}' of {voice.addon.name} has none"
         )
-    assert isinstance(head, StreamablePipeline)
-    return head, upsampler
 
 
-def _find(block: Block, kind: type[Upsampler]) -> Upsampler | None:
-    if isinstance(block, kind):
-        return block
-    return next((found for child in block.children() if (found := _find(child, kind))), None)
+def _places_tokens(block: Block) -> bool:
+    return getattr(block, "places_tokens", False) or any(_places_tokens(child) for child in block.children())
 
 
 __all__ = ["WordTime", "check_timed", "timed_stream", "word_times"]

@@ -21,6 +21,7 @@ from tts_neuron.blocks.base import (
     SequenceBlockContainer,
     StreamableBlock,
     construct,
+    place_tokens,
 )
 from tts_neuron.blocks.pieces import pause_ids, sentence_pieces
 from tts_neuron.blocks.windows import core_chunk, empty_chunk, windows
@@ -164,6 +165,8 @@ class Upsampler(StreamableBlock):
 
     takes_rate = True
     """Honours the `rate` feature (`Voice.stream(speed=...)`, SSML `<prosody rate>`)."""
+    places_tokens = True
+    """Fills the FRAME_TOKENS feature (word timestamps), all of it before its first chunk."""
 
     def __init__(
         self,
@@ -191,11 +194,15 @@ class Upsampler(StreamableBlock):
         frames = durations_to_frames(
             features[self.durations_key][0], self.length_scale / rate, self.max_frames_per_phoneme
         )
-        return self._chunks(encodings, frames.to(encodings.device))
-
-    def _chunks(self, encodings: torch.Tensor, frames: torch.Tensor) -> Iterator[Chunk]:
-        ends = torch.cumsum(frames, 0)  # [N]: end frame of each phoneme
+        ends = torch.cumsum(frames.to(encodings.device), 0)  # [N]: end frame of each phoneme
         total = int(ends[-1]) if len(ends) else 0
+        # each frame's phoneme, then the end mark N
+        place_tokens(
+            features, 0, torch.searchsorted(ends, torch.arange(total + 1, device=ends.device), right=True)
+        )
+        return self._chunks(encodings, ends, total)
+
+    def _chunks(self, encodings: torch.Tensor, ends: torch.Tensor, total: int) -> Iterator[Chunk]:
         start, size = 0, self.first_chunk_frames
         while True:
             stop = min(start + size, total)

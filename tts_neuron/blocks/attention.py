@@ -18,7 +18,7 @@ import torch
 
 from tts_neuron.backends.executor import BucketTable, pad_length
 from tts_neuron.blocks.acoustic import _network_by_role
-from tts_neuron.blocks.base import Chunk, Features, StreamableBlock, construct
+from tts_neuron.blocks.base import Chunk, Features, StreamableBlock, construct, place_tokens
 from tts_neuron.blocks.pieces import pause_ids, sentence_pieces
 from tts_neuron.errors import AttentionError, StackError
 from tts_neuron.stack import BuildContext
@@ -140,6 +140,9 @@ class AttentionDecoder(StreamableBlock):
     streamed or interleaved with other streams, and the same to float rounding when the step is compiled.
     """
 
+    places_tokens = True
+    """Fills the FRAME_TOKENS feature (word timestamps) with its focus, step by step."""
+
     def __init__(
         self,
         name: str,
@@ -224,11 +227,14 @@ class AttentionDecoder(StreamableBlock):
             monitor = AttentionMonitor(self.guards, b - a, self.reduction, made, a, last_spoken)
             steps = self._segment(memory, keys, monitor, generator, inner=not last_segment)
             for frames, stop in steps:
+                place_tokens(features, made, torch.full((len(frames),), a + monitor.focus))
                 pending.append(frames)
                 made += len(frames)
                 due = self.first_chunk_steps if emitted == 0 else self.chunk_steps
                 if (stop and last_segment) or len(pending) >= due:
                     final = stop and last_segment
+                    if final:
+                        place_tokens(features, made, torch.tensor([len(tokens)]))
                     yield Chunk(torch.cat(pending), emitted, final)
                     emitted, pending = made, []
                     if final:

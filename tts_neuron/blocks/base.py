@@ -27,7 +27,20 @@ if TYPE_CHECKING:
 Features = dict[str, torch.Tensor]
 """Named tensors passed between SequenceBlocks, batch of one: tokens [1, N], encodings [1, N, C], ..."""
 
+FRAME_TOKENS = "frame_tokens"
+"""An optional feature for word timestamps: an out tensor [F] of -1s that the block placing tokens on
+frames (the Upsampler from durations, the attention decoder from its focus) fills with each frame's token
+index as it places it, and the frame after the last with the token count N (the sentence is placed).
+One tensor per call, shared by the copies of the features dict."""
+
 B = TypeVar("B", bound="Block")
+
+
+def place_tokens(features: Features, start: int, tokens: torch.Tensor) -> None:
+    """Record that frames [start, start + len(tokens)) speak `tokens` [T], where the call asked for it."""
+    out = features.get(FRAME_TOKENS)
+    if out is not None and start < len(out):
+        out[start : start + len(tokens)] = tokens[: len(out) - start].to(out.device)
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,11 @@
     POST /dev/captioned_speech   {the speech request, "stream": true, "return_timestamps": true}
 
 answers `application/json`: one object per line, `{"audio": base64 of the requested format's bytes,
-"audio_format": its content type, "timestamps": [{"word", "start_time", "end_time"}]}`, the words with the
-first audio that follows them; with `"stream": false`, one object for the whole utterance. Times are
-seconds from the start of the audio (before any mp3 or AAC priming).
+"audio_format": its content type, "timestamps": [{"word", "start_time", "end_time"}]}`, each word once,
+with the audio by which it is known (a duration voice's words with its sentence's first audio, an
+attention voice's as its decoder's focus moves past them, still ahead of their audio's end); with
+`"stream": false`, one object for the whole utterance. Times are seconds from the start of the audio
+(before any mp3 or AAC priming).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ class CaptionedVoice:
     its words' timestamps, for one request; they cross from the engine's thread in a queue."""
 
     def __init__(self, voice: Voice) -> None:
-        check_timed(voice)  # a StackError for a voice without durations
+        check_timed(voice)  # a StackError for a stack that places no tokens on frames
         self.voice, self.sample_rate = voice, voice.sample_rate
         self._words: queue.SimpleQueue[WordTime] = queue.SimpleQueue()
 
