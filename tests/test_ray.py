@@ -20,7 +20,11 @@ from tests.test_server import FASTSPEECH, TEXT, expected_pcm, free_port
 ray = pytest.importorskip("ray")
 serve = pytest.importorskip("ray.serve")
 
+import tts_neuron  # noqa: E402
+from tts_neuron.server.app import SpeechOptions  # noqa: E402
 from tts_neuron.server.ray_app import build  # noqa: E402
+
+MAX_SPEECH_SECONDS = 200.0  # above the long stream below (about 180 s), under the refused one (215 s)
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +33,9 @@ def url() -> Iterator[str]:
     port = free_port()
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build([str(FASTSPEECH)], replicas=2, neuron_cores=1, engine_cpus=0.5), name="tts")
+        options = SpeechOptions({"narrator": "fastspeech-en"}, None, MAX_SPEECH_SECONDS)
+        app = build([str(FASTSPEECH)], replicas=2, neuron_cores=1, engine_cpus=0.5, options=options)
+        serve.run(app, name="tts")
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 180
         while True:
@@ -87,6 +93,27 @@ def test_an_unknown_voice_gets_the_plain_servers_400(url: str) -> None:
         "voice",
         "voice_not_found",
     )
+
+
+def test_the_ingress_takes_the_servers_voice_aliases_and_speech_limit(url: str) -> None:
+    def speech(**body: object) -> httpx.Response:
+        body = {"model": "tts-1", "response_format": "pcm", "sample_rate": 22050, **body}
+        return httpx.post(url + "/v1/audio/speech", json=body, timeout=60)
+
+    assert speech(input=TEXT, voice="narrator").content == speech(input=TEXT, voice="fastspeech-en").content
+    refused = speech(input="This sentence is spoken again and again. " * 99, voice="narrator")
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "speech_too_long"
+
+
+def test_captioned_speech_through_ray_gives_the_python_apis_words(url: str) -> None:
+    body = {"model": "tts-1", "input": TEXT, "voice": "fastspeech-en", "response_format": "pcm"}
+    response = httpx.post(url + "/dev/captioned_speech", json=body, timeout=60)
+    assert response.status_code == 200
+    words = [w for line in response.text.splitlines() for w in json.loads(line)["timestamps"]]
+    want = [w for _, given in tts_neuron.load(FASTSPEECH).timed_stream(TEXT) for w in given]
+    assert [(w["word"], w["start_time"], w["end_time"]) for w in words] == [
+        (w.word, w.start, w.end) for w in want
+    ]
 
 
 def test_a_replica_killed_mid_stream_gives_its_client_an_error_and_ray_replaces_it(url: str) -> None:

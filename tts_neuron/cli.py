@@ -403,11 +403,6 @@ def _serve(args: argparse.Namespace) -> int:
     if args.ray:
         if args.replicas < 1:
             raise TTSNeuronError("--replicas must be at least 1")
-        if args.voice_alias or args.max_speech_seconds != MAX_SPEECH_SECONDS:
-            raise TTSNeuronError(
-                "--voice-alias and --max-speech-seconds do not reach the Ray deployment yet; it serves "
-                "OpenAI's voice names as the first voice by name and the default 10-minute limit"
-            )
         try:
             from tts_neuron.server.ray_app import serve_on_ray
         except ImportError as err:
@@ -416,7 +411,7 @@ def _serve(args: argparse.Namespace) -> int:
             ) from None
 
         serve_on_ray(
-            args.addon, args.replicas, args.host, args.port, args.stack, args.target, limits, api_key
+            args.addon, args.replicas, args.host, args.port, args.stack, args.target, limits, api_key, options
         )
         return 0
     serve(

@@ -34,7 +34,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
 import torch
@@ -44,14 +44,21 @@ from tts_neuron.backends.executor import TensorSpec
 from tts_neuron.errors import TTSNeuronError
 from tts_neuron.runners import NetworkHandle, Outputs, Runner, run_batch
 
-if TYPE_CHECKING:
-    from tts_neuron.voice import Voice
-
 T = TypeVar("T")
 _LOG = logging.getLogger("tts_neuron.engine")
 
 Clock = Callable[[], float]
 BatchObserver = Callable[[str, int, int], None]
+
+
+class Speaker(Protocol):
+    """What the engine runs: a voice (or a wrapper of one, such as the server's captioned voice)."""
+
+    @property
+    def sample_rate(self) -> int: ...
+
+    def stream(self, text: str, *, speed: float = 1.0) -> Iterator[np.ndarray]: ...
+
 """Told (network, real rows, rows run) after every network call the engine runs: for metrics."""
 
 
@@ -129,7 +136,7 @@ class _Task(greenlet):  # type: ignore[misc]
 class EngineStream:
     """One stream in the engine: its place in the schedule, and the way its chunks leave."""
 
-    voice: Voice
+    voice: Speaker
     text: str
     speed: float
     sink: Callable[[object], object]
@@ -232,7 +239,7 @@ END = object()
 class AsyncStream:
     """A stream read on an asyncio event loop: chunks cross from the engine's thread through the loop."""
 
-    def __init__(self, engine: Engine, text: str, voice: Voice, speed: float, paced: bool) -> None:
+    def __init__(self, engine: Engine, text: str, voice: Speaker, speed: float, paced: bool) -> None:
         loop = asyncio.get_running_loop()
         self._items: asyncio.Queue[object] = asyncio.Queue()
         self.stream = engine.submit(
@@ -328,7 +335,7 @@ class Engine(Runner):
 
     def submit(
         self,
-        voice: Voice,
+        voice: Speaker,
         text: str,
         sink: Callable[[object], object],
         speed: float = 1.0,
@@ -345,11 +352,11 @@ class Engine(Runner):
             self._cond.notify()
         return stream
 
-    def open(self, text: str, voice: Voice, speed: float = 1.0, paced: bool = True) -> AsyncStream:
+    def open(self, text: str, voice: Speaker, speed: float = 1.0, paced: bool = True) -> AsyncStream:
         """Start a stream read on the running event loop (the server's, or a Python caller's)."""
         return AsyncStream(self, text, voice, speed, paced)
 
-    async def stream(self, text: str, voice: Voice, speed: float = 1.0) -> AsyncIterator[np.ndarray]:
+    async def stream(self, text: str, voice: Speaker, speed: float = 1.0) -> AsyncIterator[np.ndarray]:
         """The audio of `text` as float32 chunks, paced to the reader: `async for chunk in
         engine.stream(text, voice)`."""
         stream = self.open(text, voice, speed)
@@ -360,7 +367,7 @@ class Engine(Runner):
             stream.cancel()
 
     def iterate(
-        self, text: str, voice: Voice, speed: float = 1.0, paced: bool = True
+        self, text: str, voice: Speaker, speed: float = 1.0, paced: bool = True
     ) -> Iterator[np.ndarray]:
         """As `stream`, for a caller in a thread of its own; `paced=False` for a reader that does not play
         in real time (writing a file, measuring)."""

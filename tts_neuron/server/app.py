@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tts_neuron.errors import StackError, TextError, TTSNeuronError
 from tts_neuron.frontend import MAX_SPEECH_SECONDS, estimate_speech_seconds
-from tts_neuron.server.captions import CaptionedVoice, caption
+from tts_neuron.server.captions import caption
 from tts_neuron.server.encoding import (
     DEFAULT_FORMAT,
     MEDIA_TYPES,
@@ -38,7 +38,7 @@ from tts_neuron.server.encoding import (
     sse_done,
     sse_event,
 )
-from tts_neuron.server.engine import Busy, Engine, Stream
+from tts_neuron.server.engine import Busy, Engine, Stream, TimedStream
 from tts_neuron.server.voices import alias_table, resolve
 
 _LOG = logging.getLogger("tts_neuron.server")
@@ -395,7 +395,13 @@ async def _speech(
     if req.speed != 1 and not voice["takes_speed"]:
         raise ApiError(400, f"voice '{req.voice_name}' cannot change its speed", param="speed")
     _check_speech_estimate(req, settings.max_speech_seconds)
-    captions = _captioned_voice(engine, name) if captioned else None
+    if captioned and not voice.get("timestamps"):
+        raise ApiError(
+            400,
+            f"voice '{req.voice_name}' gives no word timestamps (its stack places no tokens on frames)",
+            param="voice",
+            code="no_timestamps",
+        )
 
     session = Session(engine.admit(name))
     try:
@@ -405,10 +411,7 @@ async def _speech(
     encoder = None
     try:
         started = time.monotonic()
-        if captions is None:
-            stream = session.stream = engine.start(name, req.input, req.speed)
-        else:  # the device engine runs any object with a voice's `sample_rate` and `stream`
-            stream = session.stream = engine.device.open(req.input, captions, req.speed)
+        stream = session.stream = engine.start(name, req.input, req.speed, timestamps=captioned)
         chunks = stream.chunks()
         # opened while the engine makes the first chunk (FLAC's muxer takes 5 ms to open)
         encoder = Encoder(req.response_format, voice["sample_rate"], req.sample_rate)
@@ -431,22 +434,12 @@ async def _speech(
     headers = {"X-Sample-Rate": str(encoder.rate), "X-Channels": "1", "X-Accel-Buffering": "no"}
     if req.response_format == "pcm":
         headers["X-Bit-Depth"] = "16"
+    captions = cast(TimedStream, stream) if captioned else None
     body = _body(engine, req, name, voice["sample_rate"], settings, session, first, chunks, encoder, captions)
     media_type = "text/event-stream" if req.stream_format == "sse" else MEDIA_TYPES[req.response_format]
     return AudioResponse(
         session, body, media_type="application/json" if captions else media_type, headers=headers
     )
-
-
-def _captioned_voice(engine: Engine, name: str) -> Any:
-    """The voice `name` wrapped to collect its word timestamps; a 400 for a voice that has none, a 501
-    for a backend without a local device engine (Ray's)."""
-    if not hasattr(engine, "device"):
-        raise ApiError(501, "word timestamps need the device engine in this process (not --ray)")
-    try:
-        return CaptionedVoice(engine.voices[name])
-    except StackError as err:
-        raise ApiError(400, str(err), param="voice", code="no_timestamps") from None
 
 
 def _check_speech_estimate(req: SpeechRequest, limit: float | None) -> None:
@@ -518,7 +511,7 @@ async def _body(
     first: Any,
     chunks: AsyncIterator[Any],
     encoder: Encoder,
-    captions: CaptionedVoice | None = None,
+    captions: TimedStream | None = None,
 ) -> AsyncIterator[bytes]:
     """The response body: each chunk encoded as it comes (`sample_rate` is the voice's), raw, as SSE, or
     with `captions` as captioned-speech JSON; the stream is cancelled and its slot freed however the body

@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import queue
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import numpy as np
@@ -48,10 +48,23 @@ class CaptionedVoice:
         return words
 
 
+class CaptionedStream:
+    """A device-engine stream of a CaptionedVoice: its chunks, and the words collected so far."""
+
+    def __init__(self, stream: Any, voice: CaptionedVoice) -> None:
+        self.stream, self.taken = stream, voice.taken
+
+    def chunks(self) -> AsyncIterator[np.ndarray]:
+        return self.stream.chunks()  # type: ignore[no-any-return]
+
+    def cancel(self) -> None:
+        self.stream.cancel()
+
+
 def caption(audio: bytes, media_type: str, timestamps: list[dict[str, Any]]) -> bytes:
     """One line of the captioned response."""
     payload = {"audio": base64.b64encode(audio).decode("ascii"), "audio_format": media_type}
     return json.dumps({**payload, "timestamps": timestamps}, separators=(",", ":")).encode() + b"\n"
 
 
-__all__ = ["CaptionedVoice", "caption"]
+__all__ = ["CaptionedStream", "CaptionedVoice", "caption"]

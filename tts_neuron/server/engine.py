@@ -15,12 +15,16 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from tts_neuron.engine import AsyncStream, Schedule
+import numpy as np
+
 from tts_neuron.engine import Engine as DeviceEngine
-from tts_neuron.errors import TTSNeuronError
+from tts_neuron.engine import Schedule
+from tts_neuron.errors import StackError, TTSNeuronError
+from tts_neuron.server.captions import CaptionedStream, CaptionedVoice
 from tts_neuron.server.metrics import Metrics
+from tts_neuron.timestamps import check_timed
 from tts_neuron.voice import Voice, VoiceSet
 
 WARM_UP_TEXT = "Ready when you are."
@@ -68,8 +72,18 @@ class Limits:
             raise ValueError("max_queue and queue_timeout must be >= 0 and idle_timeout > 0")
 
 
-Stream = AsyncStream
-"""One request's audio as the server reads it: `chunks()` and `cancel()`."""
+class Stream(Protocol):
+    """One request's audio as the server reads it (the device engine's AsyncStream, or Ray's)."""
+
+    def chunks(self) -> AsyncIterator[np.ndarray]: ...
+
+    def cancel(self) -> None: ...
+
+
+class TimedStream(Stream, Protocol):
+    """A stream started with `timestamps`: also the words known so far, in Kokoro's shape."""
+
+    def taken(self) -> list[dict[str, Any]]: ...
 
 
 def describe_voice(voice: Voice) -> dict[str, Any]:
@@ -79,7 +93,17 @@ def describe_voice(voice: Voice) -> dict[str, Any]:
         "stack": voice.stack_name,
         "target": voice.target,
         "takes_speed": voice.takes_speed,
+        "timestamps": _timed(voice),
     }
+
+
+def _timed(voice: Voice) -> bool:
+    """Whether the voice can give word timestamps."""
+    try:
+        check_timed(voice)
+    except StackError:
+        return False
+    return True
 
 
 class Engine:
@@ -202,9 +226,13 @@ class Engine:
                 self.metrics.budget_used.set(self._used)
                 self._admission.notify_all()
 
-    def start(self, voice: str, text: str, speed: float) -> Stream:
-        """Start a stream on the device engine; the caller must `cancel` it if it stops reading."""
-        return self.device.open(text, self.voices[voice], speed)
+    def start(self, voice: str, text: str, speed: float, timestamps: bool = False) -> Stream:
+        """Start a stream on the device engine; the caller must `cancel` it if it stops reading. With
+        `timestamps` (a voice whose `voice_info` says it has them), the stream also gives its words."""
+        if not timestamps:
+            return self.device.open(text, self.voices[voice], speed)
+        captioned = CaptionedVoice(self.voices[voice])
+        return CaptionedStream(self.device.open(text, captioned, speed), captioned)
 
     async def drain(self) -> None:
         """Wait for the running streams to end, up to the drain timeout (a shutdown's first step)."""

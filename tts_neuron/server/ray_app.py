@@ -16,15 +16,15 @@ from __future__ import annotations
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
-from tts_neuron.server.app import create_app
-from tts_neuron.server.engine import Busy, Engine, Limits
+from tts_neuron.server.app import SpeechOptions, create_app
+from tts_neuron.server.engine import Busy, Engine, Limits, TimedStream
 from tts_neuron.server.metrics import Metrics
 
 
@@ -40,12 +40,15 @@ class TtsEngine:
     def voice_info(self) -> dict[str, dict[str, Any]]:
         return self.engine.voice_info()
 
-    async def stream(self, voice: str, text: str, speed: float) -> AsyncIterator[np.ndarray]:
+    async def stream(
+        self, voice: str, text: str, speed: float, timestamps: bool = False
+    ) -> AsyncIterator[np.ndarray | tuple[np.ndarray, list[dict[str, Any]]]]:
+        """The chunks, or with `timestamps` each chunk with the words known by then."""
         async with self.engine.admit(voice):
-            stream = self.engine.start(voice, text, speed)
+            stream = self.engine.start(voice, text, speed, timestamps)
             try:
                 async for chunk in stream.chunks():  # taken as it leaves the replica: close to the client
-                    yield chunk
+                    yield (chunk, cast(TimedStream, stream).taken()) if timestamps else chunk
             finally:
                 stream.cancel()
 
@@ -55,20 +58,29 @@ class TtsEngine:
 
 
 class RemoteStream:
-    """A stream on an engine replica, read through Ray."""
+    """A stream on an engine replica, read through Ray (with `timestamps`, its words come with its
+    chunks and wait here for `taken`)."""
 
-    def __init__(self, response: Any) -> None:
-        self.response = response
+    def __init__(self, response: Any, timestamps: bool) -> None:
+        self.response, self.timestamps = response, timestamps
+        self.words: list[dict[str, Any]] = []
 
     def cancel(self) -> None:
         self.response.cancel()
 
     async def chunks(self) -> AsyncIterator[np.ndarray]:
         try:
-            async for chunk in self.response:
-                yield chunk
+            async for item in self.response:
+                if self.timestamps:
+                    item, words = item
+                    self.words += words
+                yield item
         except BackPressureError:
             raise Busy("every engine replica is at its stream capacity and Ray's queue is full", 1) from None
+
+    def taken(self) -> list[dict[str, Any]]:
+        words, self.words = self.words, []
+        return words
 
 
 class RayBackend:
@@ -120,9 +132,9 @@ class RayBackend:
     def close(self) -> None:
         """The ingress holds no engine of its own."""
 
-    def start(self, voice: str, text: str, speed: float) -> RemoteStream:
+    def start(self, voice: str, text: str, speed: float, timestamps: bool = False) -> RemoteStream:
         assert self.handle is not None
-        return RemoteStream(self.handle.stream.remote(voice, text, speed))
+        return RemoteStream(self.handle.stream.remote(voice, text, speed, timestamps), timestamps)
 
 
 @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0})
@@ -130,12 +142,14 @@ class RayBackend:
 class TtsIngress:
     """The HTTP API of `tts-neuron serve`, built in the replica over a handle on the engines."""
 
-    def __init__(self, engine: DeploymentHandle, limits: Limits, api_key: str | None) -> None:
-        self.backend, self.api_key = RayBackend(limits), api_key
+    def __init__(
+        self, engine: DeploymentHandle, limits: Limits, api_key: str | None, options: SpeechOptions
+    ) -> None:
+        self.backend, self.api_key, self.options = RayBackend(limits), api_key, options
         self.backend.attach(engine)
 
     def __serve_build_asgi_app__(self) -> Any:
-        return create_app(self.backend, self.api_key)  # type: ignore[arg-type]
+        return create_app(self.backend, self.api_key, options=self.options)  # type: ignore[arg-type]
 
 
 def build(
@@ -148,6 +162,7 @@ def build(
     engine_cpus: float = 1.0,
     api_key: str | None = None,
     capacity: int | None = None,
+    options: SpeechOptions | None = None,
 ) -> Any:
     """The application: a CPU ingress in front of `replicas` engine replicas (autoscaled between one and
     `replicas` by ongoing streams). `neuron_cores` per replica (default: 1 on the neuron target, none
@@ -176,7 +191,7 @@ def build(
         max_ongoing_requests=capacity,
         max_queued_requests=limits.max_queue,
     ).bind(addons, stack, target, limits)
-    return TtsIngress.bind(engine, limits, api_key)  # type: ignore[attr-defined]
+    return TtsIngress.bind(engine, limits, api_key, options or SpeechOptions())  # type: ignore[attr-defined]
 
 
 def app_builder(args: dict[str, Any]) -> Any:
@@ -193,6 +208,7 @@ def serve_on_ray(
     target: str | None,
     limits: Limits,
     api_key: str | None,
+    options: SpeechOptions | None = None,
 ) -> None:
     """Start a local Ray instance and Serve on host:port, run the application, and block until
     interrupted (on a cluster, use `serve run` or a RayService instead)."""
@@ -205,7 +221,8 @@ def serve_on_ray(
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so that Serve and Ray are shut down below
     ray.init(include_dashboard=False, configure_logging=False, log_to_driver=False)
     serve.start(http_options={"host": host, "port": port})
-    serve.run(build(addons, replicas, stack, target, limits, api_key=api_key), name="tts", blocking=False)
+    app = build(addons, replicas, stack, target, limits, api_key=api_key, options=options)
+    serve.run(app, name="tts", blocking=False)
     try:
         while True:
             time.sleep(1)
