@@ -162,3 +162,34 @@ def test_samples_split_across_reads_decode_whole(page: Any) -> None:
         reads,
     )
     np.testing.assert_array_equal(np.asarray(decoded, dtype=np.float32), samples / np.float32(32768))
+
+
+def test_chromium_plays_the_default_format_to_its_end(page: Any, url: str) -> None:
+    """What OpenAI's clients get when they ask for no format (mp3) plays in Chromium's own <audio>: the
+    page's origin fetches it as they do, and the element plays it to the end, as long as the WAV."""
+    played = page.evaluate(
+        """async (text) => {
+          const response = await fetch("/v1/audio/speech", {
+            method: "POST", headers: {"Content-Type": "application/json"},
+            body: JSON.stringify({model: "tts-1", voice: "alloy", input: text})});
+          const type = response.headers.get("content-type");
+          const audio = new Audio(URL.createObjectURL(await response.blob()));
+          const ended = new Promise((resolve, reject) => {
+            audio.onended = resolve;
+            audio.onerror = () => reject(new Error(audio.error.message));
+          });
+          await audio.play();
+          await ended;
+          return {type, duration: audio.duration, played: audio.played.end(audio.played.length - 1)};
+        }""",
+        TEXT,
+    )
+    wav = httpx.post(
+        url + "/v1/audio/speech",
+        json={"model": "tts-1", "voice": "alloy", "input": TEXT, "response_format": "wav"},
+        timeout=WAIT_MS / 1000,
+    )
+    seconds = (len(wav.content) - 44) / 2 / int(wav.headers["x-sample-rate"])
+    assert played["type"] == "audio/mpeg"
+    assert seconds - 0.01 <= played["duration"] <= seconds + 0.1  # mp3 adds its encoder's priming
+    assert played["played"] == pytest.approx(played["duration"], abs=0.05)
