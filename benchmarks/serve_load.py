@@ -3,6 +3,7 @@ what it receives in real time, against one stream through the Python API in the 
 
     python benchmarks/serve_load.py [--streams 1 16 32 64] [--duration 30] [--out DIR] [--capacity]
     python benchmarks/serve_load.py --soak-minutes 10          # `make soak`: 32 streams, the server only
+    python benchmarks/serve_load.py --runners server --formats pcm mp3   # what mp3's encoding costs
 
 The server is started on a free port, and for each concurrency that many clients run in a closed loop
 (Riva's perf client method: a client sends its next request only when the previous body has ended), with
@@ -37,6 +38,8 @@ from typing import Any
 import httpx
 from bench_measure import percentile
 from prometheus_client.parser import text_string_to_metric_families
+
+from tts_neuron.server.encoding import BIT_RATES
 
 REPO = Path(__file__).resolve().parent.parent
 ADDONS = (REPO / "addons" / "fastspeech-en", REPO / "addons" / "tacotron-en")
@@ -120,16 +123,33 @@ class Request:
         return underruns(self.chunks, self.sample_rate) if self.sample_rate else 0
 
 
+FORMATS = ("pcm", "wav", "mp3")
+"""What the clients may ask for: formats whose bytes tell how much audio came without decoding them
+(16-bit samples; mp3 at its constant bit rate, so a client plays what it got for bytes * 8 / rate s)."""
+
+
+def samples_in(response_format: str, received: int, sample_rate: int) -> int:
+    """Samples of audio in the first `received` bytes of a body (a WAV's 44-byte header holds none)."""
+    if response_format == "mp3":
+        return int(received * 8 / BIT_RATES["mp3"] * sample_rate)
+    return max(received - (44 if response_format == "wav" else 0), 0) // 2
+
+
 async def speak(
-    client: httpx.AsyncClient, text: str, voice: str, timeout_s: float, sample_rate: int | None = None
+    client: httpx.AsyncClient,
+    text: str,
+    voice: str,
+    timeout_s: float,
+    sample_rate: int | None = None,
+    response_format: str = "pcm",
 ) -> Request:
-    """Send one speech request and read its pcm body to the end, stamping each chunk as it arrives.
-    `sample_rate`: ask for this rate (default: the server's pcm rate, OpenAI's 24 kHz)."""
+    """Send one speech request and read its body to the end, stamping each chunk as it arrives.
+    `sample_rate`: ask for this rate (default: the server's, OpenAI's 24 kHz for pcm)."""
     body: dict[str, Any] = {
         "model": "tts-1",
         "input": text,
         "voice": voice,
-        "response_format": "pcm",
+        "response_format": response_format,
         "stream_format": "audio",
     }
     if sample_rate:
@@ -146,10 +166,11 @@ async def speak(
                 request.error = str(response.status_code)
                 return
             request.sample_rate = int(response.headers["x-sample-rate"])
+            rate = request.sample_rate
             async for piece in response.aiter_raw():
                 now = time.perf_counter()
-                before, received = received // 2, received + len(piece)
-                samples = received // 2 - before
+                before, received = samples_in(response_format, received, rate), received + len(piece)
+                samples = samples_in(response_format, received, rate) - before
                 if request.chunks and now - request.chunks[-1][0] <= COALESCE_S:
                     last_time, last_samples = request.chunks[-1]
                     request.chunks[-1] = (last_time, last_samples + samples)
@@ -176,6 +197,7 @@ async def closed_loop(
     timeout_s: float,
     sample_rate: int | None = None,
     ramp_s: float = 0.0,
+    response_format: str = "pcm",
 ) -> tuple[list[Request], float]:
     """`streams` clients, each sending its next request when the previous one has ended, until
     `duration_s` has passed (or each has sent `requests_each`); returns the requests and the wall time
@@ -192,7 +214,7 @@ async def closed_loop(
             requests_each is not None and sent < requests_each
         ):
             text, voice = deal(next(counter), sentences, voices)
-            done.append(await speak(client, text, voice, timeout_s, sample_rate))
+            done.append(await speak(client, text, voice, timeout_s, sample_rate, response_format))
             sent += 1
 
     limits = httpx.Limits(max_connections=streams, max_keepalive_connections=streams)
@@ -270,6 +292,12 @@ class Server:
 
     def log_tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:]
+
+    def cpu_s(self) -> float:
+        """CPU seconds the server process has used (user and system, all its threads)."""
+        assert self.process is not None
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
     def rss_mb(self) -> float | None:
         assert self.process is not None
@@ -436,7 +464,6 @@ def machine() -> dict[str, Any]:
 
 async def run_server(args: argparse.Namespace, log: Path) -> list[dict[str, Any]]:
     """Every concurrency against one server, with one RSS sampler over the whole server's life."""
-    runner = "server"
     sentences = texts(args.texts)
     records: list[dict[str, Any]] = []
     rss: list[tuple[float, float]] = []
@@ -445,10 +472,11 @@ async def run_server(args: argparse.Namespace, log: Path) -> list[dict[str, Any]
         sampler = asyncio.create_task(sample_rss(server, args.rss_interval, rss))
         try:
             await server.wait_ready(args.ready_timeout)
-            queue = list(args.streams)
+            queue = [(streams, fmt) for streams in args.streams for fmt in args.formats]
             while queue:
-                streams = queue.pop(0)
-                before = await scrape(server.url)
+                streams, fmt = queue.pop(0)
+                runner = "server" if fmt == "pcm" else f"server {fmt}"
+                before, cpu_before = await scrape(server.url), server.cpu_s()
                 start, first_sample = time.perf_counter(), len(rss)
                 _sample_now(server, rss)
                 print(f"{runner}: {streams} streams ...", file=sys.stderr, flush=True)
@@ -462,15 +490,21 @@ async def run_server(args: argparse.Namespace, log: Path) -> list[dict[str, Any]
                     args.timeout,
                     args.sample_rate,
                     args.ramp,
+                    fmt,
                 )
                 _sample_now(server, rss)
                 server.check()
-                after = await scrape(server.url)
+                after, cpu = await scrape(server.url), server.cpu_s() - cpu_before
                 record = summarise(runner, streams, requests, wall, rss[first_sample:], start, before, after)
+                record["server_cpu_s"] = round(cpu, 2)
+                record["cpu_ms_per_audio_s"] = (
+                    round(1000 * cpu / record["audio_s"], 2) if record["audio_s"] else None
+                )
                 records.append(record)
                 print(_line(record), file=sys.stderr, flush=True)
-                if not queue and args.capacity and (probe := next_probe(records)) is not None:
-                    queue.append(probe)
+                mine = [r for r in records if r["runner"] == runner]
+                if not queue and args.capacity and (probe := next_probe(mine)) is not None:
+                    queue.append((probe, fmt))
         finally:
             sampler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -494,7 +528,11 @@ def load_markdown(result: dict[str, Any]) -> str:
     """The server at each concurrency beside the Python API's one stream, with the ratio of their RTFX."""
     by = {(r["runner"], r["streams"]): r for r in result["records"]}
     streams = sorted({r["streams"] for r in result["records"]})
-    runners = [name for name in ("server", "python") if any(r["runner"] == name for r in result["records"])]
+    runners = [r["runner"] for r in result["records"] if r["runner"] != "python"]
+    runners = [
+        *dict.fromkeys(runners),
+        *(["python"] if any(r["runner"] == "python" for r in result["records"]) else []),
+    ]
     head = ["streams"]
     for name in runners:
         head += [
@@ -524,6 +562,11 @@ def load_markdown(result: dict[str, Any]) -> str:
             ratio = served["rtfx"] / baseline["rtfx"] if served and served["rtfx"] and baseline else None
             row.append(f"{ratio:.2f}" if ratio is not None else "-")
         lines.append("| " + " | ".join(row) + " |")
+    cpu_lines = [
+        f"- {r['runner']} x{r['streams']}: {r['cpu_ms_per_audio_s']} ms"
+        for r in result["records"]
+        if r.get("cpu_ms_per_audio_s") is not None
+    ]
     batch_lines = []
     for r in result["records"]:
         if r["batch"]:
@@ -553,6 +596,11 @@ def load_markdown(result: dict[str, Any]) -> str:
         "Capacity (most streams with no error, no underrun and TTFA p99 <= 500 ms, here and below): "
         + ", ".join(f"{k} {v}" for k, v in result["capacity"].items())
         + ".",
+        "",
+        "Server CPU per second of audio sent (the server process's user and system time; what a format's "
+        "encoding adds to synthesis):",
+        "",
+        *(cpu_lines or ["- none recorded"]),
         "",
         "Mean real rows per network call (the server's tts_neuron_batch_size):",
         "",
@@ -711,7 +759,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--texts", choices=("ordinary", "hard"), default="ordinary", help="sentence set")
     parser.add_argument("--capacity", action="store_true", help="bisect between tested concurrencies")
     parser.add_argument(
-        "--sample-rate", type=int, help="pcm rate to ask for (default: the server's, OpenAI's 24 kHz)"
+        "--sample-rate", type=int, help="rate to ask for (default: the server's, OpenAI's 24 kHz for pcm)"
+    )
+    parser.add_argument(
+        "--formats",
+        nargs="+",
+        choices=FORMATS,
+        default=["pcm"],
+        help="response formats, each at every concurrency against the same server (runner 'server <fmt>')",
     )
     parser.add_argument(
         "--ramp",
@@ -797,7 +852,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 continue
             result["records"] += asyncio.run(run_server(args, Path(logs) / "server.log"))
     result["capacity"] = {
-        runner: capacity([r for r in result["records"] if r["runner"] == runner]) for runner in args.runners
+        runner: capacity([r for r in result["records"] if r["runner"] == runner])
+        for runner in dict.fromkeys(r["runner"] for r in result["records"])
     }
     name = "soak" if soak else "results"
     if soak:

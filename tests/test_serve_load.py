@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
@@ -127,6 +128,19 @@ def test_batch_histogram_is_the_difference_of_two_scrapes() -> None:
     }
 
 
+def test_an_mp3_bodys_bytes_tell_its_audio_within_one_frame() -> None:
+    """The client counts mp3 audio from bytes at the constant bit rate: the server's own encoder's output
+    of 3 s holds 3 s, within one mp3 frame (1,152 samples) and the encoder's priming."""
+    encoding = pytest.importorskip("tts_neuron.server.encoding")
+    rate = 22050
+    encoder = encoding.Encoder("mp3", rate)
+    body = encoder.push(np.sin(np.arange(3 * rate) / 20).astype(np.float32) * 0.5) + encoder.finish()
+    assert abs(serve_load.samples_in("mp3", len(body), rate) - 3 * rate) <= 2 * 1152
+    assert (
+        serve_load.samples_in("wav", 44 + 200, rate) == 100 and serve_load.samples_in("pcm", 200, rate) == 100
+    )
+
+
 def test_soak_growth_is_relative_to_the_rss_after_the_baseline() -> None:
     record = {"rss_mb": [[0.0, 400.0], [59.0, 480.0], [61.0, 500.0], [600.0, 510.0]]}
     summary = serve_load.soak_summary(record, 60.0)
@@ -149,6 +163,9 @@ def test_a_tiny_real_run_records_every_field(tmp_path: Path) -> None:
             str(serve_load.ADDONS[0]),
             "--voices",
             "fastspeech-en",
+            "--formats",
+            "pcm",
+            "mp3",
             "--out",
             str(out),
         ]
@@ -158,7 +175,9 @@ def test_a_tiny_real_run_records_every_field(tmp_path: Path) -> None:
     assert (out / "serve_load.png").stat().st_size > 0
     assert set(result) == {"date", "machine", "config", "records", "capacity"}
     assert {"cpu", "cores"} <= set(result["machine"])
-    [record] = result["records"]
+    record, mp3 = result["records"]
+    assert mp3["runner"] == "server mp3" and mp3["ok"] == 2 and mp3["cpu_ms_per_audio_s"] > 0
+    assert mp3["audio_s"] == pytest.approx(record["audio_s"], rel=0.02)  # its bytes tell its audio
     assert set(record) == {
         "runner",
         "streams",
@@ -179,10 +198,12 @@ def test_a_tiny_real_run_records_every_field(tmp_path: Path) -> None:
         "error_times_s",
         "batch",
         "meets",
+        "server_cpu_s",
+        "cpu_ms_per_audio_s",
     }
     assert (record["runner"], record["streams"], record["requests"], record["ok"]) == ("server", 1, 2, 2)
     assert record["errors"] == {} and record["audio_s"] > 0 and record["rtfx"] > 0
     assert record["ttfa_ms"]["p50"] is not None and record["ttfa_ms"]["p99"] is not None
     assert len(record["rss_mb"]) >= 2 and all(mb > 0 for _, mb in record["rss_mb"])
     assert record["batch"] and all(v["calls"] > 0 for v in record["batch"].values())
-    assert result["capacity"]["server"] in (0, 1)
+    assert result["capacity"]["server"] in (0, 1) and result["capacity"]["server mp3"] in (0, 1)
