@@ -21,6 +21,9 @@ import torch
 from tests.conftest import EXAMPLES, edit_addon_json
 from tests.test_stack import SEED_STACK_JSON
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from long_form_memory import PROSE, peak_rss_of_raw_run  # noqa: E402
+
 SENTENCE = "The quick brown fox jumps over the lazy dog."
 
 
@@ -197,9 +200,6 @@ def test_debug_shows_the_traceback(tiny_addon_dir: Path) -> None:
     assert result.returncode != 0 and "Traceback" in result.stderr.decode()
 
 
-PROSE = "The committee met on a grey morning to decide whether the old bridge should be repaired. "
-
-
 def test_a_long_text_shows_progress_on_a_terminal_only(tiny_addon_dir: Path) -> None:
     """tqdm on stderr when it is a terminal (here a pseudo-terminal) and the text is long; nothing when
     stderr is a pipe or a file."""
@@ -219,18 +219,6 @@ def test_a_long_text_shows_progress_on_a_terminal_only(tiny_addon_dir: Path) -> 
     assert process.returncode == 0 and b"s of speech" in shown
     piped = run("synthesize", "--addon", str(tiny_addon_dir), "--raw", "--text", text)
     assert piped.returncode == 0 and b"of speech" not in piped.stderr
-
-
-def peak_rss_of_raw_run(addon: Path, text_file: Path) -> tuple[int, int]:
-    """(peak resident memory in KiB, bytes of PCM) of `synthesize --raw` on a file."""
-    command = [sys.executable, "-m", "tts_neuron.cli", "synthesize", "--addon", str(addon), "--raw"]
-    with subprocess.Popen([*command, "--text-file", str(text_file)], stdout=subprocess.PIPE) as process:
-        assert process.stdout is not None
-        written = sum(len(block) for block in iter(lambda: process.stdout.read(1 << 16), b""))  # type: ignore[union-attr]
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-    assert process.returncode == 0
-    return usage.ru_maxrss, written
 
 
 @pytest.mark.slow
