@@ -218,8 +218,9 @@ def serve_on_ray(
 
     import ray
 
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so that Serve and Ray are shut down below
     ray.init(include_dashboard=False, configure_logging=False, log_to_driver=False)
+    # after ray.init, whose own SIGTERM handler exits with status 15 before Serve and Ray are shut down
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     serve.start(http_options={"host": host, "port": port})
     app = build(addons, replicas, stack, target, limits, api_key=api_key, options=options)
     serve.run(app, name="tts", blocking=False)
