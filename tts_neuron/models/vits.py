@@ -1,0 +1,497 @@
+"""VITS inference (Kim et al. 2021, "Conditional Variational Autoencoder with Adversarial Learning for
+End-to-End Text-to-Speech"), written for imported Piper voices.
+
+Written from the paper and the MIT-licensed reference implementation's published design; parameter names
+follow the checkpoint layout (`enc_p`, `dp`, `flow`, `dec`, `emb_g`) because that is the format being
+read. Only inference paths exist: the posterior encoder, the duration predictor's posterior flows and
+its first (unused in reverse) coupling are not built.
+
+Three things differ from a training implementation, for fixed shapes and exact streaming:
+- every random draw is an input (`noise` tensors), so a compiled graph holds no random operator;
+- the duration predictor's rational-quadratic spline computes every element and selects with
+  `torch.where` instead of indexing with a boolean mask;
+- relative-position attention gathers its embeddings with a constant [N, N] offset table instead of the
+  pad-and-reshape trick, so it traces at any bucket.
+Tensors are channel-first inside ([B, C, T]), as the convolutions want.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+LRELU_SLOPE = 0.1
+SPLINE_BINS = 10
+SPLINE_TAIL = 5.0
+MIN_BIN = 1e-3
+
+
+def _same_padding(kernel_size: int, dilation: int = 1) -> int:
+    return (kernel_size * dilation - dilation) // 2
+
+
+class ChannelNorm(nn.Module):
+    """LayerNorm over the channels of [B, C, T]."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.ones(channels))
+        self.beta = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.layer_norm(x.transpose(1, 2), (x.shape[1],), self.gamma, self.beta, 1e-5)
+        return y.transpose(1, 2)
+
+
+class RelativeAttention(nn.Module):
+    """Multi-head self-attention with relative-position keys and values within `window` tokens."""
+
+    def __init__(self, channels: int, heads: int, window: int = 4) -> None:
+        super().__init__()
+        self.heads, self.window, self.k = heads, window, channels // heads
+        self.conv_q = nn.Conv1d(channels, channels, 1)
+        self.conv_k = nn.Conv1d(channels, channels, 1)
+        self.conv_v = nn.Conv1d(channels, channels, 1)
+        self.conv_o = nn.Conv1d(channels, channels, 1)
+        self.emb_rel_k = nn.Parameter(torch.zeros(1, 2 * window + 1, self.k))
+        self.emb_rel_v = nn.Parameter(torch.zeros(1, 2 * window + 1, self.k))
+
+    def _relative(self, table: torch.Tensor, n: int) -> torch.Tensor:
+        """table [1, 2W+1, K] -> [N, N, K]: the embedding of offset j - i, zero beyond the window."""
+        pos = torch.arange(n, device=table.device)
+        offset = pos.unsqueeze(0) - pos.unsqueeze(1)  # [N, N]: j - i
+        inside = (offset.abs() <= self.window).unsqueeze(-1).to(table.dtype)
+        return table[0][(offset + self.window).clamp(0, 2 * self.window)] * inside
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        # x: [B, C, N], attn_mask: [B, 1, N, N]
+        b, c, n = x.shape
+        q, k, v = (
+            conv(x).view(b, self.heads, self.k, n).transpose(2, 3)  # [B, H, N, K]
+            for conv in (self.conv_q, self.conv_k, self.conv_v)
+        )
+        q = q / math.sqrt(self.k)
+        scores = q @ k.transpose(2, 3)  # [B, H, N, N]
+        scores = scores + torch.einsum("bhik,ijk->bhij", q, self._relative(self.emb_rel_k, n))
+        scores = scores.masked_fill(attn_mask == 0, -1e4)
+        p = torch.softmax(scores, dim=-1)
+        out = p @ v + torch.einsum("bhij,ijk->bhik", p, self._relative(self.emb_rel_v, n))
+        return self.conv_o(out.transpose(2, 3).reshape(b, c, n))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, channels: int, filter_channels: int, kernel_size: int) -> None:
+        super().__init__()
+        self.conv_1 = nn.Conv1d(channels, filter_channels, kernel_size, padding=kernel_size // 2)
+        self.conv_2 = nn.Conv1d(filter_channels, channels, kernel_size, padding=kernel_size // 2)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.conv_1(x * mask))
+        return self.conv_2(x * mask) * mask
+
+
+class AttentionEncoder(nn.Module):
+    def __init__(
+        self, channels: int, filter_channels: int, heads: int, layers: int, kernel_size: int
+    ) -> None:
+        super().__init__()
+        self.attn_layers = nn.ModuleList(RelativeAttention(channels, heads) for _ in range(layers))
+        self.norm_layers_1 = nn.ModuleList(ChannelNorm(channels) for _ in range(layers))
+        self.ffn_layers = nn.ModuleList(
+            FeedForward(channels, filter_channels, kernel_size) for _ in range(layers)
+        )
+        self.norm_layers_2 = nn.ModuleList(ChannelNorm(channels) for _ in range(layers))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # x: [B, C, N], mask: [B, 1, N]
+        attn_mask = mask.unsqueeze(2) * mask.unsqueeze(-1)  # [B, 1, N, N]
+        x = x * mask
+        for attn, norm_1, ffn, norm_2 in zip(
+            self.attn_layers, self.norm_layers_1, self.ffn_layers, self.norm_layers_2, strict=True
+        ):
+            x = norm_1(x + attn(x, attn_mask))
+            x = norm_2(x + ffn(x, mask))
+        return x * mask
+
+
+class TextEncoder(nn.Module):
+    """Phoneme ids to hidden states and the prior's mean and log-scale per phoneme."""
+
+    def __init__(
+        self, n_vocab: int, out_channels: int, hidden: int, filter_channels: int, heads: int, layers: int,
+        kernel_size: int,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.hidden, self.out_channels = hidden, out_channels
+        self.emb = nn.Embedding(n_vocab, hidden)
+        self.encoder = AttentionEncoder(hidden, filter_channels, heads, layers, kernel_size)
+        self.proj = nn.Conv1d(hidden, out_channels * 2, 1)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        # tokens: [B, N], mask: [B, 1, N] -> x, m, logs: [B, H, N], [B, C, N], [B, C, N]
+        x = (self.emb(tokens) * math.sqrt(self.hidden)).transpose(1, 2)
+        x = self.encoder(x * mask, mask)
+        stats = self.proj(x) * mask
+        return x, stats[:, : self.out_channels], stats[:, self.out_channels :]
+
+
+class DilatedDepthSeparableConv(nn.Module):
+    def __init__(self, channels: int, kernel_size: int, layers: int) -> None:
+        super().__init__()
+        self.convs_sep = nn.ModuleList(
+            nn.Conv1d(
+                channels, channels, kernel_size, groups=channels, dilation=kernel_size**i,
+                padding=_same_padding(kernel_size, kernel_size**i),
+            )
+            for i in range(layers)
+        )  # fmt: skip
+        self.convs_1x1 = nn.ModuleList(nn.Conv1d(channels, channels, 1) for _ in range(layers))
+        self.norms_1 = nn.ModuleList(ChannelNorm(channels) for _ in range(layers))
+        self.norms_2 = nn.ModuleList(ChannelNorm(channels) for _ in range(layers))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
+        if g is not None:
+            x = x + g
+        for sep, one, norm_1, norm_2 in zip(
+            self.convs_sep, self.convs_1x1, self.norms_1, self.norms_2, strict=True
+        ):
+            y = F.gelu(norm_1(sep(x * mask)))
+            x = x + F.gelu(norm_2(one(y)))
+        return x * mask
+
+
+def _searchsorted(edges: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Index of the bin of `x` among ascending `edges` [..., K+1] (the last edge nudged up by 1e-6)."""
+    top = torch.zeros_like(edges)
+    top[..., -1] = 1e-6
+    return ((x.unsqueeze(-1) >= edges + top).sum(-1) - 1).clamp(0, edges.shape[-1] - 2)
+
+
+def inverse_spline(
+    x: torch.Tensor, widths: torch.Tensor, heights: torch.Tensor, derivatives: torch.Tensor
+) -> torch.Tensor:
+    """Inverse monotonic rational-quadratic spline on [-5, 5], identity outside (Durkan et al. 2019).
+
+    x: [...], widths/heights: [..., K] unnormalised, derivatives: [..., K-1] unnormalised (inner knots).
+    Every element is computed on a clamped input and the tails are selected with torch.where."""
+    inside = (x >= -SPLINE_TAIL) & (x <= SPLINE_TAIL)
+    xc = x.clamp(-SPLINE_TAIL, SPLINE_TAIL)
+    edge = math.log(math.exp(1 - MIN_BIN) - 1)
+    derivatives = F.pad(derivatives, (1, 1), value=edge)
+
+    def knots(unnormalised: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Knot positions [..., K+1] on [-tail, tail] (ends exact) and bin sizes [..., K]."""
+        bins = unnormalised.shape[-1]
+        sizes = MIN_BIN + (1 - MIN_BIN * bins) * torch.softmax(unnormalised, dim=-1)
+        cum = torch.cumsum(sizes, dim=-1)[..., :-1] * (2 * SPLINE_TAIL) - SPLINE_TAIL
+        end = torch.full_like(cum[..., :1], SPLINE_TAIL)
+        cum = torch.cat([-end, cum, end], dim=-1)
+        return cum, cum[..., 1:] - cum[..., :-1]
+
+    cumwidths, widths = knots(widths)
+    cumheights, heights = knots(heights)
+    slopes = MIN_BIN + F.softplus(derivatives)
+    idx = _searchsorted(cumheights, xc).unsqueeze(-1)
+
+    def at(t: torch.Tensor) -> torch.Tensor:
+        return t.gather(-1, idx).squeeze(-1)
+
+    delta = heights / widths
+    y0, h, w, x0, d = at(cumheights), at(heights), at(widths), at(cumwidths), at(delta)
+    s0, s1 = at(slopes[..., :-1]), at(slopes[..., 1:])
+    dy = xc - y0
+    a = dy * (s0 + s1 - 2 * d) + h * (d - s0)
+    b = h * s0 - dy * (s0 + s1 - 2 * d)
+    c = -d * dy
+    root = (2 * c) / (-b - torch.sqrt((b * b - 4 * a * c).clamp_min(0)))
+    return torch.where(inside, root * w + x0, x)
+
+
+class ConvFlow(nn.Module):
+    """Neural spline coupling of the duration predictor, run in reverse."""
+
+    def __init__(self, filter_channels: int, kernel_size: int, layers: int = 3) -> None:
+        super().__init__()
+        self.filter_channels = filter_channels
+        self.pre = nn.Conv1d(1, filter_channels, 1)
+        self.convs = DilatedDepthSeparableConv(filter_channels, kernel_size, layers)
+        self.proj = nn.Conv1d(filter_channels, 3 * SPLINE_BINS - 1, 1)
+
+    def forward(self, z: torch.Tensor, mask: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        # z: [B, 2, N], mask: [B, 1, N], g: [B, F, N]
+        z0, z1 = z[:, :1], z[:, 1:]
+        h = self.proj(self.convs(self.pre(z0), mask, g=g)) * mask  # [B, 3K-1, N]
+        h = h.transpose(1, 2)  # [B, N, 3K-1]
+        scale = math.sqrt(self.filter_channels)
+        k = SPLINE_BINS
+        z1 = inverse_spline(z1[:, 0], h[..., :k] / scale, h[..., k : 2 * k] / scale, h[..., 2 * k :])
+        return torch.cat([z0, z1.unsqueeze(1)], 1) * mask
+
+
+class ElementwiseAffine(nn.Module):
+    def __init__(self, channels: int = 2) -> None:
+        super().__init__()
+        self.m = nn.Parameter(torch.zeros(channels, 1))
+        self.logs = nn.Parameter(torch.zeros(channels, 1))
+
+    def forward(self, z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return (z - self.m) * torch.exp(-self.logs) * mask
+
+
+class Identity(nn.Module):
+    """Placeholder that keeps checkpoint indices (`flows.1`, ...) where a flip or unused flow sat."""
+
+
+class StochasticDurationPredictor(nn.Module):
+    """log-durations from noise [B, 2, N] through the reverse flows, conditioned on the text."""
+
+    def __init__(self, channels: int, kernel_size: int = 3, n_flows: int = 4, gin_channels: int = 0) -> None:
+        super().__init__()
+        self.pre = nn.Conv1d(channels, channels, 1)
+        self.convs = DilatedDepthSeparableConv(channels, kernel_size, 3)
+        self.proj = nn.Conv1d(channels, channels, 1)
+        if gin_channels:
+            self.cond = nn.Conv1d(gin_channels, channels, 1)
+        # Checkpoint layout: flows.0 affine, then (spline, flip) pairs at 1..8. Reverse inference skips the
+        # first spline (flows.1), so only flows.3, .5 and .7 are built; the others hold no parameters.
+        self.flows = nn.ModuleList(
+            ConvFlow(channels, kernel_size) if i % 2 and i > 1 else Identity() for i in range(2 * n_flows)
+        )
+        self.flows[0] = ElementwiseAffine(2)
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor, g: torch.Tensor | None
+    ) -> torch.Tensor:
+        # x: [B, H, N], mask: [B, 1, N], noise: [B, 2, N] (already times noise_w) -> log w: [B, 1, N]
+        x = self.pre(x)
+        if g is not None:
+            x = x + self.cond(g)
+        x = self.proj(self.convs(x, mask)) * mask
+        z = torch.flip(noise, [1])
+        for flow in reversed(self.flows[1:]):
+            if isinstance(flow, ConvFlow):
+                z = torch.flip(flow(z, mask, x), [1])
+        affine = self.flows[0]
+        assert isinstance(affine, ElementwiseAffine)
+        return affine(z, mask)[:, :1]
+
+
+class WaveNet(nn.Module):
+    """Non-causal WaveNet of gated dilated convolutions (the flow's coupling network)."""
+
+    def __init__(self, hidden: int, kernel_size: int, layers: int, gin_channels: int = 0) -> None:
+        super().__init__()
+        self.hidden = hidden
+        if gin_channels:
+            self.cond_layer = nn.Conv1d(gin_channels, 2 * hidden * layers, 1)
+        self.in_layers = nn.ModuleList(
+            nn.Conv1d(hidden, 2 * hidden, kernel_size, padding=kernel_size // 2) for _ in range(layers)
+        )
+        self.res_skip_layers = nn.ModuleList(
+            nn.Conv1d(hidden, 2 * hidden if i < layers - 1 else hidden, 1) for i in range(layers)
+        )
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
+        # x: [B, H, T], mask: [B, 1, T], g: [B, G, 1] or None
+        h = self.hidden
+        cond = self.cond_layer(g) if g is not None else None  # [B, 2H * layers, 1]
+        out = torch.zeros_like(x)
+        last = len(self.in_layers) - 1
+        for i, (conv, res_skip) in enumerate(zip(self.in_layers, self.res_skip_layers, strict=True)):
+            a = conv(x)
+            if cond is not None:
+                a = a + cond[:, 2 * h * i : 2 * h * (i + 1)]
+            acts = res_skip(torch.tanh(a[:, :h]) * torch.sigmoid(a[:, h:]))
+            if i < last:
+                x = (x + acts[:, :h]) * mask
+                out = out + acts[:, h:]
+            else:
+                out = out + acts
+        return out * mask
+
+
+class CouplingLayer(nn.Module):
+    """Mean-only affine coupling, run in reverse."""
+
+    def __init__(self, channels: int, hidden: int, kernel_size: int, layers: int, gin_channels: int) -> None:
+        super().__init__()
+        self.half = channels // 2
+        self.pre = nn.Conv1d(self.half, hidden, 1)
+        self.enc = WaveNet(hidden, kernel_size, layers, gin_channels)
+        self.post = nn.Conv1d(hidden, self.half, 1)
+
+    def forward(self, z: torch.Tensor, mask: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
+        z0, z1 = z[:, : self.half], z[:, self.half :]
+        mean = self.post(self.enc(self.pre(z0) * mask, mask, g)) * mask
+        return torch.cat([z0, (z1 - mean) * mask], 1)
+
+
+class ReverseFlow(nn.Module):
+    """The prior-to-latent flow: couplings at even checkpoint indices, flips between them."""
+
+    def __init__(self, channels: int, hidden: int, gin_channels: int, n_flows: int = 4) -> None:
+        super().__init__()
+        self.flows = nn.ModuleList(
+            CouplingLayer(channels, hidden, 5, 4, gin_channels) if i % 2 == 0 else Identity()
+            for i in range(2 * n_flows)
+        )
+        self.receptive_radius = n_flows * 4 * (5 // 2)
+        """Frames each side a latent frame depends on: 4 couplings of 4 layers of kernel 5."""
+
+    def forward(self, z: torch.Tensor, mask: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
+        for flow in reversed(self.flows):
+            z = flow(z, mask, g) if isinstance(flow, CouplingLayer) else torch.flip(z, [1])
+        return z
+
+
+class ResBlock(nn.Module):
+    """HiFi-GAN residual block: type "1" pairs a dilated and a plain conv per dilation, type "2" has one."""
+
+    def __init__(self, channels: int, kernel_size: int, dilations: list[int], kind: str) -> None:
+        super().__init__()
+
+        def conv(d: int) -> nn.Conv1d:
+            return nn.Conv1d(
+                channels, channels, kernel_size, dilation=d, padding=_same_padding(kernel_size, d)
+            )
+
+        if kind == "1":
+            self.convs1 = nn.ModuleList(conv(d) for d in dilations)
+            self.convs2 = nn.ModuleList(conv(1) for _ in dilations)
+        else:
+            self.convs = nn.ModuleList(conv(d) for d in dilations)
+        self.kind = kind
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "1":
+            for c1, c2 in zip(self.convs1, self.convs2, strict=True):
+                x = x + c2(F.leaky_relu(c1(F.leaky_relu(x, LRELU_SLOPE)), LRELU_SLOPE))
+        else:
+            for c in self.convs:
+                x = x + c(F.leaky_relu(x, LRELU_SLOPE))
+        return x
+
+
+class Generator(nn.Module):
+    """HiFi-GAN: latent frames [B, C, T] to audio [B, 1, T * prod(upsample_rates)]."""
+
+    def __init__(
+        self, in_channels: int, resblock: str, resblock_kernel_sizes: list[int],
+        resblock_dilation_sizes: list[list[int]], upsample_rates: list[int], upsample_initial_channel: int,
+        upsample_kernel_sizes: list[int], gin_channels: int = 0,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        ch = upsample_initial_channel
+        self.n_kernels = len(resblock_kernel_sizes)
+        self.conv_pre = nn.Conv1d(in_channels, ch, 7, padding=3)
+        self.ups = nn.ModuleList(
+            nn.ConvTranspose1d(ch // 2**i, ch // 2 ** (i + 1), k, u, padding=(k - u) // 2)
+            for i, (u, k) in enumerate(zip(upsample_rates, upsample_kernel_sizes, strict=True))
+        )
+        self.resblocks = nn.ModuleList(
+            ResBlock(ch // 2 ** (i + 1), k, d, resblock)
+            for i in range(len(upsample_rates))
+            for k, d in zip(resblock_kernel_sizes, resblock_dilation_sizes, strict=True)
+        )
+        self.conv_post = nn.Conv1d(ch // 2 ** len(upsample_rates), 1, 7, padding=3, bias=False)
+        if gin_channels:
+            self.cond = nn.Conv1d(gin_channels, ch, 1)
+
+    def forward(self, x: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
+        x = self.conv_pre(x)
+        if g is not None:
+            x = x + self.cond(g)
+        for i, up in enumerate(self.ups):
+            x = up(F.leaky_relu(x, LRELU_SLOPE))
+            blocks = self.resblocks[i * self.n_kernels : (i + 1) * self.n_kernels]
+            x = sum((block(x) for block in blocks), torch.zeros_like(x)) / self.n_kernels
+        return torch.tanh(self.conv_post(F.leaky_relu(x)))  # the last activation uses slope 0.01
+
+
+class Vits(nn.Module):
+    """A whole VITS voice for inference; `config` holds Piper's hyper-parameter names.
+
+    `encode` is the token side, `decode` the frame side; `infer` chains them with Piper's duration rule and
+    is what tests compare with a Piper voice's own ONNX Runtime output."""
+
+    def __init__(
+        self, n_vocab: int, n_speakers: int = 1, gin_channels: int = 0, inter_channels: int = 192,
+        hidden_channels: int = 192, filter_channels: int = 768, n_heads: int = 2, n_layers: int = 6,
+        kernel_size: int = 3, resblock: str = "2", resblock_kernel_sizes: list[int] | None = None,
+        resblock_dilation_sizes: list[list[int]] | None = None, upsample_rates: list[int] | None = None,
+        upsample_initial_channel: int = 256, upsample_kernel_sizes: list[int] | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        gin = gin_channels if n_speakers > 1 else 0
+        self.inter_channels, self.n_speakers = inter_channels, n_speakers
+        self.enc_p = TextEncoder(
+            n_vocab, inter_channels, hidden_channels, filter_channels, n_heads, n_layers, kernel_size
+        )
+        self.dp = StochasticDurationPredictor(hidden_channels, 3, 4, gin)
+        self.flow = ReverseFlow(inter_channels, hidden_channels, gin)
+        self.dec = Generator(
+            inter_channels, resblock, resblock_kernel_sizes or [3, 5, 7],
+            resblock_dilation_sizes or [[1, 2], [2, 6], [3, 12]], upsample_rates or [8, 8, 4],
+            upsample_initial_channel, upsample_kernel_sizes or [16, 16, 8], gin,
+        )  # fmt: skip
+        if n_speakers > 1:
+            self.emb_g = nn.Embedding(n_speakers, gin)
+        self.hop_length = math.prod(upsample_rates or [8, 8, 4])
+
+    def speaker(self, speaker: torch.Tensor | None) -> torch.Tensor | None:
+        """speaker: [B] int64 (ignored by a single-speaker voice) -> g: [B, G, 1] or None."""
+        if self.n_speakers <= 1:
+            return None
+        if speaker is None:
+            raise ValueError("a multi-speaker voice needs a speaker id")
+        return self.emb_g(speaker).unsqueeze(-1)
+
+    def encode(
+        self, tokens: torch.Tensor, token_mask: torch.Tensor, noise: torch.Tensor,
+        speaker: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+        """tokens [B, N], token_mask [B, N], noise [B, 2, N] (times noise_w) -> m_p, logs_p [B, N, C] and
+        log durations [B, N] (before length_scale); padded positions give zeros."""
+        mask = token_mask.unsqueeze(1).to(self.enc_p.proj.weight.dtype)  # [B, 1, N]
+        g = self.speaker(speaker)
+        x, m, logs = self.enc_p(tokens, mask)
+        logw = self.dp(x, mask, noise, g)[:, 0] * token_mask
+        return m.transpose(1, 2), logs.transpose(1, 2), logw
+
+    def decode(
+        self, m_p: torch.Tensor, logs_p: torch.Tensor, noise: torch.Tensor, frame_mask: torch.Tensor,
+        speaker: torch.Tensor | None = None,
+    ) -> torch.Tensor:  # fmt: skip
+        """Frames m_p, logs_p, noise [B, T, C] (noise times noise_scale), frame_mask [B, T] -> audio
+        [B, T * hop]; padded frames decode as zero latents, as Piper's own padding does."""
+        mask = frame_mask.unsqueeze(1).to(m_p.dtype)  # [B, 1, T]
+        g = self.speaker(speaker)
+        z_p = (m_p + noise * torch.exp(logs_p)).transpose(1, 2)  # [B, C, T]
+        z = self.flow(z_p, mask, g)
+        return self.dec(z * mask, g)[:, 0]
+
+    @staticmethod
+    def durations(logw: torch.Tensor, token_mask: torch.Tensor, length_scale: float) -> torch.Tensor:
+        """Piper's rule: ceil(exp(logw) * length_scale) frames per real token. [B, N] -> [B, N] int64."""
+        return torch.ceil(torch.exp(logw) * token_mask * length_scale).long()
+
+    def infer(
+        self, tokens: torch.Tensor, speaker: torch.Tensor | None = None, noise_w: torch.Tensor | None = None,
+        noise_z: torch.Tensor | None = None, length_scale: float = 1.0,
+    ) -> torch.Tensor:  # fmt: skip
+        """One utterance, batch 1: tokens [1, N] -> audio [S]. Noise defaults to zero."""
+        n = tokens.shape[1]
+        token_mask = torch.ones(1, n)
+        noise_w = torch.zeros(1, 2, n) if noise_w is None else noise_w
+        m, logs, logw = self.encode(tokens, token_mask, noise_w, speaker)
+        frames = self.durations(logw, token_mask, length_scale)[0].clamp_min(0)
+        t = max(int(frames.sum()), 1)
+        m_f = torch.repeat_interleave(m[0], frames, dim=0)[None]
+        logs_f = torch.repeat_interleave(logs[0], frames, dim=0)[None]
+        if m_f.shape[1] < t:  # every duration rounded to zero: Piper decodes one silent frame
+            m_f, logs_f = torch.zeros(1, t, m.shape[2]), torch.zeros(1, t, m.shape[2])
+        noise_z = torch.zeros_like(m_f) if noise_z is None else noise_z
+        return self.decode(m_f, logs_f, noise_z, torch.ones(1, t), speaker)[0]
