@@ -310,7 +310,7 @@ def test_neuron_compiler_arguments() -> None:
 def test_neuron_cores_environment() -> None:
     assert visible_cores_env("0-1", {}) == {"NEURON_RT_VISIBLE_CORES": "0-1"}
     assert visible_cores_env("3", {"NEURON_RT_VISIBLE_CORES": "0"}) == {}
-    assert visible_cores_env(None, {}) == {}
+    assert visible_cores_env(None, {}) == {"NEURON_RT_VISIBLE_CORES": "0"}  # one process per core
     with pytest.raises(TargetUnavailableError, match="core index or range"):
         visible_cores_env("all", {})
 

@@ -4,9 +4,17 @@
 
 neuronx-cc reports an operator it cannot compile only after a long compile on a build host. This check
 exports every network with buckets at every bucket (`torch.export`, in the form and with the inputs the
-compiler uses), lists the ATen operators of the graph and flags what neuronx-cc is documented to reject:
-FFT operators, complex tensors, float64 tensors and outputs whose shape depends on the data. Operators in
-no documented supported list are "unverified": they may compile, nothing we can cite says so.
+compiler uses), decomposes the graph to core ATen (what torch-xla receives once composite operators are
+decomposed: `torch_neuronx.trace` records through torch-xla, not `torch.jit.trace`), and compares each
+operator with torch-xla 2.9's lowering table (xla_lowerings.json, its source URL and commit inside).
+It flags:
+- rejected: FFT operators, complex and float64 tensors, outputs whose shape depends on the data, random
+  operators, a split/slice/chunk/narrow along dim 1 of a 2-D tensor (wrong data on torch-neuronx 2.9,
+  pytorch/xla#8640), and an operator with no lowering applied to data derived from a parameter or buffer
+  (a trace that crashes its process on SDK >= 2.27, aws-neuron-sdk#1265);
+- fallback: an operator with no lowering on other data, which torch-xla runs on the CPU at trace time;
+- composite: no lowering of its own but a composite kernel (e.g. scalar_tensor: empty, fill_), which
+  torch-xla runs as the operators it calls; those are not seen here, so it is a warning, not a pass.
 
 Batch size is not a dimension of the check: a network's operators are the same at every batch size it is
 compiled at, so each bucket is exported at batch 1. Where `torch_neuronx` is importable (the real SDK,
@@ -20,6 +28,8 @@ import json
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +41,12 @@ from tts_neuron.addon import load_addon
 from tts_neuron.errors import OutputError
 
 SOURCES = {
-    "torch-neuronx": "aws-neuron-sdk frameworks/torch/torch-neuronx/pytorch-neuron-supported-operators.rst "
-    "(torch-neuronx, the inf2/trn1 package: its documented aten operators)",
-    "neuron-cc": "aws-neuron-sdk release-notes/archive/neuron-cc/neuron-cc-ops/neuron-cc-ops-pytorch.rst "
-    "(torch-neuron for inf1: operators supported by the previous compiler)",
+    "xla": "torch-xla's lowering table, codegen/xla_native_functions.yaml (URL and commit in "
+    "tts_neuron/xla_lowerings.json)",
+    "8640": "pytorch/xla#8640, a known issue of torch-neuronx 2.9 (aws-neuron-sdk archive/appnotes/"
+    "torch-neuronx/introducing-pytorch-2-9.rst): a 2-D tensor split along dim 1 gives wrong data",
+    "1265": "aws-neuron-sdk#1265: an operator with no XLA lowering on a tensor derived from a parameter or "
+    "buffer kills the trace process (SDK >= 2.27; optimum-neuron PR #1124)",
     "analyze": "aws-neuron-sdk frameworks/torch/torch-neuronx/api-reference-guide/inference/"
     "api-torch-neuronx-analyze.rst (its example: aten::fft_fft fails at neuronx-cc)",
     "EVRF004": "aws-neuron-sdk compiler/error-codes/EVRF004.rst ('Complex data types are not supported "
@@ -43,48 +55,26 @@ SOURCES = {
     "types: FP32, TF32, FP16, BF16, FP8, UINT8; no FP64)",
     "EMOD025": "aws-neuron-sdk compiler/error-codes/EMOD025.rst ('Dynamic shape is not supported'), and "
     "api-torch-neuronx-trace.rst: intermediate shapes are fixed at trace time",
+    "trace": "aws-neuron-sdk api-torch-neuronx-trace.rst: a traced graph is frozen, so a random operator "
+    "draws once at trace time or per call on the device, never as on the CPU",
 }
-"""Where each rule and list below comes from (the AWS Neuron SDK documentation, github.com/aws-neuron)."""
+"""Where each rule and table below comes from."""
 
-# The documented supported operators, by source, as the docs name them (aten::<name>).
-# fmt: off
-DOCUMENTED_OPERATORS: dict[str, tuple[str, ...]] = {
-    "torch-neuronx": (
-        "_s_where", "_softmax", "_unsafe_view", "add", "addcdiv_", "addcmul", "addmm", "bernoulli_",
-        "bmm", "constant_pad_nd", "div", "embedding", "empty", "expand", "fill_", "index_select",
-        "_log_softmax", "lt", "mm", "mul", "native_batch_norm", "neg", "permute", "relu", "rsub",
-        "select", "slice", "sqrt", "sum", "t", "tanh", "transpose", "unsqueeze", "view", "zero_",
-    ),
-    "neuron-cc": (
-        "__and__", "_convolution", "_convolution_mode", "_shape_as_tensor", "_weight_norm", "abs",
-        "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool1d", "adaptive_max_pool2d",
-        "add", "add_", "addmm", "all", "amax", "amin", "any", "arange", "argmax", "argmin",
-        "avg_pool2d", "baddbmm", "batch_norm", "bmm", "broadcast_tensors", "broadcast_to", "bucketize",
-        "cat", "ceil", "chunk", "clamp", "clamp_max", "clamp_min", "clip", "clone", "constant_pad_nd",
-        "contiguous", "cos", "detach", "div", "dot", "dropout", "einsum", "embedding", "empty",
-        "empty_like", "eq", "erf", "exp", "expand", "expand_as", "eye", "fill_", "flatten", "flip",
-        "floor", "floor_divide", "full", "full_like", "ge", "gelu", "group_norm", "gt", "hardsigmoid",
-        "hardswish", "hardtanh", "index_select", "instance_norm", "isnan", "layer_norm", "le",
-        "leaky_relu", "linear", "log", "log2", "log_softmax", "logical_and", "logical_not",
-        "logical_or", "logical_xor", "lt", "masked_fill", "matmul", "max", "max_pool2d", "mean",
-        "meshgrid", "min", "mm", "movedim", "mul", "mv", "ne", "neg", "new_empty", "new_ones",
-        "numel", "ones", "ones_like", "permute", "pixel_shuffle", "pow", "prelu", "reciprocal",
-        "reflection_pad2d", "relu", "relu_", "remainder", "repeat", "repeat_interleave", "reshape",
-        "roll", "rsqrt", "rsub", "select", "sigmoid", "silu", "sin", "size", "slice", "softmax",
-        "softplus", "split", "split_with_sizes", "sqrt", "squeeze", "stack", "sub", "sum", "t",
-        "tanh", "tensor_split", "tensordot", "threshold", "to", "topk", "transpose", "tril", "triu",
-        "true_divide", "trunc", "type_as", "unbind", "unsqueeze", "upsample_bilinear2d",
-        "upsample_nearest2d", "view", "zero_", "zeros", "zeros_like",
-    ),
-}
-# fmt: on
+LOWERED_AS = {"convolution": "convolution_overrideable"}
+"""Core ATen operators torch-xla dispatches under another name (its convolution is overrideable)."""
 
-TRACED_AS = {"conv1d": "_convolution", "conv2d": "_convolution", "conv_transpose1d": "_convolution"}
-"""torch.export keeps a convolution's own name; torch.jit.trace, which torch_neuronx.trace runs, records
-it as aten::_convolution, the name the documented lists use."""
+SPLIT_OPERATORS = {"split", "split_with_sizes", "split_copy", "split_with_sizes_copy", "slice",
+                   "slice_copy", "chunk", "narrow", "narrow_copy", "tensor_split", "unsafe_split",
+                   "unsafe_chunk"}  # fmt: skip
+"""Operators that take columns of a tensor: wrong data along dim 1 of a 2-D tensor [8640]."""
+
+RANDOM_OPERATORS = {"bernoulli", "rand", "rand_like", "randn", "randn_like", "randint", "randint_like",
+                    "randperm", "normal", "uniform", "exponential", "multinomial", "native_dropout",
+                    "random", "poisson"}  # fmt: skip
 
 REJECTED_OPERATORS = {
     **{name: ("FFT operator", "analyze") for name in ("stft", "istft")},
+    **{name: ("random operator", "trace") for name in RANDOM_OPERATORS},
     **{
         name: ("output shape depends on the data", "EMOD025")
         for name in (
@@ -109,12 +99,21 @@ NOT_COMPUTED = {"_assert_tensor_metadata", "sym_size", "sym_numel", "sym_stride"
 """Export bookkeeping: checks and shape queries that no compiled graph computes."""
 
 
+@cache
+def xla_lowered() -> frozenset[str]:
+    """The operator names (without overload) that torch-xla lowers, from the stored table."""
+    table = json.loads(resources.files("tts_neuron").joinpath("xla_lowerings.json").read_text("utf-8"))
+    sections = ("full_codegen", "ir_gen", "supported", "autograd")
+    return frozenset(entry.split(".")[0] for section in sections for entry in table[section])
+
+
 @dataclass
 class Operator:
     name: str
     count: int
     status: str
-    """"supported" (in a documented list), "unverified" (in none) or "rejected"."""
+    """"lowered" (in torch-xla's table), "composite" (runs torch's composite kernel), "fallback" (runs on
+    the CPU at trace time) or "rejected"."""
     reason: str = ""
 
 
@@ -173,26 +172,66 @@ def _dtype_problem(value: Any) -> str | None:
 
 
 def classify(name: str) -> tuple[str, str]:
-    """(status, reason) of one operator by its name."""
+    """(status, reason) of one operator by its name alone."""
     short = name.split("::")[-1]
     if short.startswith(("fft_", "_fft_")):
         return "rejected", "FFT operator [analyze]"
     if short in REJECTED_OPERATORS:
         reason, source = REJECTED_OPERATORS[short]
         return "rejected", f"{reason} [{source}]"
-    traced = TRACED_AS.get(short, short)
-    sources = [source for source, names in DOCUMENTED_OPERATORS.items() if traced in names]
-    if sources:
-        via = f"as aten::{traced}, " if traced != short else ""
-        return "supported", f"{via}listed by {' and '.join(sources)}"
-    return "unverified", "in no documented list"
+    lowered = xla_lowered()
+    for candidate in (short, f"{short}_copy", LOWERED_AS.get(short, "")):
+        if candidate in lowered:
+            via = f" as {candidate}" if candidate != short else ""
+            return "lowered", f"lowered by torch-xla{via} [xla]"
+    if torch._C._dispatch_has_kernel_for_dispatch_key(name, "CompositeExplicitAutograd"):
+        return "composite", "no lowering of its own: torch-xla runs torch's composite kernel [xla]"
+    return "fallback", "no torch-xla lowering: runs on the CPU at trace time [xla]"
+
+
+def _splits_2d_columns(node: torch.fx.Node) -> bool:
+    """Whether a node takes columns (dim 1) of a 2-D tensor by a split, slice, chunk or narrow."""
+    if not node.args or not isinstance(node.args[0], torch.fx.Node):
+        return False
+    source = node.args[0].meta.get("val")
+    if not isinstance(source, torch.Tensor) or source.dim() != 2:
+        return False
+    dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
+    if "slice" in str(node.target) or "narrow" in str(node.target):
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    return isinstance(dim, int) and dim in (1, -1)
+
+
+def split_pattern_ops(program: torch.export.ExportedProgram) -> list[str]:
+    """The nodes (by name) that split, slice, chunk or narrow a 2-D tensor along dim 1 [8640]."""
+    return [
+        node.name
+        for node in program.graph.nodes
+        if node.op == "call_function"
+        and (_operator_name(node.target) or "").split("::")[-1] in SPLIT_OPERATORS
+        and _splits_2d_columns(node)
+    ]
+
+
+def _from_weights(program: torch.export.ExportedProgram) -> set[str]:
+    """The nodes whose value derives from a parameter, buffer or constant of the network."""
+    signature = program.graph_signature
+    derived = {*signature.inputs_to_parameters, *signature.inputs_to_buffers}
+    derived |= set(getattr(signature, "inputs_to_lifted_tensor_constants", {}))
+    for node in program.graph.nodes:
+        if node.op == "call_function" and any(arg.name in derived for arg in node.all_input_nodes):
+            derived.add(node.name)
+    return derived
 
 
 def graph_operators(program: torch.export.ExportedProgram) -> list[Operator]:
-    """The operators of an exported graph, counted, each classified by its name and by the dtypes and
-    shapes of what it computes (a complex or float64 result, a shape that depends on the data)."""
+    """The operators of a core-ATen graph, counted, each classified by its name, by the dtypes and shapes
+    of what it computes (a complex or float64 result, a shape that depends on the data), by the split
+    pattern [8640], and, with no lowering, by whether it touches data derived from the weights [1265]."""
     counts: Counter[str] = Counter()
     problems: dict[str, str] = {}
+    weights = _from_weights(program)
+    splits = set(split_pattern_ops(program))
     for node in program.graph.nodes:
         if node.op == "placeholder":
             problem = _dtype_problem(node.meta.get("val"))
@@ -208,6 +247,10 @@ def graph_operators(program: torch.export.ExportedProgram) -> list[Operator]:
             continue
         counts[name] += 1
         problem = _dtype_problem(node.meta.get("val"))
+        if node.name in splits:
+            problem = "splits a 2-D tensor along dim 1 [8640]"
+        elif problem is None and classify(name)[0] == "fallback" and node.name in weights:
+            problem = "no torch-xla lowering, on data derived from the weights [xla] [1265]"
         if problem:
             problems.setdefault(name, problem)
     operators = []
@@ -254,7 +297,7 @@ def check_network(name: str, network: nn.Module, bucket: int, analyze: bool) -> 
         reason = str(err).strip().splitlines()[0] if str(err).strip() else "no message"
         check.error = f"torch.export failed: {type(err).__name__}: {reason[:300]}"
         return check
-    check.operators = graph_operators(program)
+    check.operators = graph_operators(program.run_decompositions())  # core ATen, as torch-xla sees it
     if analyze:
         check.analyze = _analyze(network, tuple(inputs))
     return check
@@ -291,7 +334,7 @@ def format_report(report: CheckReport) -> Iterator[str]:
                 row[1 + column] = str(op.count)
                 if op.status == "rejected" or not row[-2]:
                     row[-2], row[-1] = op.status, op.reason
-        order = {"rejected": 0, "unverified": 1, "supported": 2}
+        order = {"rejected": 0, "fallback": 1, "composite": 2, "lowered": 3}
         table = [header, *sorted(rows.values(), key=lambda r: (order[r[-2]], r[0]))]
         widths = [max(len(r[i]) for r in table) for i in range(len(header) - 1)]
         yield f"{network} (buckets {', '.join(header[1:-2])})"
@@ -306,11 +349,14 @@ def format_report(report: CheckReport) -> Iterator[str]:
                 kinds = ", ".join(sorted({str(u.get("kind")) for u in unsupported})) or "none"
                 yield f"  at {check.bucket}: torch_neuronx.analyze: unsupported {kinds}"
     rejected = sum(1 for c in report.buckets if not c.ok)
-    unverified = sorted({o.name for c in report.buckets for o in c.operators if o.status == "unverified"})
+    fallback = sorted({o.name for c in report.buckets for o in c.operators if o.status == "fallback"})
+    composite = sorted({o.name for c in report.buckets for o in c.operators if o.status == "composite"})
     yield ""
     yield f"torch_neuronx.analyze: {report.analyze}"
-    if unverified:
-        yield f"unverified (in no documented list; may compile): {', '.join(unverified)}"
+    if fallback:
+        yield f"fallback (no torch-xla lowering, CPU at trace time): {', '.join(fallback)}"
+    if composite:
+        yield f"composite (torch's composite kernel, its operators unchecked): {', '.join(composite)}"
     if rejected:
         yield f"FAIL: {rejected} of {len(report.buckets)} network shapes would not compile for Neuron"
     else:

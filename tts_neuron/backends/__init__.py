@@ -88,6 +88,8 @@ def load_executor(addon: Addon, network: str, target_name: str, device: torch.de
         stale = f"it is for target '{manifest.target}'"
     elif manifest.torch != torch.__version__:
         stale = f"it was compiled with torch {manifest.torch}, this is torch {torch.__version__}"
+    elif manifest.compiler != target.compiler_version():
+        stale = f"it was compiled with {manifest.compiler}, this host has {target.compiler_version()}"
     elif entry is None:
         stale = f"it has no network '{network}'"
     elif entry.buckets != spec.buckets:

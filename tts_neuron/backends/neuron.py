@@ -11,8 +11,15 @@ What it does, per the torch-neuronx documentation:
   `torch.jit.save`. A traced module only accepts the traced shapes; control flow and dtypes are frozen.
 - load: `import torch_neuronx` (registers the Neuron op), `torch.jit.load`, one warm-up call per bucket
   (the first call is slow), inputs and outputs are CPU tensors.
-- cores: `NEURON_RT_VISIBLE_CORES` must be set before the Neuron runtime starts; by default a process
-  takes every core. `TTS_NEURON_CORES` (e.g. "0" or "0-1") is copied into it when it is not set already.
+- cores: `NEURON_RT_VISIBLE_CORES` must be set before the Neuron runtime starts, or a process takes every
+  core. One process per NeuronCore is the default: a process that has neither it nor `TTS_NEURON_CORES`
+  (e.g. "0" or "0-1", copied into it) gets core 0. Ray sets it per replica from its `neuron_cores`
+  resource; the multi-core mode is `TTS_NEURON_CORES=0-1`, whose artifacts land on the cores round-robin.
+
+Which SDK: inf2 runs the torch-xla line of torch-neuronx, which ends at 2.9.0.2.15 (Neuron 2.31); from
+Neuron 2.33 the same package name is TorchNeuron, the native backend for torch 2.13/2.14 on Trn2/Trn3
+only, which has no `trace` for inf2. `check_available` reads the installed distributions' versions and
+refuses anything else before importing it.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 
 import torch
@@ -37,21 +45,69 @@ DEFAULT_COMPILER_ARGS = [
 _CORES = re.compile(r"^\d+(-\d+)?$")
 
 
+SDK_LINE = {"torch-neuronx": "2.9.0.2.15.", "torch": "2.9.", "neuronx-cc": "2."}
+"""The distributions of the torch-xla line and the version prefix each must have (the `neuron` extra)."""
+_INSTALL = (
+    "install torch-neuronx 2.9.0.2.15.* with torch 2.9.* and neuronx-cc 2.* "
+    "(`pip install 'tts-neuron[neuron]' --extra-index-url https://pip.repos.neuron.amazonaws.com`) "
+    "or start from a Neuron 2.31 (or earlier) Deep Learning AMI or pytorch-inference-neuronx 2.9 container"
+)
+
+
+def installed_versions() -> dict[str, str | None]:
+    """The installed version of each SDK distribution, by distribution name; None where it is absent."""
+    versions: dict[str, str | None] = {}
+    for name in SDK_LINE:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _release(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:2])
+
+
+def sdk_problem(versions: dict[str, str | None]) -> str | None:
+    """Why these versions cannot compile or run for inf2, as one clause; None when they can."""
+    for name, prefix in SDK_LINE.items():
+        version = versions.get(name)
+        if version is None:
+            return f"{name} is not installed"
+        if not version.startswith(prefix):
+            if name == "torch-neuronx" and _release(version) >= (2, 10):
+                return (
+                    f"torch-neuronx {version} is TorchNeuron, the native backend for Trn2/Trn3, "
+                    "which cannot compile for inf2"
+                )
+            return f"{name} {version} is installed, inf2 needs {prefix}*"
+    return None
+
+
 def _import_sdk() -> object:
+    problem = sdk_problem(installed_versions())
+    if problem is not None:
+        raise TargetUnavailableError(
+            f"target 'neuron' needs the AWS Neuron SDK's torch-xla line: {problem}; {_INSTALL}"
+        )
     try:
         import torch_neuronx
     except Exception as err:  # noqa: BLE001 - PyPI's placeholder raises a plain Exception on import
         raise TargetUnavailableError(
-            "target 'neuron' needs the AWS Neuron SDK (torch-neuronx and neuronx-cc from AWS's Neuron pip "
-            f"repository, `pip install 'tts-neuron[neuron]'`); importing torch_neuronx failed: {err}"
+            f"target 'neuron' needs the AWS Neuron SDK; importing torch_neuronx failed: {err}; {_INSTALL}"
         ) from None
+    if not hasattr(torch_neuronx, "trace"):
+        raise TargetUnavailableError(f"target 'neuron': torch_neuronx has no trace(); {_INSTALL}")
     return torch_neuronx
 
 
 def visible_cores_env(cores: str | None, environ: dict[str, str]) -> dict[str, str]:
-    """The environment to add so the Neuron runtime uses `cores` ("N" or "A-B"); nothing if already set."""
-    if cores is None or "NEURON_RT_VISIBLE_CORES" in environ:
+    """The environment to add so the Neuron runtime uses `cores` ("N" or "A-B", default core 0: one
+    process per NeuronCore); nothing if NEURON_RT_VISIBLE_CORES is set already (Ray sets it)."""
+    if "NEURON_RT_VISIBLE_CORES" in environ:
         return {}
+    cores = "0" if cores is None else cores
     if not _CORES.match(cores):
         raise TargetUnavailableError(
             f"TTS_NEURON_CORES must be a core index or range like 0-1, got '{cores}'"
@@ -83,14 +139,9 @@ class NeuronTarget:
         _import_sdk()
 
     def compiler_version(self) -> str:
-        sdk = _import_sdk()
-        try:
-            import neuronx_cc
-
-            cc = getattr(neuronx_cc, "__version__", "unknown")
-        except Exception:  # noqa: BLE001 - as above, a placeholder raises on import
-            cc = "missing"
-        return f"torch-neuronx {getattr(sdk, '__version__', 'unknown')}, neuronx-cc {cc}"
+        """The torch-neuronx and neuronx-cc versions, which the manifest records and a load compares."""
+        versions = installed_versions()
+        return f"torch-neuronx {versions['torch-neuronx']}, neuronx-cc {versions['neuronx-cc']}"
 
     def default_compiler_args(self) -> list[str]:
         return compiler_args()

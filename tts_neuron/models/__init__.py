@@ -7,8 +7,10 @@ parameters: no pickled code, and the module code stays traceable at any shape on
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from typing import Any
 
+import torch
 from torch import nn
 
 _NETWORKS: dict[str, str] = {
@@ -45,3 +47,33 @@ def network_class(architecture: str) -> type[nn.Module]:
 def create_network(architecture: str, config: dict[str, Any]) -> nn.Module:
     """Instantiate an architecture; TypeError/ValueError from bad arguments propagate to the caller."""
     return network_class(architecture)(**config)
+
+
+def split_columns(x: torch.Tensor, sizes: Sequence[int], dim: int = -1) -> tuple[torch.Tensor, ...]:
+    """`x.split(sizes, dim)` as gathers (index_select), not split/slice ops.
+
+    torch-neuronx 2.9 returns wrong data when a 2-D tensor is split along dim 1 (pytorch/xla#8640, a known
+    issue in its release notes); a gather of constant indices is exact and is not that op."""
+    pieces, start = [], 0
+    for size in sizes:
+        pieces.append(x.index_select(dim, torch.arange(start, start + size, device=x.device)))
+        start += size
+    if start != x.shape[dim]:
+        raise ValueError(f"sizes {list(sizes)} sum to {start}, dim {dim} has {x.shape[dim]}")
+    return tuple(pieces)
+
+
+class LSTMCell(nn.LSTMCell):
+    """nn.LSTMCell (same parameters, same outputs) with its gates split by `split_columns`."""
+
+    def forward(  # type: ignore[override]
+        self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # x: [B, I], state: ([B, H], [B, H])
+        h, c = state
+        gates = nn.functional.linear(x, self.weight_ih, self.bias_ih) + nn.functional.linear(
+            h, self.weight_hh, self.bias_hh
+        )  # [B, 4H]: input, forget, cell, output
+        i, f, g, o = split_columns(gates, [self.hidden_size] * 4)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c  # [B, H] each

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from tts_neuron.models import LSTMCell, split_columns
 from tts_neuron.models.fastspeech import ConvStack
 
 MASKED_ENERGY = -1e9
@@ -80,14 +81,14 @@ class AttentionStep(nn.Module):
         self.prenet = nn.ModuleList(
             [nn.Linear(n_mels, prenet_channels), nn.Linear(prenet_channels, prenet_channels)]
         )
-        self.attention_rnn = nn.LSTMCell(prenet_channels + memory_channels, attention_rnn)
+        self.attention_rnn = LSTMCell(prenet_channels + memory_channels, attention_rnn)
         self.query = nn.Linear(attention_rnn, attention_dim, bias=False)
         self.location_conv = nn.Conv1d(
             2, location_filters, location_kernel, padding=location_kernel // 2, bias=False
         )
         self.location = nn.Linear(location_filters, attention_dim, bias=False)
         self.energy = nn.Linear(attention_dim, 1, bias=False)
-        self.decoder_rnn = nn.LSTMCell(attention_rnn + memory_channels, decoder_rnn)
+        self.decoder_rnn = LSTMCell(attention_rnn + memory_channels, decoder_rnn)
         self.frames = nn.Linear(decoder_rnn + memory_channels, n_mels * reduction)
         self.stop = nn.Linear(decoder_rnn + memory_channels, 1)
         self.rnn_dropout = rnn_dropout
@@ -126,7 +127,7 @@ class AttentionStep(nn.Module):
         state: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Advance the recurrent state by one step: (decoder output [B, H + C], alignment, state)."""
-        att_h, att_c, dec_h, dec_c, context = torch.split(state, self.sizes, dim=1)
+        att_h, att_c, dec_h, dec_c, context = split_columns(state, self.sizes)  # [B, S] -> [B, size] each
         att_h, att_c = self.attention_rnn(torch.cat([prenet_out, context], dim=1), (att_h, att_c))
         att_h = F.dropout(att_h, self.rnn_dropout, self.training)
         location = self.location(self.location_conv(alignment).transpose(1, 2))  # [B, N, A]

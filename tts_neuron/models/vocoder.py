@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tts_neuron.audio import AudioConfig, mel_filterbank
+from tts_neuron.models import split_columns
 
 LOG_MAGNITUDE_MAX = math.log(1e3)
 """Predicted log-magnitudes are clamped below this (a full-scale sine peaks near log(512) at n_fft 1024)."""
@@ -172,7 +173,8 @@ class MelVocoder(nn.Module):
         x = self.embed((log_mel * mask).transpose(1, 2)).transpose(1, 2)  # [B, T, C]
         for block in self.blocks:
             x = block(x, mask)
-        correction, phase_x, phase_y = self.head(self.norm(x)).split(self.bins, dim=-1)  # [B, T, F] each
+        head = self.head(self.norm(x))  # [B, T, 3F]
+        correction, phase_x, phase_y = split_columns(head, [self.bins] * 3)  # [B, T, F] each
         log_magnitude = (prior + correction).clamp(max=LOG_MAGNITUDE_MAX)
         return log_magnitude, phase_x, phase_y
 
