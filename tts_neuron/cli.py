@@ -431,6 +431,13 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_piper(args: argparse.Namespace) -> int:
+    from tts_neuron.importers.piper import import_voice
+
+    print(import_voice(args.voice, args.config, args.out))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tts-neuron", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
@@ -572,6 +579,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     srv.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     srv.set_defaults(run=_serve)
+    imp = commands.add_parser("import", help="import a voice trained elsewhere (Piper's ONNX + JSON)")
+    imp_kinds = imp.add_subparsers(dest="kind", required=True)
+    piper = imp_kinds.add_parser("piper", help="a Piper voice: VOICE.onnx and VOICE.onnx.json")
+    piper.add_argument("voice", type=Path, help="the voice's .onnx file")
+    piper.add_argument("--config", type=Path, help="its JSON (default: VOICE.onnx.json beside it)")
+    piper.add_argument("--out", type=Path, required=True, help="folder to write the imported voice to")
+    piper.set_defaults(run=_import_piper)
     return parser
 
 

@@ -318,13 +318,13 @@ class CouplingLayer(nn.Module):
 
     def __init__(self, channels: int, hidden: int, kernel_size: int, layers: int, gin_channels: int) -> None:
         super().__init__()
-        self.half = channels // 2
-        self.pre = nn.Conv1d(self.half, hidden, 1)
+        self.split = channels // 2
+        self.pre = nn.Conv1d(self.split, hidden, 1)
         self.enc = WaveNet(hidden, kernel_size, layers, gin_channels)
-        self.post = nn.Conv1d(hidden, self.half, 1)
+        self.post = nn.Conv1d(hidden, self.split, 1)
 
     def forward(self, z: torch.Tensor, mask: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
-        z0, z1 = z[:, : self.half], z[:, self.half :]
+        z0, z1 = z[:, : self.split], z[:, self.split :]
         mean = self.post(self.enc(self.pre(z0) * mask, mask, g)) * mask
         return torch.cat([z0, (z1 - mean) * mask], 1)
 

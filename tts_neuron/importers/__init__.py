@@ -1,0 +1,1 @@
+"""Importers turn voices trained elsewhere into tts_neuron's own networks (weights, never graphs)."""
