@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -40,8 +41,9 @@ HIGH = {
 }
 
 
-def write_voice(folder: Path, generator: dict, speakers: int = 1, hidden: int = 192) -> Path:
-    """A Piper voice with random, perturbed weights, written as Piper's export script writes one."""
+def write_voice(folder: Path, generator: dict, speakers: int = 1, hidden: int = 192) -> tuple[Path, Any]:
+    """A Piper voice with random, perturbed weights, written as Piper's export script writes one; returns
+    the .onnx path and Piper's own (exported) SynthesizerTrn."""
     torch.manual_seed(0)
     g = vits_models.SynthesizerTrn(
         n_vocab=256, spec_channels=513, segment_size=32, inter_channels=hidden, hidden_channels=hidden,
@@ -90,12 +92,21 @@ def write_voice(folder: Path, generator: dict, speakers: int = 1, hidden: int = 
         "license": "test fixture",
     }
     (folder / "voice.onnx.json").write_text(json.dumps(config))
-    return onnx_path
+    return onnx_path, g
+
+
+# The default suite's voice: the medium recipe's structure at small widths, so it exports in seconds.
+SMALL = {**MEDIUM, "upsample_initial_channel": 64}
 
 
 @pytest.fixture(scope="module")
-def medium(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_voice(tmp_path_factory.mktemp("medium"), MEDIUM)
+def small_voice(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    return write_voice(tmp_path_factory.mktemp("small"), SMALL, hidden=48)
+
+
+@pytest.fixture(scope="module")
+def medium(small_voice: tuple[Path, Any]) -> Path:
+    return small_voice[0]
 
 
 def load_imported(folder: Path) -> Vits:
@@ -124,7 +135,7 @@ def ids_of(n: int, seed: int) -> list[int]:
     return [1, *(int(i) for i in rng.integers(3, 150, n)), 2]
 
 
-def test_imported_medium_voice_equals_piper_onnxruntime(medium: Path, tmp_path: Path) -> None:
+def test_imported_voice_equals_piper_onnxruntime(medium: Path, tmp_path: Path) -> None:
     assert main(["import", "piper", str(medium), "--out", str(tmp_path / "addon")]) == 0
     model = load_imported(tmp_path / "addon")
     for n, seed, scale in [(12, 0, 1.0), (40, 1, 1.3), (3, 2, 0.7)]:
@@ -147,9 +158,11 @@ def test_manifest_carries_the_voice_json_and_the_sha256(medium: Path, tmp_path: 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("generator, speakers", [(HIGH, 1), (MEDIUM, 3)], ids=["high", "multi-speaker"])
-def test_high_and_multi_speaker_voices_import(tmp_path: Path, generator: dict, speakers: int) -> None:
-    onnx_path = write_voice(tmp_path, generator, speakers)
+@pytest.mark.parametrize(
+    "generator, speakers", [(MEDIUM, 1), (HIGH, 1), (MEDIUM, 3)], ids=["medium", "high", "multi-speaker"]
+)
+def test_full_size_and_multi_speaker_voices_import(tmp_path: Path, generator: dict, speakers: int) -> None:
+    onnx_path, _ = write_voice(tmp_path, generator, speakers)
     import_voice(onnx_path, None, tmp_path / "addon")
     model = load_imported(tmp_path / "addon")
     ids = ids_of(10, 3)
@@ -189,3 +202,66 @@ def test_bad_files_get_one_line_errors(medium: Path, tmp_path: Path, capsys: pyt
     assert main(["import", "piper", str(medium), "--config", str(bad_map), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert "badmap.json: phoneme_id_map.a" in err and "\n" not in err
+
+
+def test_durations_equal_piper_before_rounding(small_voice: tuple[Path, Any], tmp_path: Path) -> None:
+    onnx_path, piper_model = small_voice
+    import_voice(onnx_path, None, tmp_path)
+    model = load_imported(tmp_path)
+    ids = torch.tensor([ids_of(30, 4)])
+    with torch.no_grad():
+        x, _, _, x_mask = piper_model.enc_p(ids, torch.tensor([ids.shape[1]]))
+        expected = piper_model.dp(x, x_mask, reverse=True, noise_scale=0.0)[0, 0]  # log w [N]
+        _, _, logw = model.encode(ids, torch.ones(1, ids.shape[1]), torch.zeros(1, 2, ids.shape[1]))
+    torch.testing.assert_close(logw[0], expected, atol=1e-5, rtol=0)
+
+
+def test_padded_encode_equals_unpadded_and_windows_equal_whole(medium: Path, tmp_path: Path) -> None:
+    """The fixed-shape contract: a bucket's padding changes nothing at real positions (the where-spline
+    and the offset-table attention), and the frame side decodes exactly in windows with 43 frames of
+    context (the flow's 32 plus HiFi-GAN's)."""
+    import_voice(medium, None, tmp_path)
+    model = load_imported(tmp_path)
+    n, bucket = 17, 32
+    ids = torch.tensor([ids_of(n - 2, 5)])
+    noise = torch.randn(1, 2, bucket) * 0.8
+    with torch.no_grad():
+        alone = model.encode(ids, torch.ones(1, n), noise[:, :, :n])
+        padded_ids = torch.nn.functional.pad(ids, (0, bucket - n))
+        mask = (torch.arange(bucket) < n).float()[None]
+        padded = model.encode(padded_ids, mask, noise)
+        for a, p in zip(alone, padded, strict=True):
+            torch.testing.assert_close(p[:, :n], a, atol=1e-5, rtol=0)
+        frames, radius, window = 150, 43, 40
+        m, logs = (
+            torch.randn(1, frames, model.inter_channels),
+            torch.randn(1, frames, model.inter_channels) * 0.1,
+        )
+        eps = torch.randn(1, frames, model.inter_channels) * 0.667
+        whole = model.decode(m, logs, eps, torch.ones(1, frames))[0]
+        pieces = []
+        for start in range(0, frames, window):
+            lo, hi = max(0, start - radius), min(frames, start + window + radius)
+            audio = model.decode(m[:, lo:hi], logs[:, lo:hi], eps[:, lo:hi], torch.ones(1, hi - lo))[0]
+            first = (start - lo) * model.hop_length
+            pieces.append(audio[first : first + min(window, frames - start) * model.hop_length])
+    torch.testing.assert_close(torch.cat(pieces), whole, atol=1e-4, rtol=0)
+
+
+def test_encoder_exports_at_a_fixed_shape_without_random_ops(medium: Path, tmp_path: Path) -> None:
+    import_voice(medium, None, tmp_path)
+    model = load_imported(tmp_path)
+
+    class Encode(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, tokens: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor) -> tuple:
+            return self.model.encode(tokens, mask, noise)
+
+    program = torch.export.export(
+        Encode(), (torch.zeros(1, 32, dtype=torch.int64), torch.ones(1, 32), torch.zeros(1, 2, 32))
+    )
+    ops = {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
+    assert not [op for op in ops if "rand" in op or "normal" in op or "nonzero" in op], ops
