@@ -265,3 +265,29 @@ def test_encoder_exports_at_a_fixed_shape_without_random_ops(medium: Path, tmp_p
     )
     ops = {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
     assert not [op for op in ops if "rand" in op or "normal" in op or "nonzero" in op], ops
+
+
+def test_imported_voice_speaks_with_piper_settings_and_seeds(medium: Path, tmp_path: Path) -> None:
+    from tts_neuron.importers.piper import ImportedVoice
+
+    import_voice(medium, None, tmp_path)
+    voice = ImportedVoice(tmp_path)
+    text = "Hello there. It is 5 o'clock!"
+    first = voice.synthesize(text, seed=7)
+    assert torch.equal(first, voice.synthesize(text, seed=7))  # seeded runs repeat exactly
+    assert not torch.equal(first, voice.synthesize(text, seed=8))
+    quiet = voice.synthesize(text, noise_scale=0.0, noise_w=0.0)
+    assert torch.equal(
+        quiet, voice.synthesize(text, noise_scale=0.0, noise_w=0.0, seed=3)
+    )  # no noise: no seed
+    # at noise 0 the voice speaks each sentence as Piper's onnxruntime does on the same ids
+    ids = list(voice.frontend.sentences(text))
+    expected = np.concatenate([piper_audio(medium, sentence) for sentence in ids])
+    np.testing.assert_allclose(quiet.numpy(), expected, atol=1e-4, rtol=0)
+    slow = voice.synthesize(text, noise_scale=0.0, noise_w=0.0, speed=0.5)
+    assert len(slow) > len(quiet)
+    with pytest.raises(ValueError, match="one speaker"):
+        voice.synthesize(text, speaker="nobody")
+    (tmp_path / "vits.safetensors").write_bytes(b"x" + (tmp_path / "vits.safetensors").read_bytes()[1:])
+    with pytest.raises(AddonError, match="sha256"):
+        ImportedVoice(tmp_path)

@@ -203,3 +203,79 @@ def import_voice(onnx_path: Path, config_path: Path | None, out: Path) -> Path:
     path = out / "piper-voice.json"
     path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return path
+
+
+class ImportedVoice:
+    """An imported Piper voice, spoken a whole sentence at a time with Piper's per-call settings.
+
+    Noise is drawn per call from `seed` (or from fresh entropy without one), outside the networks, so a
+    seeded call repeats exactly."""
+
+    def __init__(self, folder: str | Path) -> None:
+        from safetensors.torch import load_file
+
+        from tts_neuron.frontend.piper import PiperFrontend
+
+        folder = Path(folder)
+        path = folder / "piper-voice.json"
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+            weights = folder / manifest["parameters"]
+            config, digest = manifest["config"], manifest["sha256"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise AddonError(f"{path}: not an imported Piper voice: {err}") from None
+        if not weights.is_file() or sha256_file(weights) != digest:
+            raise AddonError(f"{weights}: missing, or its sha256 differs from {path.name}'s sha256")
+        self.model = Vits(**config).eval()
+        self.model.load_state_dict(load_file(str(weights)))
+        self.manifest = manifest
+        self.sample_rate: int = manifest["sample_rate"]
+        self.speakers: dict[str, int] = manifest.get("speakers") or {}
+        self.frontend = PiperFrontend(
+            manifest.get("espeak_voice") or "en-us", manifest["phoneme_id_map"], str(path)
+        )
+
+    def speaker_id(self, speaker: str | int | None) -> torch.Tensor | None:
+        """A speaker by name or id ([1] int64), None for a single-speaker voice; ValueError otherwise."""
+        if self.model.n_speakers <= 1:
+            if speaker not in (None, 0):
+                raise ValueError("this voice has one speaker")
+            return None
+        sid = (
+            self.speakers.get(speaker, -1)
+            if isinstance(speaker, str)
+            else (0 if speaker is None else speaker)
+        )
+        if not 0 <= sid < self.model.n_speakers:
+            raise ValueError(
+                f"unknown speaker {speaker!r}; known: {', '.join(self.speakers) or self.model.n_speakers}"
+            )
+        return torch.tensor([sid])
+
+    def synthesize(
+        self, text: str, *, length_scale: float | None = None, noise_scale: float | None = None,
+        noise_w: float | None = None, speed: float = 1.0, speaker: str | int | None = None,
+        seed: int | None = None,
+    ) -> torch.Tensor:  # fmt: skip
+        """Audio [S] in [-1, 1] for `text`; unset settings take the voice JSON's defaults."""
+        defaults = self.manifest["defaults"]
+        if speed <= 0:
+            raise ValueError(f"speed must be positive, got {speed}")
+        scale = (defaults["length_scale"] if length_scale is None else length_scale) / speed
+        generator = torch.Generator()
+        generator.manual_seed(seed) if seed is not None else generator.seed()
+        sid = self.speaker_id(speaker)
+        pieces = []
+        with torch.inference_mode():
+            for ids in self.frontend.sentences(text):
+                pieces.append(
+                    self.model.infer(
+                        torch.tensor([ids]),
+                        sid,
+                        scale,
+                        defaults["noise_scale"] if noise_scale is None else noise_scale,
+                        defaults["noise_w"] if noise_w is None else noise_w,
+                        generator,
+                    )  # fmt: skip
+                )
+        return torch.cat(pieces)

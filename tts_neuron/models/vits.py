@@ -479,19 +479,21 @@ class Vits(nn.Module):
         return torch.ceil(torch.exp(logw) * token_mask * length_scale).long()
 
     def infer(
-        self, tokens: torch.Tensor, speaker: torch.Tensor | None = None, noise_w: torch.Tensor | None = None,
-        noise_z: torch.Tensor | None = None, length_scale: float = 1.0,
+        self, tokens: torch.Tensor, speaker: torch.Tensor | None = None, length_scale: float = 1.0,
+        noise_scale: float = 0.0, noise_w: float = 0.0, generator: torch.Generator | None = None,
     ) -> torch.Tensor:  # fmt: skip
-        """One utterance, batch 1: tokens [1, N] -> audio [S]. Noise defaults to zero."""
+        """One utterance, batch 1: tokens [1, N] -> audio [S]. The noise is drawn here, from `generator`,
+        and enters the networks as inputs (zero when its scale is zero)."""
         n = tokens.shape[1]
         token_mask = torch.ones(1, n)
-        noise_w = torch.zeros(1, 2, n) if noise_w is None else noise_w
-        m, logs, logw = self.encode(tokens, token_mask, noise_w, speaker)
+        m, logs, logw = self.encode(
+            tokens, token_mask, torch.randn(1, 2, n, generator=generator) * noise_w, speaker
+        )
         frames = self.durations(logw, token_mask, length_scale)[0].clamp_min(0)
         t = max(int(frames.sum()), 1)
         m_f = torch.repeat_interleave(m[0], frames, dim=0)[None]
         logs_f = torch.repeat_interleave(logs[0], frames, dim=0)[None]
         if m_f.shape[1] < t:  # every duration rounded to zero: Piper decodes one silent frame
             m_f, logs_f = torch.zeros(1, t, m.shape[2]), torch.zeros(1, t, m.shape[2])
-        noise_z = torch.zeros_like(m_f) if noise_z is None else noise_z
+        noise_z = torch.randn(m_f.shape, generator=generator) * noise_scale
         return self.decode(m_f, logs_f, noise_z, torch.ones(1, t), speaker)[0]
