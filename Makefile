@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)" \
 		|| $(PY) -m pip install --quiet "$(TORCH_SPEC)" --index-url $(TORCH_INDEX)
-	$(PY) -m pip install --quiet -e ".[dev,eval,bench,serve,ray,piper]"
+	$(PY) -m pip install --quiet -e ".[dev,eval,bench,serve,ray,piper,kokoro]"
 	touch $@
 
 demo: setup
