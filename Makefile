@@ -12,7 +12,7 @@ UNTRAINED_ADDON ?= build/untrained-en
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 DEMO_TEXT ?= Hello! This is tts neuron, speaking one sentence with its default voice.
 
-.PHONY: setup demo test test-all browser lint teacher voice voice-tacotron vocoder voice-untrained eval compare bench serve-load soak clean
+.PHONY: setup demo test test-all test-torch29 neuron-smoke cuda-smoke browser lint teacher voice voice-tacotron vocoder voice-untrained eval compare bench serve-load soak clean
 
 setup: $(VENV)/.installed
 
@@ -33,6 +33,37 @@ test: setup
 
 test-all: setup browser
 	$(PY) -m pytest -q -m ""
+
+# The torch an inf2 host has (the Neuron SDK's torch-xla line pins 2.9), on CPU, in a second venv: the
+# fixed-shape, check, voice and hardware-kit tests. The CPU index's build first (small); PyPI's Linux wheel
+# of 2.9 is the CUDA build (about 3 GB with its nvidia packages), the fallback where that index is not
+# reachable.
+VENV29 := build/venv-torch29
+TORCH29_SPEC ?= torch==2.9.1
+TORCH29_TESTS ?= tests/test_fixed_shapes.py tests/test_check.py tests/test_voice.py tests/test_neuron_sdk.py \
+	tests/test_split_safe.py tests/hardware
+
+$(VENV29)/.installed: pyproject.toml
+	test -d $(VENV29) || $(PYTHON) -m venv $(VENV29)
+	$(VENV29)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV29)/bin/python -c "import torch, sys; sys.exit(not torch.__version__.startswith('2.9.'))" 2>/dev/null \
+		|| $(VENV29)/bin/python -m pip install --quiet "$(TORCH29_SPEC)" --index-url $(TORCH_INDEX) \
+		|| $(VENV29)/bin/python -m pip install --quiet "$(TORCH29_SPEC)"
+	$(VENV29)/bin/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+test-torch29: $(VENV29)/.installed
+	$(VENV29)/bin/python -m pytest -q -p no:cacheprovider $(TORCH29_TESTS)
+
+# The hardware test kit (tests/hardware, docs/fixed-shapes.md): every test marked neuron (cuda) with a
+# line each and the figures, recorded in $OUT/neuron.json or build/hardware/neuron.json. On an inf2
+# host run it with the Neuron environment's python: `make neuron-smoke PY=python`. Without the SDK and
+# /dev/neuron0 (without a GPU) every test is skipped and says why.
+neuron-smoke:
+	$(PY) -m pytest -m neuron -rA -p no:cacheprovider tests/hardware
+
+cuda-smoke:
+	$(PY) -m pytest -m cuda -rA -p no:cacheprovider tests/hardware
 
 # The web page's test (slow) drives Debian's chromium with playwright: apt only when chromium is missing
 # (about 30 s), as root or through sudo.

@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +77,7 @@ def test_record_is_strict_json_rewritten_after_each_addition(tmp_path: Path) -> 
     assert (
         first["target"] == "neuron"
         and first["results"] == {}
-        and first["versions"]["torch"] == torch.__version__
+        and first["versions"]["torch"] == metadata.version("torch")
     )
     record.add("probe", agreement(torch.ones(3), torch.ones(3)))
     record.add("snr", [math.inf, 31.5, -math.inf, math.nan])
