@@ -170,6 +170,16 @@ def test_full_size_and_multi_speaker_voices_import(tmp_path: Path, generator: di
         with torch.no_grad():
             ours = model.infer(torch.tensor([ids]), None if sid is None else torch.tensor([sid])).numpy()
         np.testing.assert_allclose(ours, piper_audio(onnx_path, ids, sid=sid), atol=1e-4, rtol=0)
+    if speakers > 1:  # a speaker by name is the same speaker as by id
+        from tts_neuron.importers.piper import ImportedVoice
+
+        voice = ImportedVoice(tmp_path / "addon")
+        quiet = {"noise_scale": 0.0, "noise_w": 0.0}
+        by_name = voice.synthesize("Hi.", speaker="speaker2", **quiet)
+        assert torch.equal(by_name, voice.synthesize("Hi.", speaker=2, **quiet))
+        assert not torch.equal(by_name, voice.synthesize("Hi.", speaker=1, **quiet))
+        with pytest.raises(ValueError, match="unknown speaker"):
+            voice.synthesize("Hi.", speaker="speaker9")
 
 
 def test_bad_files_get_one_line_errors(medium: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -134,9 +134,13 @@ def hyperparameters(tensors: dict[str, torch.Tensor], config: dict[str, Any], pa
     }
 
 
-def state_dict(onnx_path: Path, model: Vits) -> dict[str, torch.Tensor]:
+def state_dict(
+    onnx_path: Path,
+    tensors: dict[str, torch.Tensor],
+    users: dict[str, list[tuple[str, str, int]]],
+    model: Vits,
+) -> dict[str, torch.Tensor]:
     """Our network's parameters from the ONNX initializers: by name, else by the consuming node's scope."""
-    tensors, users = _initializers(onnx_path)
     wanted = model.state_dict()
     found: dict[str, torch.Tensor] = {}
     for name, tensor in tensors.items():
@@ -170,10 +174,10 @@ def import_voice(onnx_path: Path, config_path: Path | None, out: Path) -> Path:
     """Write `out/vits.safetensors` and `out/piper-voice.json`; returns the JSON's path."""
     config_path = config_path or onnx_path.with_name(onnx_path.name + ".json")
     config = read_config(config_path)
-    tensors, _ = _initializers(onnx_path)
+    tensors, users = _initializers(onnx_path)
     hyper = hyperparameters(tensors, config, onnx_path)
     model = Vits(**hyper)
-    params = state_dict(onnx_path, model)
+    params = state_dict(onnx_path, tensors, users, model)
     for name, tensor in params.items():
         if not torch.isfinite(tensor).all():
             raise AddonError(f"{onnx_path}: {name}: holds NaN or infinity")
