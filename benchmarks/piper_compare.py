@@ -36,7 +36,8 @@ def compare(onnx_path: Path, imported: Path, n_sentences: int, threads: int) -> 
     session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     voice = ImportedVoice(imported)
     defaults = voice.manifest["defaults"]
-    scales = np.array([defaults["noise_scale"], defaults["length_scale"], defaults["noise_w"]], np.float32)
+    noise_scale, length_scale, noise_w = (defaults[k] for k in ("noise_scale", "length_scale", "noise_w"))
+    scales = np.array([noise_scale, length_scale, noise_w], np.float32)  # Piper's order
     sentences = [ids for line in TEXT.splitlines() if line.strip() for ids in voice.frontend.sentences(line)]
     sentences = sentences[:n_sentences]
     rows: dict[str, list[float]] = {"piper_onnxruntime": [], "tts_neuron_imported": []}
@@ -56,7 +57,7 @@ def compare(onnx_path: Path, imported: Path, n_sentences: int, threads: int) -> 
         rows["piper_onnxruntime"].append(time.perf_counter() - started)
         started = time.perf_counter()
         with torch.inference_mode():
-            voice.model.infer(torch.tensor([ids]), sid, *scales[[1, 0, 2]].tolist(), generator)
+            voice.model.infer(torch.tensor([ids]), sid, length_scale, noise_scale, noise_w, generator)
         rows["tts_neuron_imported"].append(time.perf_counter() - started)
         audio_seconds += audio.size / voice.sample_rate
     return {
