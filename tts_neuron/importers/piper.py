@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +49,13 @@ def read_config(path: Path) -> dict[str, Any]:
     return config
 
 
-def _initializers(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, list[tuple[str, str, int]]]]:
-    """Initializers by name, and for each its consumers as (op type, node name, input slot)."""
+Users = dict[str, list[tuple[str, str, int]]]
+ConvAttributes = dict[str, dict[str, int]]
+
+
+def _initializers(path: Path) -> tuple[dict[str, torch.Tensor], Users, ConvAttributes]:
+    """Initializers by name; for each, its consumers as (op type, node name, input slot); and the dilation
+    and stride of every convolution weight (hyper-parameters that do not show in the weights' shapes)."""
     import onnx
     from onnx import numpy_helper
 
@@ -64,12 +70,17 @@ def _initializers(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, list[t
     }
     if not tensors:
         raise AddonError(f"{path}: graph.initializer: no weights in this ONNX file")
-    users: dict[str, list[tuple[str, str, int]]] = {}
+    users: Users = {}
+    conv: ConvAttributes = {}
     for node in model.graph.node:
         for slot, name in enumerate(node.input):
             if name in tensors:
                 users.setdefault(name, []).append((node.op_type, node.name, slot))
-    return tensors, users
+        if node.op_type in ("Conv", "ConvTranspose") and len(node.input) > 1:
+            conv[node.input[1]] = {
+                a.name: a.ints[0] for a in node.attribute if a.name in ("dilations", "strides")
+            }
+    return tensors, users, conv
 
 
 def _module_path(node_name: str) -> str:
@@ -77,7 +88,9 @@ def _module_path(node_name: str) -> str:
     return ".".join(node_name.strip("/").split("/")[:-1])
 
 
-def hyperparameters(tensors: dict[str, torch.Tensor], config: dict[str, Any], path: Path) -> dict[str, Any]:
+def hyperparameters(
+    tensors: dict[str, torch.Tensor], conv: ConvAttributes, config: dict[str, Any], path: Path
+) -> dict[str, Any]:
     """The Vits constructor arguments, read from the weights' shapes (the JSON does not hold them)."""
 
     def need(name: str) -> torch.Tensor:
@@ -99,9 +112,16 @@ def hyperparameters(tensors: dict[str, torch.Tensor], config: dict[str, Any], pa
     kind = "1" if any(".convs1." in n for n in blocks) else "2"
     convs = "convs1" if kind == "1" else "convs"
     resblock_kernels = [need(f"dec.resblocks.{j}.{convs}.0.weight").shape[2] for j in range(n_kernels)]
-    # Piper's two recipes ("medium": type 2, "high": type 1); dilations do not show in the weights' shapes.
-    dilations = {"1": [[1, 3, 5]] * 3, "2": [[1, 2], [2, 6], [3, 12]]}[kind][:n_kernels]
-    rates = [(k // 2) for k in kernels]  # Piper's recipes use kernel = 2 * rate
+    # Dilations do not show in the shapes: each comes from the attribute of the Conv node using the weight.
+    per_block = [
+        sum(1 for n in blocks if re.fullmatch(rf"dec\.resblocks\.{j}\.{convs}\.\d+\.weight", n))
+        for j in range(n_kernels)
+    ]
+    dilations = [
+        [conv.get(f"dec.resblocks.{j}.{convs}.{i}.weight", {}).get("dilations", 1) for i in range(count)]
+        for j, count in enumerate(per_block)
+    ]
+    rates = [conv.get(f"dec.ups.{i}.weight", {}).get("strides", k // 2) for i, k in enumerate(kernels)]
     if isinstance(hop, int) and math.prod(rates) != hop:
         raise AddonError(f"{path}: audio.hop_length {hop} does not match the generator's upsampling {rates}")
     emb = need("sid") if "sid" in tensors and "enc_p.emb.weight" not in tensors else need("enc_p.emb.weight")
@@ -174,8 +194,8 @@ def import_voice(onnx_path: Path, config_path: Path | None, out: Path) -> Path:
     """Write `out/vits.safetensors` and `out/piper-voice.json`; returns the JSON's path."""
     config_path = config_path or onnx_path.with_name(onnx_path.name + ".json")
     config = read_config(config_path)
-    tensors, users = _initializers(onnx_path)
-    hyper = hyperparameters(tensors, config, onnx_path)
+    tensors, users, conv = _initializers(onnx_path)
+    hyper = hyperparameters(tensors, conv, config, onnx_path)
     model = Vits(**hyper)
     params = state_dict(onnx_path, tensors, users, model)
     for name, tensor in params.items():
