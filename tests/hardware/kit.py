@@ -71,7 +71,7 @@ def versions() -> dict[str, str | None]:
 
 def neuron_ls() -> Any:
     """`neuron-ls --json-output`: the devices and cores the runtime sees."""
-    tool = next((t for t in (shutil.which(n) or n for n in NEURON_LS) if Path(t).is_file()), None)
+    tool = next(filter(None, map(shutil.which, NEURON_LS)), None)
     if tool is None:
         raise FileNotFoundError(f"no neuron-ls ({', '.join(NEURON_LS)}): install aws-neuronx-tools")
     result = subprocess.run([tool, "--json-output"], capture_output=True, text=True, timeout=60, check=True)

@@ -152,6 +152,7 @@ def built(
                         "kind": "probe",
                         "probe": name,
                         "args": FP32_ARGS[target],
+                        "fp32": True,
                         "inputs_t": inputs,
                         "expected": expected,
                     }

@@ -69,6 +69,8 @@ def device_of(target: str) -> torch.device:
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     target, device = get_target(job["target"]), device_of(job["target"])
+    if job.get("fp32") and device.type == "cuda":  # a probe compares in fp32: no TF32 matmuls or convs
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     saved = load_file(job["inputs"])
     inputs = tuple(saved[str(i)].to(device) for i in range(len(saved)))
     started = time.perf_counter()
