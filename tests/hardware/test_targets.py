@@ -91,10 +91,10 @@ def at_shape(inputs: tuple[torch.Tensor, ...], batch: int, bucket: int) -> tuple
     length = inputs[0].shape[1]
     rows = []
     for row in range(batch):
-        start = min(4 * row, max(0, length - bucket))
+        shift = (4 * row) % length  # rows differ, and every position stays a real one
         rows.append(
             tuple(
-                pad_length(x[:, start : start + bucket], bucket)
+                pad_length(x.roll(-shift, 1)[:, :bucket], bucket)
                 if x.dim() > 1 and x.shape[1] == length
                 else x
                 for x in inputs
