@@ -61,6 +61,13 @@ class NetworkEntry:
     config: dict[str, Any]
     buckets: list[int] = field(default_factory=list)
     batch_sizes: list[int] = field(default_factory=lambda: list(BATCH_SIZES))
+    compiler_args: dict[str, list[str]] = field(default_factory=dict)
+
+
+FP32_ON_NEURON = {"MelVocoder", "AttentionStep"}
+"""Architectures compiled with `--auto-cast none` on Neuron unless an entry says otherwise: the vocoder's
+inverse-STFT basis sums large terms that cancel, and the attention recurrence's drift can trip the
+alignment guards; bf16 for them waits for a hardware parity test (neuron-audit finding 5)."""
 
 
 def save_parameters(root: Path, name: str, network: nn.Module) -> str:
@@ -84,7 +91,14 @@ def declaration(entry: NetworkEntry, root: Path, parameters: str) -> dict[str, A
         "sha256": sha256_file(root / parameters),
         **({"buckets": entry.buckets} if entry.buckets else {}),
         **({"batch_sizes": entry.batch_sizes} if entry.buckets else {}),
+        **({"compiler_args": compiler_args} if (compiler_args := _compiler_args(entry)) else {}),
     }
+
+
+def _compiler_args(entry: NetworkEntry) -> dict[str, list[str]]:
+    if entry.compiler_args or entry.architecture not in FP32_ON_NEURON:
+        return entry.compiler_args
+    return {"neuron": ["--auto-cast", "none"]}
 
 
 def write_addon(

@@ -4,21 +4,25 @@
 
 Every bucket is compiled at every batch size the network declares, largest first. An artifact whose
 parameters, shape, torch version, compiler and compiler arguments are unchanged is kept, so a second run
-recompiles only what changed. The Neuron compiler is single-threaded, so its artifacts compile in
-parallel; torch.export runs one at a time.
+recompiles only what changed. Each network compiles with the target's default arguments (or --compiler-arg
+ones) overridden by its own `compiler_args` in addon.json; the manifest records what each network used.
+
+Artifacts compile in spawned worker processes (pool.py), as many as there are cores and as the host's
+memory holds at the target's `compile_memory` each: torch_neuronx.trace works through process-wide
+torch-xla state and can kill its process, so a failed job must fail alone. The CPU target takes the
+same path. The compiler's own files go to a temporary folder per job, kept only when the job fails.
 """
 
 from __future__ import annotations
 
-import os
+import shutil
+import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from tts_neuron.addon import Addon, load_addon
 from tts_neuron.backends import MANIFEST_FILE, compiled_dir, get_target
@@ -30,7 +34,9 @@ from tts_neuron.backends.manifest import (
     NetworkArtifacts,
     sha256_file,
 )
-from tts_neuron.errors import StackError
+from tts_neuron.backends.neuron import merge_args
+from tts_neuron.errors import StackError, TTSNeuronError
+from tts_neuron_build.pool import run_jobs, worker_count
 
 COMPILED_BLOCKS = {
     "NeuronEncoders": "encoder",
@@ -39,6 +45,10 @@ COMPILED_BLOCKS = {
     "PaddedVocoder": "vocoder",
 }
 """Blocks that run compiled networks, and the network role each uses unless its entry names a network."""
+
+
+class CompileError(TTSNeuronError):
+    """Some artifacts failed to compile; the message names each, why, and where its compiler files are."""
 
 
 @dataclass
@@ -76,20 +86,63 @@ def networks_for_stack(addon: Addon, stack: Any) -> list[str]:
 def _reusable(
     previous: Manifest | None, manifest: Manifest, name: str, shape: tuple[int, int], folder: Path
 ) -> Artifact | None:
-    if previous is None or (previous.torch, previous.compiler, previous.compiler_args) != (
-        manifest.torch,
-        manifest.compiler,
-        manifest.compiler_args,
-    ):
+    if previous is None or (previous.torch, previous.compiler) != (manifest.torch, manifest.compiler):
         return None
-    entry = previous.networks.get(name)
-    if entry is None or entry.parameters_sha256 != manifest.networks[name].parameters_sha256:
+    entry, now = previous.networks.get(name), manifest.networks[name]
+    if entry is None or (entry.parameters_sha256, entry.compiler_args) != (
+        now.parameters_sha256,
+        now.compiler_args,
+    ):
         return None
     artifact = next((a for a in entry.artifacts if (a.batch, a.bucket) == shape), None)
     path = folder / artifact.file if artifact else None
     if artifact is None or path is None or not path.is_file() or sha256_file(path) != artifact.sha256:
         return None
     return artifact
+
+
+@dataclass(frozen=True)
+class Job:
+    """One artifact to compile, as a worker process receives it."""
+
+    addon: str
+    target: str
+    network: str
+    batch: int
+    bucket: int
+    path: str
+    compiler_args: tuple[str, ...]
+    workdir: str
+    """An empty temporary folder for the compiler's files: removed on success, kept on failure."""
+
+    @property
+    def name(self) -> str:
+        return f"{self.network} batch {self.batch} bucket {self.bucket}"
+
+
+_WORKER_ADDONS: dict[str, Addon] = {}
+"""The addon a worker process loaded, by folder: each worker loads its own copy once."""
+
+
+def compile_job(job: Job) -> Artifact:
+    """Compile one artifact (in a worker process)."""
+    addon = _WORKER_ADDONS.get(job.addon)
+    if addon is None:
+        addon = _WORKER_ADDONS[job.addon] = load_addon(job.addon)
+    target = get_target(job.target)
+    network = addon.network(job.network)
+    # A network with a form for compiled targets (the vocoder's real-only inverse STFT) is compiled in it.
+    compiled_form = getattr(network, "compiled_form", None)
+    network = compiled_form() if compiled_form else network
+    one = network.example_inputs(job.bucket)  # type: ignore[operator]  # the same inputs the runtime pads to
+    inputs = tuple(x.expand(job.batch, *x.shape[1:]).contiguous() for x in one)  # batch is dim 0 of each
+    path = Path(job.path)
+    t0 = time.perf_counter()
+    target.compile(network, inputs, path, list(job.compiler_args), Path(job.workdir))
+    seconds = time.perf_counter() - t0
+    return Artifact(
+        job.batch, job.bucket, path.name, sha256_file(path), [TensorSpec.of(x) for x in inputs], seconds
+    )
 
 
 def compile_addon(
@@ -100,6 +153,8 @@ def compile_addon(
     compiler_args: list[str] | None = None,
     progress: bool = True,
 ) -> CompileReport:
+    """Compile every bucket of every network (of `stack`, or all) in worker processes; a job that fails
+    is reported by name with its kept workdir, after the others have finished and been recorded."""
     started = time.perf_counter()
     addon = load_addon(addon_dir)
     target = get_target(target_name)
@@ -125,47 +180,48 @@ def compile_addon(
     args = compiler_args if compiler_args is not None else target.default_compiler_args()
     manifest = Manifest(target_name, torch.__version__, target.compiler_version(), args)
 
-    todo: list[tuple[str, tuple[int, int]]] = []
+    todo: list[Job] = []
     reused: list[Artifact] = []
     for name in names:
         spec = addon.networks[name]
+        network_args = merge_args(args, spec.compiler_args.get(target_name, []))
         manifest.networks[name] = NetworkArtifacts(
-            sha256_file(spec.parameters), spec.buckets, spec.batch_sizes
+            sha256_file(spec.parameters), spec.buckets, spec.batch_sizes, network_args
         )
         # largest first: it is the one most likely to fail
-        for shape in sorted(((b, n) for b in spec.batch_sizes for n in spec.buckets), reverse=True):
-            kept = _reusable(previous, manifest, name, shape, folder)
+        for batch, bucket in sorted(((b, n) for b in spec.batch_sizes for n in spec.buckets), reverse=True):
+            kept = _reusable(previous, manifest, name, (batch, bucket), folder)
             if kept:
                 reused.append(kept)
                 manifest.networks[name].artifacts.append(kept)
             else:
-                todo.append((name, shape))
+                path = folder / f"{name}.b{batch}.{bucket}{target.extension}"
+                workdir = tempfile.mkdtemp(prefix=f"tts-neuron-{name}.b{batch}.{bucket}-")
+                todo.append(
+                    Job(
+                        str(addon.root),
+                        target_name,
+                        name,
+                        batch,
+                        bucket,
+                        str(path),
+                        tuple(network_args),
+                        workdir,
+                    )
+                )
 
-    def compile_one(job: tuple[str, tuple[int, int]]) -> tuple[str, Artifact]:
-        name, (batch, bucket) = job
-        network = addon.network(name)
-        # A network with a form for compiled targets (the vocoder's real-only inverse STFT) is compiled in it.
-        compiled_form = getattr(network, "compiled_form", None)
-        network = compiled_form() if compiled_form else network
-        one = network.example_inputs(bucket)  # type: ignore[operator]  # the same inputs the runtime pads to
-        inputs = tuple(x.expand(batch, *x.shape[1:]).contiguous() for x in one)  # batch is dim 0 of each
-        path = folder / f"{name}.b{batch}.{bucket}{target.extension}"
-        t0 = time.perf_counter()
-        target.compile(network, inputs, path, args)
-        seconds = time.perf_counter() - t0
-        return name, Artifact(
-            batch, bucket, path.name, sha256_file(path), [TensorSpec.of(x) for x in inputs], seconds
-        )
-
-    workers = jobs or ((os.cpu_count() or 1) if target_name == "neuron" else 1)
+    workers = worker_count(jobs, len(todo), target.compile_memory)
+    outcomes = run_jobs(todo, compile_job, workers, desc=f"compile {target_name}", progress=progress)
     compiled: list[Artifact] = []
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(compile_one, todo)
-        for name, artifact in tqdm(
-            results, total=len(todo), desc=f"compile {target_name}", disable=not progress
-        ):
-            compiled.append(artifact)
-            manifest.networks[name].artifacts.append(artifact)
+    failed: list[str] = []
+    for outcome in outcomes:
+        job = outcome.job
+        if outcome.result is None:
+            failed.append(f"{job.name}: {outcome.error} (compiler files kept in {job.workdir})")
+            continue
+        shutil.rmtree(job.workdir, ignore_errors=True)
+        compiled.append(outcome.result)
+        manifest.networks[job.network].artifacts.append(outcome.result)
     for entry in manifest.networks.values():
         entry.artifacts.sort(key=lambda a: (a.batch, a.bucket))
 
@@ -176,4 +232,9 @@ def compile_addon(
     for stale in folder.glob(f"*{target.extension}"):
         if stale.name not in kept_files:
             stale.unlink()
+    if failed:
+        raise CompileError(
+            f"{len(failed)} of {len(todo)} artifacts failed to compile (the others are saved; run again "
+            "to retry only these): " + "; ".join(failed)
+        )
     return CompileReport(manifest, compiled, reused, time.perf_counter() - started)

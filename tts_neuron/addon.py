@@ -12,6 +12,7 @@ Every error names the file and the field, e.g. `addons/x/addon.json: networks.de
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from tts_neuron.audio import AudioConfig
+from tts_neuron.backends import TARGETS
 from tts_neuron.backends.manifest import sha256_file
 from tts_neuron.errors import AddonError, TTSNeuronError
 from tts_neuron.frontend import PAD_SYMBOL
@@ -54,6 +56,9 @@ class NetworkSpec:
     streams as one call at these sizes. 1 comes first, so a lone stream never pays for dummy rows."""
     sha256: str
     """Of the parameter file, checked when the network is loaded: a changed byte is refused, not spoken."""
+    compiler_args: dict[str, list[str]] = field(default_factory=dict)
+    """Compiler arguments by target name, over the target's defaults (a flag given replaces the default's):
+    e.g. {"neuron": ["--auto-cast", "none"]} keeps a network in fp32 on Neuron."""
 
 
 @dataclass
@@ -245,6 +250,22 @@ def _batch_sizes(net: _Reader) -> list[int]:
     return list(sizes)
 
 
+_COMPILER_ARG = re.compile(r"^[A-Za-z0-9_.,:=+/-]{1,100}$")
+
+
+def _compiler_args(net: _Reader) -> dict[str, list[str]]:
+    by_target: dict[str, Any] = net.get("compiler_args", dict, {})
+    for target, args in by_target.items():
+        if target not in TARGETS:
+            net.fail(f"unknown target '{target}'; one of {', '.join(TARGETS)}", "compiler_args")
+        if not isinstance(args, list) or not all(isinstance(a, str) and _COMPILER_ARG.match(a) for a in args):
+            net.fail(
+                "expected a list of flags and values (letters, digits and _.,:=+/-, at most 100 each)",
+                f"compiler_args.{target}",
+            )
+    return {target: list(args) for target, args in by_target.items()}
+
+
 def _network_config(net: _Reader, n_symbols: int, audio: AudioConfig) -> dict[str, Any]:
     """A network's constructor arguments, bounded, and agreeing with the addon's symbols and mel bands."""
     config: dict[str, Any] = net.get("config", dict, {})
@@ -315,6 +336,7 @@ def load_addon(root: str | Path, allow_imports: bool = True) -> Addon:
             buckets=_buckets(net),
             batch_sizes=_batch_sizes(net),
             sha256=net.get("sha256", str),
+            compiler_args=_compiler_args(net),
         )
     if not networks:
         networks_obj.fail("an addon declares at least one network")

@@ -478,7 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     comp.add_argument("--stack", help="compile only the networks that this stack's compiled blocks run")
     comp.add_argument(
-        "--jobs", type=int, help="buckets compiled at once (default: all cores for neuron, else 1)"
+        "--jobs", type=int, help="processes compiling at once (default: one per core, capped by memory)"
     )
     comp.add_argument(
         "--compiler-arg",

@@ -36,13 +36,19 @@ class Target(Protocol):
 
     def default_compiler_args(self) -> list[str]: ...
 
+    compile_memory: int
+    """Host bytes one compile job may take: caps how many run at once."""
+
     def compile(
         self,
         network: nn.Module,
         example_inputs: tuple[torch.Tensor, ...],
         path: Path,
         compiler_args: list[str],
-    ) -> None: ...
+        workdir: Path,
+    ) -> None:
+        """Compile `network` at `example_inputs` into `path`; `workdir` is an empty folder for the
+        compiler's own files, removed on success and kept on failure."""
 
     def load(self, path: Path, device: torch.device) -> Callable[..., torch.Tensor]: ...
 

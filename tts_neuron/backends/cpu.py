@@ -29,12 +29,16 @@ class CpuTarget:
     def default_compiler_args(self) -> list[str]:
         return []
 
+    compile_memory = 1 << 30
+    """Host bytes one compile job may take: a worker process with torch and one voice loaded."""
+
     def compile(
         self,
         network: nn.Module,
         example_inputs: tuple[torch.Tensor, ...],
         path: Path,
         compiler_args: list[str],
+        workdir: Path,
     ) -> None:
         program = torch.export.export(network.eval(), example_inputs, strict=False)
         torch.export.save(program, str(path))

@@ -16,8 +16,9 @@ from typing import Any
 from tts_neuron.backends.executor import TensorSpec
 from tts_neuron.errors import AddonError
 
-MANIFEST_FORMAT = 2
-"""2: every artifact records its batch size as well as its bucket."""
+MANIFEST_FORMAT = 3
+"""2: every artifact records its batch size as well as its bucket; 3: every network its compiler
+arguments (addon.json's per network over the target's defaults)."""
 DTYPES = ("float32", "float16", "bfloat16", "int64", "int32", "bool")
 
 
@@ -49,6 +50,8 @@ class NetworkArtifacts:
     parameters_sha256: str
     buckets: list[int]
     batch_sizes: list[int]
+    compiler_args: list[str]
+    """What its artifacts were compiled with."""
     artifacts: list[Artifact] = field(default_factory=list)
 
 
@@ -57,7 +60,9 @@ class Manifest:
     target: str
     torch: str
     compiler: str
+    """The compiler's name and version(s), e.g. "torch-neuronx 2.9.0.2.15.32035, neuronx-cc 2.27.5334.0"."""
     compiler_args: list[str]
+    """The arguments every network starts from (the target's defaults, or the command line's)."""
     networks: dict[str, NetworkArtifacts] = field(default_factory=dict)
     format: int = MANIFEST_FORMAT
 
@@ -78,6 +83,7 @@ class Manifest:
                     parameters_sha256=net["parameters_sha256"],
                     buckets=list(net["buckets"]),
                     batch_sizes=list(net["batch_sizes"]),
+                    compiler_args=[str(a) for a in net["compiler_args"]],
                     artifacts=[
                         Artifact(
                             batch=int(a["batch"]),

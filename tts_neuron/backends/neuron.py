@@ -117,18 +117,23 @@ def visible_cores_env(cores: str | None, environ: dict[str, str]) -> dict[str, s
 
 def compiler_args(extra: list[str] | None = None) -> list[str]:
     """The defaults, with any flag in `extra` replacing the default of the same name."""
-    extra = list(extra or [])
+    return merge_args(DEFAULT_COMPILER_ARGS, extra or [])
+
+
+def merge_args(base: list[str], extra: list[str]) -> list[str]:
+    """`base` then `extra`, leaving out each flag of `base` (with its value) that `extra` gives again;
+    one optimisation level (-O1, -O2, ...) replaces another."""
     given = {flag for flag in extra if flag.startswith("-")}
     args: list[str] = []
     i = 0
-    while i < len(DEFAULT_COMPILER_ARGS):
-        flag = DEFAULT_COMPILER_ARGS[i]
-        takes_value = i + 1 < len(DEFAULT_COMPILER_ARGS) and not DEFAULT_COMPILER_ARGS[i + 1].startswith("-")
+    while i < len(base):
+        flag = base[i]
+        takes_value = i + 1 < len(base) and not base[i + 1].startswith("-")
         is_level = flag.startswith("-O") and any(g.startswith("-O") for g in given)
         if flag not in given and not is_level:
-            args += DEFAULT_COMPILER_ARGS[i : i + 1 + takes_value]
+            args += base[i : i + 1 + takes_value]
         i += 1 + takes_value
-    return args + extra
+    return args + list(extra)
 
 
 class NeuronTarget:
@@ -146,19 +151,24 @@ class NeuronTarget:
     def default_compiler_args(self) -> list[str]:
         return compiler_args()
 
+    compile_memory = 8 << 30
+    """Host bytes one compile job may take (neuronx-cc at the largest bucket): an estimate, never measured
+    here; it caps the parallel jobs on small build hosts (inf2.xlarge: 16 GiB)."""
+
     def compile(
         self,
         network: nn.Module,
         example_inputs: tuple[torch.Tensor, ...],
         path: Path,
         compiler_args: list[str],
+        workdir: Path,
     ) -> None:
         sdk = _import_sdk()
         traced = sdk.trace(  # type: ignore[attr-defined]
             network.eval(),
             example_inputs,
             compiler_args=compiler_args,
-            compiler_workdir=str(path.with_suffix(".workdir")),
+            compiler_workdir=str(workdir),
         )
         torch.jit.save(traced, str(path))
 
