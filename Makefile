@@ -41,7 +41,7 @@ test-all: setup browser
 VENV29 := build/venv-torch29
 TORCH29_SPEC ?= torch==2.9.1
 TORCH29_TESTS ?= tests/test_fixed_shapes.py tests/test_check.py tests/test_voice.py tests/test_neuron_sdk.py \
-	tests/test_split_safe.py tests/hardware
+	tests/test_split_safe.py tests/test_compile_pool.py tests/hardware
 
 $(VENV29)/.installed: pyproject.toml
 	test -d $(VENV29) || $(PYTHON) -m venv $(VENV29)
