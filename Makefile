@@ -36,7 +36,7 @@ test-all: setup browser
 
 # The torch an inf2 host has (the Neuron SDK's torch-xla line pins 2.9), on CPU, in a second venv: the
 # fixed-shape, check, voice and hardware-kit tests. The CPU index's build first (small); PyPI's Linux wheel
-# of 2.9 is the CUDA build (about 3 GB with its nvidia packages), the fallback where that index is not
+# of 2.9 is the CUDA build (6.6 GB installed with its nvidia packages), the fallback where that index is not
 # reachable.
 VENV29 := build/venv-torch29
 TORCH29_SPEC ?= torch==2.9.1
