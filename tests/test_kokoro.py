@@ -19,7 +19,7 @@ import torch
 
 from tts_neuron.errors import AddonError
 from tts_neuron.importers.kokoro import SUBMODULES, load_voice, load_weights, read_config
-from tts_neuron.models.kokoro import HARMONICS, Kokoro, KokoroConfig, alignment
+from tts_neuron.models.kokoro import HARMONICS, Kokoro, KokoroConfig, alignment, source_noise
 
 kokoro = pytest.importorskip("kokoro", reason="the kokoro extra is not installed")
 
@@ -230,3 +230,54 @@ def test_full_82m_import_equals_kmodel(tmp_path: Path) -> None:
     ) - sum(p.numel() for n, p in reference.named_parameters() if n.endswith("weight_g"))
     style = load_voice(tmp_path / "voices" / "af_test.pt", 128)
     _assert_equal_to_kmodel(reference, ours, style[IDS.shape[1] - 3 : IDS.shape[1] - 2], speed=8.0)
+
+
+def _sentence(ours: Kokoro, ids: torch.Tensor, ref_s: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    with torch.no_grad():
+        durations, d, t_en = ours.encode(ids, torch.ones_like(ids, dtype=torch.float32), ref_s)
+    return torch.round(durations / 8.0).clamp(min=1).long(), d, t_en
+
+
+def test_frame_bucket_batch_equals_alone(reduced: tuple[Any, Kokoro, Path]) -> None:
+    """Two sentences padded to one frame bucket in one batch each equal their own unpadded decode (masked
+    instance norms and LSTM, the source's phase held and its STFT reflected at each row's end)."""
+    _, ours, _ = reduced
+    ref_s = torch.randn(2, 256, generator=torch.Generator().manual_seed(5))
+    rows = [_sentence(ours, ids, ref_s[i : i + 1]) for i, ids in enumerate((IDS, IDS[:, :5]))]
+    bucket, n = 40, IDS.shape[1]
+    frames = [int(r[0].sum()) for r in rows]
+    assert max(frames) < bucket
+    alone, noises = [], []
+    for (dur, d, t_en), f, row in zip(rows, frames, range(2), strict=True):
+        phase0, noise = source_noise(1, bucket, torch.Generator().manual_seed(row))
+        noises.append((phase0, noise))
+        with torch.no_grad():
+            audio = ours.decode(
+                d, t_en, alignment(dur, f), ref_s[row : row + 1], phase0, noise[..., : f * 600]
+            )
+        alone.append(audio[0])
+    d_b = torch.zeros(2, n, rows[0][1].shape[-1])
+    t_b = torch.zeros(2, rows[0][2].shape[1], n)
+    dur_b = torch.zeros(2, n, dtype=torch.long)
+    for i, (dur, d, t_en) in enumerate(rows):
+        d_b[i, : d.shape[1]], t_b[i, :, : t_en.shape[-1]], dur_b[i, : dur.shape[1]] = d[0], t_en[0], dur[0]
+    phase0 = torch.cat([p for p, _ in noises])
+    noise = torch.cat([z for _, z in noises])
+    with torch.no_grad():
+        batch = ours.decode(d_b, t_b, alignment(dur_b, bucket), ref_s, phase0, noise)
+    for i, f in enumerate(frames):
+        assert (batch[i, : f * 600] - alone[i]).abs().max() < 1e-4
+        assert torch.all(batch[i, f * 600 :] == 0)
+
+
+def test_seeded_runs_repeat(reduced: tuple[Any, Kokoro, Path]) -> None:
+    _, ours, _ = reduced
+    ref_s = torch.randn(1, 256, generator=torch.Generator().manual_seed(6))
+    dur, d, t_en = _sentence(ours, IDS[:, :4], ref_s)
+    f = int(dur.sum())
+    runs = []
+    for seed in (11, 11, 12):
+        phase0, noise = source_noise(1, f, torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            runs.append(ours.decode(d, t_en, alignment(dur, f), ref_s, phase0, noise))
+    assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])

@@ -72,6 +72,11 @@ class Scope(nn.Module):
         return super().__getattr__(name)
 
 
+def _keep(lengths: torch.Tensor, size: int) -> torch.Tensor:
+    """[B, 1, size]: 1 at positions below each row's length."""
+    return (torch.arange(size, device=lengths.device)[None, :] < lengths[:, None]).float()[:, None, :]
+
+
 def reverse_within(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Reverse each sequence of x [B, T, C] within its length; positions past it stay where they are."""
     t = torch.arange(x.shape[1], device=x.device)[None, :]  # [1, T]
@@ -403,9 +408,12 @@ class Generator(nn.Module):
         )
         self.istft = InverseSTFT(n_fft, hop, real_only=True)
 
-    def source(self, f0: torch.Tensor, phase0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    def source(
+        self, f0: torch.Tensor, phase0: torch.Tensor, noise: torch.Tensor, lengths: torch.Tensor
+    ) -> torch.Tensor:
         """The harmonic-plus-noise excitation: f0 [B, 2T] Hz, phase0 [B, HARMONICS - 1] in [0, 1) (the
-        overtones' initial phases, in turns), noise [B, HARMONICS, L] standard normal -> [B, L] samples."""
+        overtones' initial phases, in turns), noise [B, HARMONICS, L] standard normal, lengths [B] real
+        frames -> [B, L] samples."""
         f0 = F.interpolate(f0[:, None], scale_factor=float(self.upsample_scale)).transpose(1, 2)  # [B, L, 1]
         harmonics = torch.arange(1, HARMONICS + 1, device=f0.device, dtype=f0.dtype)
         rad = torch.remainder(f0 * harmonics / SAMPLE_RATE, 1.0)  # [B, L, H] turns per sample
@@ -413,7 +421,12 @@ class Generator(nn.Module):
         rad = torch.cat([rad[:, :1] + start, rad[:, 1:]], dim=1)
         scale = self.upsample_scale
         rad = F.interpolate(rad.transpose(1, 2), scale_factor=1 / scale, mode="linear")  # [B, H, L / scale]
-        phase = torch.cumsum(rad, dim=-1) * 2 * math.pi
+        phase = torch.cumsum(rad, dim=-1) * 2 * math.pi  # [B, H, 2T]
+        # Past a sentence's end, hold its last phase: linear upsampling then sees what the unpadded
+        # sentence's edge (clamped) sees.
+        t = torch.arange(phase.shape[-1], device=phase.device)[None, :]
+        last = torch.minimum(t, 2 * lengths[:, None] - 1)[:, None, :].expand_as(phase)  # [B, H, 2T]
+        phase = phase.gather(-1, last)
         phase = F.interpolate(phase * scale, scale_factor=float(scale), mode="linear").transpose(
             1, 2
         )  # [B, L, H]
@@ -422,40 +435,57 @@ class Generator(nn.Module):
         sines = torch.sin(phase) * _SINE_AMP * voiced + amplitude * noise.transpose(1, 2)  # [B, L, H]
         return torch.tanh(self.m_source.l_linear(sines))[:, :, 0]
 
-    def spectrum(self, x: torch.Tensor) -> torch.Tensor:
+    def spectrum(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """torch.stft's magnitude and angle (centred, reflect padding), no complex ops: [B, L] -> [B, 2F, T].
 
         Where the imaginary part is rounding noise around 0 with a negative real part (the first frame is
-        symmetric), the angle is +-pi by the sign of that noise, here as in torch.stft: equal modulo 2 pi."""
-        x = F.pad(x[:, None], (self.n_fft // 2, self.n_fft // 2), mode="reflect")
+        symmetric), torch.stft's angle is +-pi by the sign of that noise; ours is pi: equal modulo 2 pi.
+        Each row is reflected at its own length (samples, default all), by a gather."""
+        half = self.n_fft // 2
+        size = torch.full_like(x[:, 0], x.shape[1], dtype=torch.long) if lengths is None else lengths
+        j = torch.arange(-half, x.shape[1] + half, device=x.device)[None, :]  # [1, L + N]
+        j = torch.where(j < 0, -j, torch.where(j >= size[:, None], 2 * (size[:, None] - 1) - j, j))
+        x = x.gather(1, j.clamp(0, x.shape[1] - 1))[:, None, :]  # [B, 1, L + N], reflect-padded
         spec = F.conv1d(x, self.stft_basis, stride=self.hop)  # [B, 2F, T]
         real, imag = spec.chunk(2, dim=1)
-        imag = (
-            imag + 0.0
-        )  # -0.0 -> +0.0, so a negative real part at DC/Nyquist has angle pi as in torch.angle
-        return torch.cat([torch.sqrt(real.square() + imag.square()), torch.atan2(imag, real)], dim=1)
+        magnitude = torch.sqrt(real.square() + imag.square())
+        # An imaginary part that is rounding noise is +0, so its angle does not flip between pi and -pi
+        # with the summation order (batch size, BLAS blocking).
+        imag = torch.where(imag.abs() <= 1e-6 * magnitude, torch.zeros_like(imag), imag)
+        return torch.cat([magnitude, torch.atan2(imag, real)], dim=1)
 
     def forward(
-        self, x: torch.Tensor, s: torch.Tensor, f0: torch.Tensor, phase0: torch.Tensor, noise: torch.Tensor
+        self,
+        x: torch.Tensor,
+        s: torch.Tensor,
+        f0: torch.Tensor,
+        phase0: torch.Tensor,
+        noise: torch.Tensor,
+        lengths: torch.Tensor,
     ) -> torch.Tensor:
-        # x: [B, C, 2T], s: [B, S], f0: [B, 2T] -> audio [B, T * samples_per_frame]
-        har = self.spectrum(self.source(f0, phase0, noise))  # [B, n_fft + 2, frames]
+        # x: [B, C, 2T], s: [B, S], f0: [B, 2T], lengths: [B] real frames (of T) -> audio [B, T * 600]
+        scale = self.upsample_scale
+        har = self.spectrum(self.source(f0, phase0, noise, lengths), lengths * 2 * scale)  # [B, 22, 2T*60+1]
+        har = har * _keep(lengths * 2 * scale // self.hop + 1, har.shape[-1])
+        per_frame = 2  # x's frames per predicted frame
         for i, up in enumerate(self.ups):
+            per_frame *= self.rates[i]
             x = up(F.leaky_relu(x, 0.1))
+            real = lengths * per_frame
             if i == len(self.ups) - 1:
-                x = F.pad(x, (1, 0), mode="reflect")
-            keep = torch.ones_like(x[:, :1])
-            x = x + self.noise_res[i](self.noise_convs[i](har), s, keep)
+                x, real = F.pad(x, (1, 0), mode="reflect"), real + 1
+            keep = _keep(real, x.shape[-1])
+            x = (x + self.noise_res[i](self.noise_convs[i](har), s, keep)) * keep
             blocks = self.resblocks[i * self.num_kernels : (i + 1) * self.num_kernels]
             x = sum(block(x, s, keep) for block in blocks) / self.num_kernels  # type: ignore[assignment]
-        x = self.conv_post(F.leaky_relu(x))
+        x = self.conv_post(F.leaky_relu(x) * keep)
         bins = self.n_fft // 2 + 1
         magnitude, phase = torch.exp(x[:, :bins]), torch.sin(x[:, bins:])  # [B, F, frames]
         real, imag = (
             (magnitude * torch.cos(phase)).transpose(1, 2),
             (magnitude * torch.sin(phase)).transpose(1, 2),
         )
-        audio = self.istft(real, imag, torch.ones_like(real[:, :, 0]))  # [B, frames * hop]
+        audio = self.istft(real, imag, keep[:, 0])  # [B, frames * hop]
         return audio[:, : -self.hop]  # torch.istft's length: (frames - 1) * hop
 
 
@@ -480,15 +510,16 @@ class Decoder(nn.Module):
         s: torch.Tensor,
         phase0: torch.Tensor,
         noise: torch.Tensor,
+        lengths: torch.Tensor,
     ) -> torch.Tensor:
-        # asr: [B, C, T], f0 and energy: [B, 2T], s: [B, S] -> audio [B, T * samples_per_frame]
-        keep = torch.ones_like(asr[:, :1])  # [B, 1, T]
+        # asr: [B, C, T], f0 and energy: [B, 2T], s: [B, S], lengths: [B] real frames -> [B, T * 600]
+        keep = _keep(lengths, asr.shape[-1])  # [B, 1, T]
         f0_down, energy_down = self.F0_conv(f0[:, None]), self.N_conv(energy[:, None])  # [B, 1, T]
         x = self.encode(torch.cat([asr, f0_down, energy_down], dim=1), s, keep)
         asr_res = self.asr_res(asr)
         for block in self.decode:
             x = block(torch.cat([x, asr_res, f0_down, energy_down], dim=1), s, keep)
-        return self.generator(x, s, f0, phase0, noise)
+        return self.generator(x * _keep(2 * lengths, x.shape[-1]), s, f0, phase0, noise, lengths)
 
 
 class Kokoro(nn.Module):
@@ -526,12 +557,14 @@ class Kokoro(nn.Module):
         phase0: torch.Tensor,
         noise: torch.Tensor,
     ) -> torch.Tensor:
-        """Frame side of one whole sentence. alignment: [B, N, T] (one 1 per frame at its token)."""
+        """Frame side of whole sentences padded to T frames. alignment: [B, N, T] (one 1 per real frame,
+        at its token; none on padding) -> audio [B, T * 600], each row's own audio then silence."""
         style = self.config.style_dim
+        lengths = alignment.sum((1, 2)).long()  # [B] real frames
         en = d.transpose(1, 2) @ alignment  # [B, C + S, T]
-        keep = torch.ones_like(en[:, :1])
-        f0, energy = self.predictor.curves(en, ref_s[:, style:], keep)
-        return self.decoder(t_en @ alignment, f0, energy, ref_s[:, :style], phase0, noise)
+        f0, energy = self.predictor.curves(en, ref_s[:, style:], _keep(lengths, en.shape[-1]))
+        audio = self.decoder(t_en @ alignment, f0, energy, ref_s[:, :style], phase0, noise, lengths)
+        return audio * _keep(lengths * self.config.samples_per_frame, audio.shape[-1])[:, 0]
 
 
 def alignment(durations: torch.Tensor, frames: int) -> torch.Tensor:
@@ -540,3 +573,11 @@ def alignment(durations: torch.Tensor, frames: int) -> torch.Tensor:
     ends = durations.cumsum(-1)  # [B, N]
     t = torch.arange(frames, device=durations.device)[None, None, :]  # [1, 1, T]
     return ((t < ends[:, :, None]) & (t >= (ends - durations)[:, :, None])).float()
+
+
+def source_noise(batch: int, frames: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The decoder's random inputs for `frames` predicted frames, drawn from a per-stream generator (as
+    the imported Piper voice draws its noise): the overtones' initial phases [B, HARMONICS - 1] in turns,
+    and the source noise [B, HARMONICS, frames * 600]."""
+    phase0 = torch.rand(batch, HARMONICS - 1, generator=generator)
+    return phase0, torch.randn(batch, HARMONICS, frames * 600, generator=generator)
