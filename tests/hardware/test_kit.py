@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import shutil
 import subprocess
 import sys
 from importlib import metadata
@@ -101,7 +103,10 @@ def test_worker_reports_each_failed_job_by_name_and_runs_the_others(tmp_path: Pa
          "path": str(tmp_path / "b.pt2")},
     ]  # fmt: skip
     bad, good = run_worker("compile", jobs, timeout=120, isolate=False)
-    assert bad["error"].startswith("RuntimeError: 'nope'") and "compiler files kept in" in bad["error"]
+    assert bad["error"].startswith("RuntimeError: 'nope'")
+    kept = re.search(r"compiler files kept in (\S+)\)$", bad["error"])
+    assert kept and Path(kept[1]).is_dir()
+    shutil.rmtree(kept[1])
     assert "error" not in good and good["seconds"] > 0 and good["peak_rss_mb"] > 0
     assert (tmp_path / "b.pt2").is_file()
 
