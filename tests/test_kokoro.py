@@ -59,9 +59,14 @@ FULL = {  # Kokoro-82M's published config.json, vocab aside
 REDUCED = {
     **FULL,
     "n_layer": 1,
-    "plbert": {**FULL["plbert"], "hidden_size": 64, "num_attention_heads": 2, "intermediate_size": 128},
+    "plbert": {
+        **FULL["plbert"],
+        "hidden_size": 64,
+        "num_attention_heads": 2,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+    },
 }
-REDUCED["plbert"]["num_hidden_layers"] = 2
 IDS = torch.tensor([[0, 5, 9, 12, 3, 27, 30, 8, 1, 14, 0]])
 
 
