@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import wave
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -152,6 +153,27 @@ def probe(name: str) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     else:
         inputs = (*(torch.randn(1, 50, 513, generator=generator) for _ in range(2)), torch.ones(1, 50))
     return module, inputs
+
+
+def rollout(
+    step: Callable[..., Any], inputs: dict[str, torch.Tensor], state_size: int, n_mels: int
+) -> dict[str, torch.Tensor]:
+    """An attention step fed back its own frames, alignment and state from zero state, one step per
+    prenet mask: memory [1, N, C], keys [1, N, A], mask [1, N] and prenet_masks [S, 1, 2, P] in; frames
+    [S, r, n_mels], stop logits [S] and attention weights [S, N] out, on the CPU."""
+    memory, keys, mask, masks = inputs["memory"], inputs["keys"], inputs["mask"], inputs["prenet_masks"]
+    alignment = memory.new_zeros(1, 2, memory.shape[1])
+    state = memory.new_zeros(1, state_size)
+    last = memory.new_zeros(1, n_mels)
+    frames, stops, weights = [], [], []
+    with torch.inference_mode():
+        for i in range(masks.shape[0]):
+            out, stop, alignment, state = step(memory, keys, mask, alignment, state, last, masks[i])
+            frames.append(out[0].cpu())
+            stops.append(stop[0].cpu())
+            weights.append(alignment[0, 0].cpu())
+            last = out[:, -1]
+    return {"frames": torch.stack(frames), "stop": torch.stack(stops), "weights": torch.stack(weights)}
 
 
 # --- comparison with the CPU ------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from tests.hardware.kit import (
     neuron_ls,
     probe,
     read_wav,
+    rollout,
     run_worker,
     snr_db,
 )
@@ -268,25 +269,6 @@ def test_network_reloaded_equals_cpu_and_refuses_other_shapes(
         assert close, agreements
 
 
-def reference_rollout(
-    step: torch.nn.Module, inputs: dict[str, torch.Tensor], n_mels: int
-) -> dict[str, torch.Tensor]:
-    """The same rollout as the worker's, eagerly on the CPU."""
-    memory, keys, mask, masks = inputs["memory"], inputs["keys"], inputs["mask"], inputs["prenet_masks"]
-    alignment = memory.new_zeros(1, 2, memory.shape[1])
-    state = memory.new_zeros(1, step.state_size)  # type: ignore[arg-type]
-    last = memory.new_zeros(1, n_mels)
-    frames, stops, weights = [], [], []
-    with torch.inference_mode():
-        for i in range(masks.shape[0]):
-            out, stop, alignment, state = step(memory, keys, mask, alignment, state, last, masks[i])
-            frames.append(out[0])
-            stops.append(stop[0])
-            weights.append(alignment[0, 0])
-            last = out[:, -1]
-    return {"frames": torch.stack(frames), "stop": torch.stack(stops), "weights": torch.stack(weights)}
-
-
 def stop_step(logits: torch.Tensor, n_tokens: int, reduction: int, guards: AttentionGuards) -> int | None:
     """The first step the decoder would stop at (as AttentionDecoder decides), or None."""
     for i, logit in enumerate(logits):
@@ -326,7 +308,7 @@ def test_attention_rollout_follows_the_cpu_without_attention_error(
         "prenet_masks": masks / PRENET_KEEP,
     }
     save_file({k: v.contiguous() for k, v in inputs.items()}, str(tmp_path / "in.safetensors"))
-    rollout = {
+    rollout_job = {
         "name": "rollout",
         "target": target,
         "path": job["path"],
@@ -335,10 +317,12 @@ def test_attention_rollout_follows_the_cpu_without_attention_error(
         "state_size": step.state_size,
         "n_mels": step.n_mels,
     }
-    (answer,) = run_worker("rollout", [rollout], timeout=600.0, isolate=False, env=RUNTIME_ENV.get(target))
+    (answer,) = run_worker(
+        "rollout", [rollout_job], timeout=600.0, isolate=False, env=RUNTIME_ENV.get(target)
+    )
     assert "error" not in answer, answer["error"]
     compiled = load_file(str(tmp_path / "out.safetensors"))
-    reference = reference_rollout(step, inputs, step.n_mels)
+    reference = rollout(step, inputs, step.state_size, step.n_mels)  # eager, on the CPU
     guards = AttentionGuards()
     stops = [stop_step(r["stop"], n, step.reduction, guards) for r in (compiled, reference)]
     end = (stops[1] if stops[1] is not None else ROLLOUT_STEPS - 1) + 1

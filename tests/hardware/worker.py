@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests.hardware.kit import probe
+from tests.hardware.kit import probe, rollout
 from tts_neuron.addon import load_addon
 from tts_neuron.backends import get_target
 from tts_neuron.backends.neuron import merge_args
@@ -99,30 +99,15 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def rollout_job(job: dict[str, Any]) -> dict[str, Any]:
-    """Steps the attention step from zero state: memory, keys and mask fixed, prenet masks given per
-    step; saves frames [S, r, n_mels], stop logits [S] and attention weights [S, N]."""
+    """The kit's rollout of a compiled attention step; saves its frames, stop logits and weights."""
     target, device = get_target(job["target"]), device_of(job["target"])
-    saved = {k: v.to(device) for k, v in load_file(job["inputs"]).items()}
+    inputs = {k: v.to(device) for k, v in load_file(job["inputs"]).items()}
     step = target.load(Path(job["path"]), device)
-    memory, keys, mask, masks = saved["memory"], saved["keys"], saved["mask"], saved["prenet_masks"]
-    alignment = memory.new_zeros(1, 2, memory.shape[1])
-    state = memory.new_zeros(1, job["state_size"])
-    last = memory.new_zeros(1, job["n_mels"])
-    frames, stops, weights = [], [], []
     started = time.perf_counter()
-    with torch.inference_mode():
-        for i in range(masks.shape[0]):
-            out, stop, alignment, state = step(memory, keys, mask, alignment, state, last, masks[i])
-            frames.append(out[0].cpu())
-            stops.append(stop[0].cpu())
-            weights.append(alignment[0, 0].cpu())
-            last = out[:, -1]
+    outputs = rollout(step, inputs, job["state_size"], job["n_mels"])
     seconds = time.perf_counter() - started
-    save_file(
-        {"frames": torch.stack(frames), "stop": torch.stack(stops), "weights": torch.stack(weights)},
-        job["outputs"],
-    )
-    return {"seconds": seconds, "steps_run": len(frames), "peak_rss_mb": peak_rss_mb()}
+    save_file(outputs, job["outputs"])
+    return {"seconds": seconds, "steps_run": len(outputs["frames"]), "peak_rss_mb": peak_rss_mb()}
 
 
 COMMANDS = {"compile": compile_one, "run": run_job, "rollout": rollout_job}
