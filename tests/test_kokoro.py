@@ -19,7 +19,15 @@ import torch
 
 from tts_neuron.errors import AddonError
 from tts_neuron.importers.kokoro import SUBMODULES, load_voice, load_weights, read_config
-from tts_neuron.models.kokoro import HARMONICS, Kokoro, KokoroConfig, alignment, source_noise
+from tts_neuron.models.kokoro import (
+    HARMONICS,
+    Kokoro,
+    KokoroConfig,
+    KokoroDecoder,
+    KokoroEncoders,
+    alignment,
+    source_noise,
+)
 
 kokoro = pytest.importorskip("kokoro", reason="the kokoro extra is not installed")
 
@@ -286,3 +294,24 @@ def test_seeded_runs_repeat(reduced: tuple[Any, Kokoro, Path]) -> None:
         with torch.no_grad():
             runs.append(ours.decode(d, t_en, alignment(dur, f), ref_s, phase0, noise))
     assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
+
+
+@pytest.mark.slow
+def test_networks_export_without_random_or_complex_ops(reduced: tuple[Any, Kokoro, Path]) -> None:
+    """Both networks export at fixed buckets with no random, complex or data-dependent-shape op. What the
+    check still rejects is only the pytorch/xla#8640 split pattern (nn.LSTM's gates, the AdaIN chunks):
+    not yet rewritten with split_columns / LSTMCell, so `check --target neuron` does not pass yet."""
+    from tts_neuron.check import check_network
+
+    _, ours, _ = reduced
+    for name, network, bucket in (
+        ("encoders", KokoroEncoders(ours), 16),
+        ("decoder", KokoroDecoder(ours, 16), 32),
+    ):
+        check = check_network(name, network, bucket, analyze=False)
+        assert check.error is None
+        rejected = {o.reason for o in check.operators if o.status == "rejected"}
+        assert rejected == {"splits a 2-D tensor along dim 1 [8640]"}, (name, rejected)
+        assert not any(
+            o.name.startswith(("aten::rand", "aten::normal", "aten::bernoulli")) for o in check.operators
+        )

@@ -581,3 +581,52 @@ def source_noise(batch: int, frames: int, generator: torch.Generator) -> tuple[t
     and the source noise [B, HARMONICS, frames * 600]."""
     phase0 = torch.rand(batch, HARMONICS - 1, generator=generator)
     return phase0, torch.randn(batch, HARMONICS, frames * 600, generator=generator)
+
+
+class KokoroEncoders(nn.Module):
+    """The token side as one fixed-shape network (what the compiler traces at a token bucket)."""
+
+    def __init__(self, model: Kokoro) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, ids: torch.Tensor, mask: torch.Tensor, ref_s: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.model.encode(ids, mask, ref_s)
+
+    def example_inputs(self, bucket: int) -> tuple[torch.Tensor, ...]:
+        ids = torch.ones(1, bucket, dtype=torch.long)
+        return ids, torch.ones(1, bucket), torch.zeros(1, 2 * self.model.config.style_dim)
+
+
+class KokoroDecoder(nn.Module):
+    """The frame side of whole sentences as one fixed-shape network, at a frame-count bucket and a token
+    bucket (the alignment's shape)."""
+
+    def __init__(self, model: Kokoro, tokens: int) -> None:
+        super().__init__()
+        self.model, self.tokens = model, tokens
+
+    def forward(
+        self,
+        d: torch.Tensor,
+        t_en: torch.Tensor,
+        alignment: torch.Tensor,
+        ref_s: torch.Tensor,
+        phase0: torch.Tensor,
+        noise: torch.Tensor,
+    ) -> torch.Tensor:
+        return self.model.decode(d, t_en, alignment, ref_s, phase0, noise)
+
+    def example_inputs(self, frames: int) -> tuple[torch.Tensor, ...]:
+        cfg, n = self.model.config, self.tokens
+        durations = torch.full((1, n), max(frames // n, 1))
+        return (
+            torch.zeros(1, n, cfg.hidden_dim + cfg.style_dim),
+            torch.zeros(1, cfg.hidden_dim, n),
+            alignment(durations, frames),
+            torch.zeros(1, 2 * cfg.style_dim),
+            torch.zeros(1, HARMONICS - 1),
+            torch.zeros(1, HARMONICS, frames * cfg.samples_per_frame),
+        )
