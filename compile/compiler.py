@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from tts_neuron.addon import Addon, load_addon
 from tts_neuron.backends import MANIFEST_FILE, compiled_dir, get_target
@@ -84,8 +85,13 @@ def networks_for_stack(addon: Addon, stack: Any) -> list[str]:
 
 
 def _reusable(
-    previous: Manifest | None, manifest: Manifest, name: str, shape: tuple[int, int], folder: Path
+    previous: Manifest | None,
+    manifest: Manifest,
+    name: str,
+    inputs: list[TensorSpec],
+    folder: Path,
 ) -> Artifact | None:
+    """The previous artifact of this network at these inputs, if nothing it was compiled from changed."""
     if previous is None or (previous.torch, previous.compiler) != (manifest.torch, manifest.compiler):
         return None
     entry, now = previous.networks.get(name), manifest.networks[name]
@@ -94,7 +100,7 @@ def _reusable(
         now.compiler_args,
     ):
         return None
-    artifact = next((a for a in entry.artifacts if (a.batch, a.bucket) == shape), None)
+    artifact = next((a for a in entry.artifacts if a.inputs == inputs), None)
     path = folder / artifact.file if artifact else None
     if artifact is None or path is None or not path.is_file() or sha256_file(path) != artifact.sha256:
         return None
@@ -124,18 +130,25 @@ _WORKER_ADDONS: dict[str, Addon] = {}
 """The addon a worker process loaded, by folder: each worker loads its own copy once."""
 
 
+def compiled_form(
+    addon: Addon, name: str, batch: int, bucket: int
+) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    """A network in the form it is compiled in (the vocoder's real-only inverse STFT, where a network has
+    one) and its example inputs at one batch size and bucket: the inputs the runtime pads to."""
+    network = addon.network(name)
+    form = getattr(network, "compiled_form", None)
+    network = form() if form else network
+    one = network.example_inputs(bucket)  # type: ignore[operator]
+    return network, tuple(x.expand(batch, *x.shape[1:]).contiguous() for x in one)  # batch is dim 0
+
+
 def compile_job(job: Job) -> Artifact:
     """Compile one artifact (in a worker process)."""
     addon = _WORKER_ADDONS.get(job.addon)
     if addon is None:
         addon = _WORKER_ADDONS[job.addon] = load_addon(job.addon)
     target = get_target(job.target)
-    network = addon.network(job.network)
-    # A network with a form for compiled targets (the vocoder's real-only inverse STFT) is compiled in it.
-    compiled_form = getattr(network, "compiled_form", None)
-    network = compiled_form() if compiled_form else network
-    one = network.example_inputs(job.bucket)  # type: ignore[operator]  # the same inputs the runtime pads to
-    inputs = tuple(x.expand(job.batch, *x.shape[1:]).contiguous() for x in one)  # batch is dim 0 of each
+    network, inputs = compiled_form(addon, job.network, job.batch, job.bucket)
     path = Path(job.path)
     t0 = time.perf_counter()
     target.compile(network, inputs, path, list(job.compiler_args), Path(job.workdir))
@@ -190,7 +203,8 @@ def compile_addon(
         )
         # largest first: it is the one most likely to fail
         for batch, bucket in sorted(((b, n) for b in spec.batch_sizes for n in spec.buckets), reverse=True):
-            kept = _reusable(previous, manifest, name, (batch, bucket), folder)
+            inputs = [TensorSpec.of(x) for x in compiled_form(addon, name, batch, bucket)[1]]
+            kept = _reusable(previous, manifest, name, inputs, folder)
             if kept:
                 reused.append(kept)
                 manifest.networks[name].artifacts.append(kept)

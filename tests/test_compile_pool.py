@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tts_neuron.models.fastspeech import TextEncoder
 from tts_neuron_build.pool import run_jobs, worker_count
 
 _SETUP_PIDS: list[int] = []
@@ -59,9 +60,8 @@ def test_a_failed_compile_is_named_and_keeps_its_workdir(addon_copy: Path) -> No
     from tts_neuron.backends.manifest import Manifest
     from tts_neuron_build.compiler import CompileError, compile_addon
 
-    config = json.loads((addon_copy / "addon.json").read_text())
-    victim = next(name for name, net in config["networks"].items() if net.get("buckets"))
-    # an architecture that is no network: loading it fails in the worker, at each of its jobs
+    victim = "text_encoder"
+    # a network that loads but fails to compile, in the worker, at each of its jobs
     edit_addon_json(
         addon_copy,
         lambda c: c["networks"][victim].update({"architecture": "tests.test_compile_pool:Unexportable"}),
@@ -76,8 +76,12 @@ def test_a_failed_compile_is_named_and_keeps_its_workdir(addon_copy: Path) -> No
     assert not manifest.networks[victim].artifacts
 
 
-class Unexportable:
-    pass
+class Unexportable(TextEncoder):
+    """The tiny voice's text encoder, with control flow on the data: it loads, but torch.export refuses it."""
+
+    def forward(self, tokens: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
+        encodings = super().forward(tokens, token_mask)
+        return encodings if tokens.sum() > 0 else -encodings
 
 
 def test_compiler_args_per_network_are_validated_used_and_recorded(addon_copy: Path) -> None:
@@ -100,6 +104,11 @@ def test_compiler_args_per_network_are_validated_used_and_recorded(addon_copy: P
     manifest = Manifest.read(path)
     assert manifest.networks[name].compiler_args == ["--x"]
     assert all(entry.compiler_args == [] for n, entry in manifest.networks.items() if n != name)
+    load_executor(load_addon(addon_copy), name, "cpu", torch.device("cpu"))  # as compiled: loads
+    edit_addon_json(addon_copy, lambda c: c["networks"][name].update({"compiler_args": {"cpu": ["--y"]}}))
+    with pytest.raises(CompiledArtifactError, match=r"compiled with arguments \['--x'\].*asks for \['--y'\]"):
+        load_executor(load_addon(addon_copy), name, "cpu", torch.device("cpu"))
+    edit_addon_json(addon_copy, lambda c: c["networks"][name].update({"compiler_args": {"cpu": ["--x"]}}))
     # a compiler other than this host's makes the artifacts stale at load
     raw = json.loads(path.read_text())
     raw["compiler"] = "torch.export 0.0"

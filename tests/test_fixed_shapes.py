@@ -118,7 +118,8 @@ def test_manifest_records_what_the_runtime_checks(compiled_addon: Path) -> None:
     encoder = manifest["networks"]["text_encoder"]
     assert encoder["buckets"] == [8, 16, 48] and len(encoder["parameters_sha256"]) == 64
     first = encoder["artifacts"][0]
-    assert first["inputs"] == [{"shape": [1, 8], "dtype": "int64"}, {"shape": [1, 8], "dtype": "float32"}]
+    assert first["inputs"] == [{"shape": [1, 8], "dtype": "int32"}, {"shape": [1, 8], "dtype": "float32"}]
+    assert encoder["compiler_args"] == []
     assert first["compile_seconds"] > 0 and len(first["sha256"]) == 64
 
 
@@ -131,8 +132,8 @@ def test_padding_does_not_change_real_positions_at_any_bucket(compiled_addon: Pa
             n = max(1, bucket - 5)
             inputs = [x.clone() for x in network.example_inputs(n)]
             inputs[0] = (
-                torch.randint(1, 20, inputs[0].shape)
-                if inputs[0].dtype == torch.int64
+                torch.randint(1, 20, inputs[0].shape, dtype=inputs[0].dtype)
+                if not inputs[0].is_floating_point()
                 else torch.randn_like(inputs[0])
             )
             with torch.inference_mode():

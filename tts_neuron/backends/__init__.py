@@ -17,6 +17,7 @@ from torch import nn
 
 from tts_neuron.backends.executor import FixedShapeExecutor, TensorSpec
 from tts_neuron.backends.manifest import CompiledArtifactError, Manifest, sha256_file
+from tts_neuron.backends.neuron import merge_args
 from tts_neuron.errors import TargetUnavailableError
 
 if TYPE_CHECKING:
@@ -104,6 +105,12 @@ def load_executor(addon: Addon, network: str, target_name: str, device: torch.de
         stale = (
             f"'{network}' was compiled for batch sizes {entry.batch_sizes}, "
             f"addon.json now says {spec.batch_sizes}"
+        )
+    elif entry.compiler_args != (
+        wanted := merge_args(manifest.compiler_args, spec.compiler_args.get(target_name, []))
+    ):
+        stale = (
+            f"'{network}' was compiled with arguments {entry.compiler_args}, addon.json now asks for {wanted}"
         )
     elif entry.parameters_sha256 != sha256_file(spec.parameters):
         stale = f"the parameters of '{network}' changed since it was compiled ({spec.parameters.name})"

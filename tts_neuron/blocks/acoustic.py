@@ -66,12 +66,18 @@ class Encoder(SequenceBlock):
                 f"encoder '{self.name}' needs features {missing}; it was given {sorted(features)}"
             )
         with torch.inference_mode():
-            results = self.network(*(features[key] for key in self.inputs))
+            results = self.network(*(network_input(features[key]) for key in self.inputs))
         results = results if isinstance(results, tuple) else (results,)
         return {**features, **dict(zip(self.outputs, results, strict=True))}
 
     def describe(self) -> str:
         return f"Encoder '{self.name}' ({', '.join(self.inputs)} -> {', '.join(self.outputs)})"
+
+
+def network_input(x: torch.Tensor) -> torch.Tensor:
+    """Integer features (token ids) enter networks as int32: a compiled signature is int32, and inf2
+    downcasts int64 to int32 anyway (neuron-audit finding 15)."""
+    return x.to(torch.int32) if x.dtype == torch.int64 else x
 
 
 def _network_args(ctx: BuildContext, name: str) -> dict[str, Any]:

@@ -57,10 +57,10 @@ class TextEncoder(nn.Module):
 
     def example_inputs(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs of one utterance of `length` tokens: what is traced at a bucket and what is padded to it."""
-        return torch.zeros(1, length, dtype=torch.int64), torch.ones(1, length)
+        return torch.zeros(1, length, dtype=torch.int32), torch.ones(1, length)
 
     def forward(self, tokens: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
-        # tokens: [B, N] int64, token_mask: [B, N] -> encodings: [B, N, C]
+        # tokens: [B, N] int32 (int64 in training), token_mask: [B, N] -> encodings: [B, N, C]
         mask = token_mask.unsqueeze(-1).to(self.embedding.weight.dtype)
         return self.convs(self.embedding(tokens) * mask, mask)
 

@@ -44,10 +44,10 @@ class TacotronEncoder(nn.Module):
         self.key = nn.Linear(channels, attention_dim, bias=False)
 
     def example_inputs(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.zeros(1, length, dtype=torch.int64), torch.ones(1, length)
+        return torch.zeros(1, length, dtype=torch.int32), torch.ones(1, length)
 
     def forward(self, tokens: torch.Tensor, token_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # tokens: [B, N] int64, token_mask: [B, N]
+        # tokens: [B, N] int32 (int64 in training), token_mask: [B, N]
         mask = token_mask.unsqueeze(-1)  # [B, N, 1]
         memory = self.convs(self.embedding(tokens) * mask, mask)  # [B, N, C]
         return memory, self.key(memory) * mask  # [B, N, C], [B, N, A]
