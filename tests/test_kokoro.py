@@ -27,6 +27,7 @@ from tts_neuron.models.kokoro import (
     KokoroEncoders,
     alignment,
     source_noise,
+    voice_style,
 )
 
 kokoro = pytest.importorskip("kokoro", reason="the kokoro extra is not installed")
@@ -315,3 +316,14 @@ def test_networks_export_without_random_or_complex_ops(reduced: tuple[Any, Kokor
         assert not any(
             o.name.startswith(("aten::rand", "aten::normal", "aten::bernoulli")) for o in check.operators
         )
+
+
+def test_voice_style_rows_and_blends() -> None:
+    g = torch.Generator().manual_seed(8)
+    packs = {name: torch.randn(510, 256, generator=g) for name in ("af_bella", "af_sky")}
+    torch.testing.assert_close(voice_style(packs, "af_bella", 12), packs["af_bella"][11:12])
+    torch.testing.assert_close(voice_style(packs, "af_bella", 900), packs["af_bella"][509:510])
+    blend = voice_style(packs, "af_bella+af_sky", 30)
+    torch.testing.assert_close(blend, (packs["af_bella"][29:30] + packs["af_sky"][29:30]) / 2)
+    with pytest.raises(KeyError, match="unknown voice 'af_none'"):
+        voice_style(packs, "af_bella+af_none", 30)

@@ -630,3 +630,15 @@ class KokoroDecoder(nn.Module):
             torch.zeros(1, HARMONICS - 1),
             torch.zeros(1, HARMONICS, frames * cfg.samples_per_frame),
         )
+
+
+def voice_style(packs: dict[str, torch.Tensor], voice: str, phonemes: int) -> torch.Tensor:
+    """The style row [1, 2S] for a sentence of `phonemes` phonemes (row phonemes - 1, as Kokoro picks it,
+    the last row past the pack's end) of a voice or a blend `a+b+...` (the packs averaged, as
+    Kokoro-FastAPI's `+` and KPipeline's `,` do). An unknown voice name is a KeyError naming it."""
+    names = voice.split("+")
+    unknown = [name for name in names if name not in packs]
+    if unknown or phonemes < 1:
+        raise KeyError(f"unknown voice {unknown[0]!r}" if unknown else "a sentence has at least one phoneme")
+    pack = torch.stack([packs[name] for name in names]).mean(0)  # [rows, 2S]
+    return pack[min(phonemes, pack.shape[0]) - 1][None]
