@@ -59,6 +59,7 @@ class Speaker(Protocol):
 
     def stream(self, text: str, *, speed: float = 1.0) -> Iterator[np.ndarray]: ...
 
+
 """Told (network, real rows, rows run) after every network call the engine runs: for metrics."""
 
 
