@@ -267,11 +267,21 @@ def onnx_session(path: Path, threads: int) -> Any:
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+_ONNX_DTYPES = {"tensor(int32)": np.int32, "tensor(int64)": np.int64, "tensor(float)": np.float32}
+
+
+def onnx_feed(session: Any, inputs: list[torch.Tensor]) -> dict[str, np.ndarray]:
+    """Inputs as the session's graph declares them (token ids are int32 in the exported networks)."""
+    return {
+        arg.name: x.numpy().astype(_ONNX_DTYPES.get(arg.type, x.numpy().dtype), copy=False)
+        for arg, x in zip(session.get_inputs(), inputs, strict=True)
+    }
+
+
 def onnx_runner(sessions: dict[str, Any]) -> NetworkRunner:
     def run(name: str, inputs: list[torch.Tensor]) -> torch.Tensor:
         session = sessions[name]
-        feed = {arg.name: x.numpy() for arg, x in zip(session.get_inputs(), inputs, strict=True)}
-        return torch.from_numpy(session.run(None, feed)[0])
+        return torch.from_numpy(session.run(None, onnx_feed(session, inputs))[0])
 
     return run
 

@@ -24,7 +24,7 @@ from tts_neuron.runners import TappedRunner
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))  # run.py's own folder
 
 import run  # noqa: E402
-from bench_backends import PaddingCounter, export_onnx, onnx_session, padding_share, voice_config  # noqa: E402
+from bench_backends import PaddingCounter, export_onnx, onnx_feed, onnx_session, padding_share, voice_config  # noqa: E402
 from bench_measure import Run, percentile, summarise  # noqa: E402
 
 
@@ -93,8 +93,8 @@ def test_onnx_export_round_trip_equals_torch(network: torch.nn.Module, tmp_path:
     session = onnx_session(path, threads=1)
     for length in (3, 29):  # neither is the export's example length: the axis is dynamic
         x, mask = network.example_inputs(length)  # type: ignore[operator]
-        x = torch.randint(1, 12, x.shape) if x.dtype == torch.int64 else torch.randn_like(x)
-        (got,) = session.run(None, {"x": x.numpy(), "mask": mask.numpy()})
+        x = torch.randn_like(x) if x.is_floating_point() else torch.randint(1, 12, x.shape, dtype=x.dtype)
+        (got,) = session.run(None, onnx_feed(session, [x, mask]))
         with torch.inference_mode():
             np.testing.assert_allclose(got, network(x, mask).numpy(), rtol=1e-4, atol=1e-5)
 

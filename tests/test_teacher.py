@@ -119,6 +119,7 @@ def test_shipped_voice_audio_length_follows_its_predicted_durations() -> None:
     assert len(audio) == n_frames * voice.addon.audio.hop_length
 
 
+@pytest.mark.slow  # about 47 s on 2 cores
 def test_a_few_attention_training_steps_bring_the_losses_down(tiny_teacher: Path) -> None:
     """Teacher forcing and the guided-attention term both learn: mel error and attention CE fall."""
     torch.set_num_threads(1)
