@@ -15,6 +15,7 @@ from torch import nn
 
 from tts_neuron.backends.executor import BucketTable, pad_length
 from tts_neuron.blocks.base import (
+    FRAME_TOKENS,
     Chunk,
     Features,
     SequenceBlock,
@@ -202,10 +203,9 @@ class Upsampler(StreamableBlock):
         )
         ends = torch.cumsum(frames.to(encodings.device), 0)  # [N]: end frame of each phoneme
         total = int(ends[-1]) if len(ends) else 0
-        # each frame's phoneme, then the end mark N
-        place_tokens(
-            features, 0, torch.searchsorted(ends, torch.arange(total + 1, device=ends.device), right=True)
-        )
+        if FRAME_TOKENS in features:  # each frame's phoneme, then the end mark N (word timestamps)
+            frame_tokens = torch.searchsorted(ends, torch.arange(total + 1, device=ends.device), right=True)
+            place_tokens(features, 0, frame_tokens)
         return self._chunks(encodings, ends, total)
 
     def _chunks(self, encodings: torch.Tensor, ends: torch.Tensor, total: int) -> Iterator[Chunk]:

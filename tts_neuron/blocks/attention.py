@@ -18,7 +18,7 @@ import torch
 
 from tts_neuron.backends.executor import BucketTable, pad_length
 from tts_neuron.blocks.acoustic import _network_by_role
-from tts_neuron.blocks.base import Chunk, Features, StreamableBlock, construct, place_tokens
+from tts_neuron.blocks.base import FRAME_TOKENS, Chunk, Features, StreamableBlock, construct, place_tokens
 from tts_neuron.blocks.pieces import pause_ids, sentence_pieces
 from tts_neuron.errors import AttentionError, StackError
 from tts_neuron.stack import BuildContext
@@ -227,13 +227,14 @@ class AttentionDecoder(StreamableBlock):
             monitor = AttentionMonitor(self.guards, b - a, self.reduction, made, a, last_spoken)
             steps = self._segment(memory, keys, monitor, generator, inner=not last_segment)
             for frames, stop in steps:
-                place_tokens(features, made, torch.full((len(frames),), a + monitor.focus))
+                if FRAME_TOKENS in features:  # word timestamps: this step's frames speak its focus
+                    place_tokens(features, made, torch.full((len(frames),), a + monitor.focus))
                 pending.append(frames)
                 made += len(frames)
                 due = self.first_chunk_steps if emitted == 0 else self.chunk_steps
                 if (stop and last_segment) or len(pending) >= due:
                     final = stop and last_segment
-                    if final:
+                    if final and FRAME_TOKENS in features:
                         place_tokens(features, made, torch.tensor([len(tokens)]))
                     yield Chunk(torch.cat(pending), emitted, final)
                     emitted, pending = made, []

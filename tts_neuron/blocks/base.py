@@ -37,9 +37,10 @@ B = TypeVar("B", bound="Block")
 
 
 def place_tokens(features: Features, start: int, tokens: torch.Tensor) -> None:
-    """Record that frames [start, start + len(tokens)) speak `tokens` [T], where the call asked for it."""
-    out = features.get(FRAME_TOKENS)
-    if out is not None and start < len(out):
+    """Record that frames [start, start + len(tokens)) speak `tokens` [T] in the FRAME_TOKENS feature
+    (callers compute `tokens` only when the feature is there)."""
+    out = features[FRAME_TOKENS]
+    if start < len(out):
         out[start : start + len(tokens)] = tokens[: len(out) - start].to(out.device)
 
 
