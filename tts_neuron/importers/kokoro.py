@@ -10,7 +10,6 @@ parameters go to the backward half of our pack-free `BiLSTM`.
 
 from __future__ import annotations
 
-import json
 import pickle
 import re
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 import torch
 
 from tts_neuron.errors import AddonError
+from tts_neuron.importers import read_json_object
 from tts_neuron.models.kokoro import Kokoro, KokoroConfig
 
 SUBMODULES = ("bert", "bert_encoder", "predictor", "text_encoder", "decoder")
@@ -28,12 +28,7 @@ _UNUSED = re.compile(r"^(pooler\.|embeddings\.position_ids$)")  # ALBERT's poole
 
 def read_config(path: Path) -> dict[str, Any]:
     """Kokoro's config.json, with the fields the network is built from checked."""
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise AddonError(f"{path}: not a readable JSON file: {err}") from None
-    if not isinstance(config, dict):
-        raise AddonError(f"{path}: expected a JSON object")
+    config = read_json_object(path)
     for name in ("n_token", "hidden_dim", "style_dim", "n_layer", "max_dur", "text_encoder_kernel_size"):
         if not (isinstance(config.get(name), int) and config[name] > 0):
             raise AddonError(f"{path}: {name}: missing or not a positive integer")

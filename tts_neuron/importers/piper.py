@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 
 from tts_neuron.backends.manifest import sha256_file
 from tts_neuron.errors import AddonError
+from tts_neuron.importers import read_json_object
 from tts_neuron.models.vits import Vits
 
 _INPUT_SLOT = {"Conv": {1: "weight", 2: "bias"}, "Gather": {0: "weight"}, "Exp": {0: "logs"}}
@@ -28,12 +29,7 @@ _INPUT_SLOT = {"Conv": {1: "weight", 2: "bias"}, "Gather": {0: "weight"}, "Exp":
 
 def read_config(path: Path) -> dict[str, Any]:
     """The voice's JSON, with the fields the importer needs checked (file and field in every error)."""
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise AddonError(f"{path}: not a readable JSON file: {err}") from None
-    if not isinstance(config, dict):
-        raise AddonError(f"{path}: expected a JSON object")
+    config = read_json_object(path)
     ids = config.get("phoneme_id_map")
     if not isinstance(ids, dict) or not ids:
         raise AddonError(f"{path}: phoneme_id_map: missing or not an object")

@@ -63,6 +63,20 @@ def split_columns(x: torch.Tensor, sizes: Sequence[int], dim: int = -1) -> tuple
     return tuple(pieces)
 
 
+class ChannelNorm(nn.Module):
+    """LayerNorm over the channels of [B, C, T] (parameters `gamma` and `beta`, as VITS and Kokoro name
+    them)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.ones(channels))
+        self.beta = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = nn.functional.layer_norm(x.transpose(1, 2), (x.shape[1],), self.gamma, self.beta, 1e-5)
+        return y.transpose(1, 2)
+
+
 class LSTMCell(nn.LSTMCell):
     """nn.LSTMCell (same parameters, same outputs) with its gates split by `split_columns`."""
 

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tts_neuron.models import ChannelNorm
 from tts_neuron.models.vocoder import InverseSTFT
 
 SAMPLE_RATE = 24000
@@ -166,18 +167,6 @@ class Albert(nn.Module):
         for _ in range(self.depth):
             x = layer(x, bias)
         return x
-
-
-class ChannelNorm(nn.Module):
-    """LayerNorm over channels of [B, C, T] (Kokoro's `gamma`/`beta` names)."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.gamma = nn.Parameter(torch.ones(channels))
-        self.beta = nn.Parameter(torch.zeros(channels))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x.transpose(1, 2), x.shape[1:2], self.gamma, self.beta, 1e-5).transpose(1, 2)
 
 
 class TextEncoder(nn.Module):

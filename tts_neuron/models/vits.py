@@ -23,6 +23,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from tts_neuron.models import ChannelNorm
+
 LRELU_SLOPE = 0.1
 SPLINE_BINS = 10
 SPLINE_TAIL = 5.0
@@ -31,19 +33,6 @@ MIN_BIN = 1e-3
 
 def _same_padding(kernel_size: int, dilation: int = 1) -> int:
     return (kernel_size * dilation - dilation) // 2
-
-
-class ChannelNorm(nn.Module):
-    """LayerNorm over the channels of [B, C, T]."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.gamma = nn.Parameter(torch.ones(channels))
-        self.beta = nn.Parameter(torch.zeros(channels))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.layer_norm(x.transpose(1, 2), (x.shape[1],), self.gamma, self.beta, 1e-5)
-        return y.transpose(1, 2)
 
 
 class RelativeAttention(nn.Module):
