@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from tts_neuron.addon import load_addon
 from tts_neuron.errors import OutputError
+from tts_neuron.models import split_safe
 
 SOURCES = {
     "xla": "torch-xla's lowering table, codegen/xla_native_functions.yaml (URL and commit in "
@@ -292,7 +293,8 @@ def check_network(name: str, network: nn.Module, bucket: int, analyze: bool) -> 
     check = BucketCheck(name, bucket)
     inputs = network.example_inputs(bucket)  # type: ignore[operator]  # what the compiler traces
     try:
-        program = torch.export.export(network, tuple(inputs))
+        with split_safe():  # the form Neuron's trace records
+            program = torch.export.export(network, tuple(inputs))
     except Exception as err:  # noqa: BLE001 - any export failure is the finding, reported as one line
         reason = str(err).strip().splitlines()[0] if str(err).strip() else "no message"
         check.error = f"torch.export failed: {type(err).__name__}: {reason[:300]}"

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from tts_neuron.errors import TargetUnavailableError
+from tts_neuron.models import split_safe
 
 DEFAULT_COMPILER_ARGS = [
     "--target", "inf2",
@@ -164,12 +165,13 @@ class NeuronTarget:
         workdir: Path,
     ) -> None:
         sdk = _import_sdk()
-        traced = sdk.trace(  # type: ignore[attr-defined]
-            network.eval(),
-            example_inputs,
-            compiler_args=compiler_args,
-            compiler_workdir=str(workdir),
-        )
+        with split_safe():  # pytorch/xla#8640: no split of a 2-D tensor along dim 1
+            traced = sdk.trace(  # type: ignore[attr-defined]
+                network.eval(),
+                example_inputs,
+                compiler_args=compiler_args,
+                compiler_workdir=str(workdir),
+            )
         torch.jit.save(traced, str(path))
 
     def load(self, path: Path, device: torch.device) -> Callable[..., torch.Tensor]:
