@@ -22,6 +22,12 @@ _NETWORKS: dict[str, str] = {
     "TacotronEncoder": "tts_neuron.models.tacotron:TacotronEncoder",
     "AttentionStep": "tts_neuron.models.tacotron:AttentionStep",
     "Postnet": "tts_neuron.models.tacotron:Postnet",
+    "VitsEncoder": "tts_neuron.models.vits:VitsEncoder",
+    "VitsFlow": "tts_neuron.models.vits:VitsFlow",
+    "VitsGenerator": "tts_neuron.models.vits:VitsGenerator",
+    "KokoroEncoders": "tts_neuron.models.kokoro:KokoroEncoders",
+    "KokoroDecoder": "tts_neuron.models.kokoro:KokoroDecoder",
+    "KokoroVoices": "tts_neuron.models.kokoro:KokoroVoices",
 }
 
 
@@ -110,3 +116,21 @@ class LSTMCell(nn.LSTMCell):
         i, f, g, o = split_columns(gates, [self.hidden_size] * 4)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         return torch.sigmoid(o) * torch.tanh(c), c  # [B, H] each
+
+
+def run_lstm(cell: LSTMCell, x: torch.Tensor) -> torch.Tensor:
+    """A one-way LSTM with `cell`'s parameters over a whole sequence from a zero state: torch's fused
+    sequence operator, or within `split_safe()` the cell step by step (unrolled at a fixed length, because
+    the fused operator splits its gates along dim 1 too)."""
+    # x: [B, T, I] -> [B, T, H]
+    state = (x.new_zeros(x.shape[0], cell.hidden_size), x.new_zeros(x.shape[0], cell.hidden_size))
+    if not _gathering:
+        params = [cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh]
+        hidden = (state[0][None], state[1][None])  # [layers, B, H]
+        out, _, _ = torch.lstm(x, hidden, params, True, 1, 0.0, False, False, True)
+        return out
+    steps = []
+    for t in range(x.shape[1]):
+        state = cell(x[:, t], state)
+        steps.append(state[0])
+    return torch.stack(steps, dim=1)

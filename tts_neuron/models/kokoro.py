@@ -7,7 +7,12 @@ by the importer), so a checkpoint loads by name. What differs, and why:
 
 - No packed sequences: each bi-LSTM is two one-way LSTMs, the backward one run on every sequence reversed
   within its own length by a gather, so a padded token bucket gives the same values at real positions
-  and the token side exports at a fixed shape.
+  and the token side exports at a fixed shape. Each direction is an `LSTMCell` run by `run_lstm`: torch's
+  fused operator on the host, the cell unrolled within `split_safe()` (what Neuron's trace records).
+- Two networks, as the toolkit runs them: `KokoroEncoders` (the token side: ALBERT, the text encoder and
+  the duration predictor, at token buckets) and `KokoroDecoder` (F0 and energy, then the decoder, over a
+  whole sentence's frames at frame-count buckets; the host repeats token features for their durations).
+  `KokoroVoices` holds the voice packs and picks a style row per sentence.
 - No random ops: SineGen's initial harmonic phases and its additive noise are inputs (`phase0`,
   `noise`), drawn by the caller from a per-stream seed; the library draws them inside its forward.
 - No complex ops: the harmonic source's STFT is a strided convolution with a windowed DFT basis and
@@ -27,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tts_neuron.models import ChannelNorm
+from tts_neuron.models import ChannelNorm, LSTMCell, run_lstm, split_columns
 from tts_neuron.models.vocoder import InverseSTFT
 
 SAMPLE_RATE = 24000
@@ -52,10 +57,19 @@ class KokoroConfig:
     def from_json(cls, config: dict[str, Any]) -> KokoroConfig:
         return cls(**{name: config[name] for name in cls.__dataclass_fields__})
 
-    @property
-    def samples_per_frame(self) -> int:
-        """Audio samples per predicted frame: the decoder doubles frames, then upsamples and hops."""
-        return 2 * math.prod(self.istftnet["upsample_rates"]) * self.istftnet["gen_istft_hop_size"]
+    def encoder_config(self) -> dict[str, Any]:
+        """KokoroEncoders' constructor arguments."""
+        names = ("n_token", "hidden_dim", "style_dim", "n_layer", "max_dur", "text_encoder_kernel_size")
+        return {**{name: getattr(self, name) for name in names}, "plbert": dict(self.plbert)}
+
+    def decoder_config(self) -> dict[str, Any]:
+        """KokoroDecoder's constructor arguments."""
+        return {"hidden_dim": self.hidden_dim, "style_dim": self.style_dim, "istftnet": dict(self.istftnet)}
+
+
+def samples_per_frame(istftnet: dict[str, Any]) -> int:
+    """Audio samples per predicted frame: the decoder doubles frames, then upsamples and hops."""
+    return 2 * math.prod(istftnet["upsample_rates"]) * istftnet["gen_istft_hop_size"]
 
 
 class Scope(nn.Module):
@@ -90,13 +104,13 @@ class BiLSTM(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int) -> None:
         super().__init__()
-        self.forward_lstm = nn.LSTM(input_size, hidden_size, batch_first=True)
-        self.backward_lstm = nn.LSTM(input_size, hidden_size, batch_first=True)
+        self.forward_cell = LSTMCell(input_size, hidden_size)
+        self.backward_cell = LSTMCell(input_size, hidden_size)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         # x: [B, T, C], lengths: [B] -> [B, T, 2H]; values past a sequence's length are not meaningful
-        ahead, _ = self.forward_lstm(x)
-        back, _ = self.backward_lstm(reverse_within(x, lengths))
+        ahead = run_lstm(self.forward_cell, x)
+        back = run_lstm(self.backward_cell, reverse_within(x, lengths))
         return torch.cat([ahead, reverse_within(back, lengths)], dim=-1)
 
 
@@ -199,8 +213,8 @@ class AdaLayerNorm(nn.Module):
         self.fc = nn.Linear(style_dim, 2 * channels)
 
     def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        gamma, beta = self.fc(s)[:, None, :].chunk(2, dim=-1)  # [B, 1, C] each
-        return (1 + gamma) * F.layer_norm(x, x.shape[-1:], eps=1e-5) + beta
+        gamma, beta = split_columns(self.fc(s), [x.shape[-1]] * 2)  # [B, C] each
+        return (1 + gamma[:, None]) * F.layer_norm(x, x.shape[-1:], eps=1e-5) + beta[:, None]
 
 
 class DurationEncoder(nn.Module):
@@ -243,9 +257,9 @@ class AdaIN1d(nn.Module):
         self.fc = nn.Linear(style_dim, 2 * channels)
 
     def forward(self, x: torch.Tensor, s: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        gamma, beta = self.fc(s)[:, :, None].chunk(2, dim=1)  # [B, C, 1] each
+        gamma, beta = split_columns(self.fc(s), [x.shape[1]] * 2)  # [B, C] each
         normed = masked_instance_norm(x, keep) * self.norm.weight[:, None] + self.norm.bias[:, None]
-        return (1 + gamma) * normed + beta
+        return (1 + gamma[:, :, None]) * normed + beta[:, :, None]
 
 
 class AdainResBlk1d(nn.Module):
@@ -289,25 +303,18 @@ def _curve_blocks(style_dim: int, d_hid: int) -> nn.ModuleList:
     )
 
 
-class ProsodyPredictor(nn.Module):
-    """Durations per token, and F0 and energy curves (at twice the frame rate) from the aligned features."""
+class CurvePredictor(nn.Module):
+    """The prosody predictor's frame half (Kokoro's `predictor.shared`, `F0`, `N`): F0 and energy curves,
+    at twice the frame rate, from the token features repeated for their frames."""
 
-    def __init__(self, style_dim: int, d_hid: int, nlayers: int, max_dur: int) -> None:
+    def __init__(self, style_dim: int, d_hid: int) -> None:
         super().__init__()
-        self.text_encoder = DurationEncoder(style_dim, d_hid, nlayers)
-        self.lstm = BiLSTM(d_hid + style_dim, d_hid // 2)
-        self.duration_proj = Scope(linear_layer=nn.Linear(d_hid, max_dur))
         self.shared = BiLSTM(d_hid + style_dim, d_hid // 2)
         self.F0, self.N = _curve_blocks(style_dim, d_hid), _curve_blocks(style_dim, d_hid)
         self.F0_proj = nn.Conv1d(d_hid // 2, 1, 1)
         self.N_proj = nn.Conv1d(d_hid // 2, 1, 1)
 
-    def durations(self, d: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        # d: [B, N, C + S] -> frames per token before rounding and speed: [B, N]
-        logits = self.duration_proj.linear_layer(self.lstm(d, lengths))  # [B, N, max_dur]
-        return torch.sigmoid(logits).sum(-1)
-
-    def curves(
+    def forward(
         self, en: torch.Tensor, s: torch.Tensor, keep: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         # en: [B, C + S, T], keep: [B, 1, T] -> F0, energy: [B, 2T] each
@@ -406,7 +413,7 @@ class Generator(nn.Module):
         f0 = F.interpolate(f0[:, None], scale_factor=float(self.upsample_scale)).transpose(1, 2)  # [B, L, 1]
         harmonics = torch.arange(1, HARMONICS + 1, device=f0.device, dtype=f0.dtype)
         rad = torch.remainder(f0 * harmonics / SAMPLE_RATE, 1.0)  # [B, L, H] turns per sample
-        start = torch.cat([torch.zeros_like(phase0[:, :1]), phase0], dim=1)[:, None, :]  # [B, 1, H]
+        start = torch.cat([phase0.new_zeros(phase0.shape[0], 1), phase0], dim=1)[:, None, :]  # [B, 1, H]
         rad = torch.cat([rad[:, :1] + start, rad[:, 1:]], dim=1)
         scale = self.upsample_scale
         rad = F.interpolate(rad.transpose(1, 2), scale_factor=1 / scale, mode="linear")  # [B, H, L / scale]
@@ -475,7 +482,8 @@ class Generator(nn.Module):
             (magnitude * torch.sin(phase)).transpose(1, 2),
         )
         audio = self.istft(real, imag, keep[:, 0])  # [B, frames * hop]
-        return audio[:, : -self.hop]  # torch.istft's length: (frames - 1) * hop
+        # torch.istft's length, (frames - 1) * hop, cut in 3-D (not a column slice of a 2-D tensor)
+        return audio.view(audio.shape[0], -1, self.hop)[:, :-1].flatten(1)
 
 
 class Decoder(nn.Module):
@@ -511,123 +519,116 @@ class Decoder(nn.Module):
         return self.generator(x * _keep(2 * lengths, x.shape[-1]), s, f0, phase0, noise, lengths)
 
 
-class Kokoro(nn.Module):
-    """Kokoro-82M's inference networks with Kokoro's state-dict layout (weight norm folded)."""
-
-    def __init__(self, config: KokoroConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.bert = Albert(config.n_token, config.plbert)
-        self.bert_encoder = nn.Linear(config.plbert["hidden_size"], config.hidden_dim)
-        self.predictor = ProsodyPredictor(config.style_dim, config.hidden_dim, config.n_layer, config.max_dur)
-        self.text_encoder = TextEncoder(
-            config.hidden_dim, config.text_encoder_kernel_size, config.n_layer, config.n_token
-        )
-        self.decoder = Decoder(config.hidden_dim, config.style_dim, config.istftnet)
-
-    def encode(
-        self, ids: torch.Tensor, mask: torch.Tensor, ref_s: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Token side. ids, mask: [B, N] (mask 1 for real tokens), ref_s: [B, 2S] (the voice's style row)
-        -> durations before rounding and speed [B, N], prosody features d [B, N, C + S], text features
-        t_en [B, C, N]."""
-        lengths = mask.sum(-1).long()
-        d_en = self.bert_encoder(self.bert(ids, mask))  # [B, N, C]
-        d = self.predictor.text_encoder(d_en, ref_s[:, self.config.style_dim :], mask, lengths)
-        durations = self.predictor.durations(d, lengths) * mask
-        return durations, d, self.text_encoder(ids, mask, lengths)
-
-    def decode(
-        self,
-        d: torch.Tensor,
-        t_en: torch.Tensor,
-        alignment: torch.Tensor,
-        ref_s: torch.Tensor,
-        phase0: torch.Tensor,
-        noise: torch.Tensor,
-    ) -> torch.Tensor:
-        """Frame side of whole sentences padded to T frames. alignment: [B, N, T] (one 1 per real frame,
-        at its token; none on padding) -> audio [B, T * 600], each row's own audio then silence."""
-        style = self.config.style_dim
-        lengths = alignment.sum((1, 2)).long()  # [B] real frames
-        en = d.transpose(1, 2) @ alignment  # [B, C + S, T]
-        f0, energy = self.predictor.curves(en, ref_s[:, style:], _keep(lengths, en.shape[-1]))
-        audio = self.decoder(t_en @ alignment, f0, energy, ref_s[:, :style], phase0, noise, lengths)
-        return audio * _keep(lengths * self.config.samples_per_frame, audio.shape[-1])[:, 0]
-
-
-def alignment(durations: torch.Tensor, frames: int) -> torch.Tensor:
-    """Integer durations [B, N] to a one-hot token-per-frame matrix [B, N, frames] (frames past the total
-    belong to no token)."""
-    ends = durations.cumsum(-1)  # [B, N]
-    t = torch.arange(frames, device=durations.device)[None, None, :]  # [1, 1, T]
-    return ((t < ends[:, :, None]) & (t >= (ends - durations)[:, :, None])).float()
-
-
-def source_noise(batch: int, frames: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """The decoder's random inputs for `frames` predicted frames, drawn from a per-stream generator (as
-    the imported Piper voice draws its noise): the overtones' initial phases [B, HARMONICS - 1] in turns,
-    and the source noise [B, HARMONICS, frames * 600]."""
-    phase0 = torch.rand(batch, HARMONICS - 1, generator=generator)
-    return phase0, torch.randn(batch, HARMONICS, frames * 600, generator=generator)
-
-
 class KokoroEncoders(nn.Module):
-    """The token side as one fixed-shape network (what the compiler traces at a token bucket)."""
+    """The token side (ALBERT, the text encoder, the duration predictor) of sentences padded to a token
+    bucket, with Kokoro's parameter names (`bert`, `bert_encoder`, `predictor.{text_encoder, lstm,
+    duration_proj}`, `text_encoder`)."""
 
-    def __init__(self, model: Kokoro) -> None:
+    def __init__(
+        self,
+        n_token: int,
+        hidden_dim: int,
+        style_dim: int,
+        n_layer: int,
+        max_dur: int,
+        text_encoder_kernel_size: int,
+        plbert: dict[str, int],
+    ) -> None:
         super().__init__()
-        self.model = model
+        self.style_dim = style_dim
+        self.bert = Albert(n_token, plbert)
+        self.bert_encoder = nn.Linear(plbert["hidden_size"], hidden_dim)
+        self.predictor = Scope(
+            text_encoder=DurationEncoder(style_dim, hidden_dim, n_layer),
+            lstm=BiLSTM(hidden_dim + style_dim, hidden_dim // 2),
+            duration_proj=Scope(linear_layer=nn.Linear(hidden_dim, max_dur)),
+        )
+        self.text_encoder = TextEncoder(hidden_dim, text_encoder_kernel_size, n_layer, n_token)
 
     def forward(
-        self, ids: torch.Tensor, mask: torch.Tensor, ref_s: torch.Tensor
+        self, tokens: torch.Tensor, token_mask: torch.Tensor, style: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.model.encode(ids, mask, ref_s)
+        """tokens, token_mask: [B, N] (Kokoro's ids with its 0 at both ends; mask 1 for real tokens),
+        style: [B, 2S] (the voice's style row) -> frames per token before rounding and speed [B, N],
+        prosody features [B, N, C + S], text features [B, N, C]."""
+        lengths = token_mask.sum(-1).long()
+        predictor = self.predictor
+        _, prosody_style = split_columns(style, [self.style_dim] * 2)  # [B, S]
+        d_en = self.bert_encoder(self.bert(tokens, token_mask))  # [B, N, C]
+        d = predictor.text_encoder(d_en, prosody_style, token_mask, lengths)  # [B, N, C + S]
+        logits = predictor.duration_proj.linear_layer(predictor.lstm(d, lengths))  # [B, N, max_dur]
+        durations = torch.sigmoid(logits).sum(-1) * token_mask
+        return durations, d, self.text_encoder(tokens, token_mask, lengths).transpose(1, 2)
 
     def example_inputs(self, bucket: int) -> tuple[torch.Tensor, ...]:
-        ids = torch.ones(1, bucket, dtype=torch.long)
-        return ids, torch.ones(1, bucket), torch.zeros(1, 2 * self.model.config.style_dim)
+        tokens = torch.ones(1, bucket, dtype=torch.int32)
+        return tokens, torch.ones(1, bucket), torch.zeros(1, 2 * self.style_dim)
 
 
 class KokoroDecoder(nn.Module):
-    """The frame side of whole sentences as one fixed-shape network, at a frame-count bucket and a token
-    bucket (the alignment's shape)."""
+    """The frame side of whole sentences padded to a frame-count bucket: F0 and energy (`predictor.shared`,
+    `F0`, `N`), then the decoder and its harmonic source. It cannot be windowed (instance norms and a
+    bi-LSTM over all frames, the source phase's running sum), so every norm, LSTM, convolution and the
+    inverse STFT is masked at each row's own length; audio past a row's frames is 0."""
 
-    def __init__(self, model: Kokoro, tokens: int) -> None:
+    def __init__(self, hidden_dim: int, style_dim: int, istftnet: dict[str, Any]) -> None:
         super().__init__()
-        self.model, self.tokens = model, tokens
+        self.style_dim, self.hidden_dim = style_dim, hidden_dim
+        self.samples_per_frame = samples_per_frame(istftnet)
+        self.predictor = CurvePredictor(style_dim, hidden_dim)
+        self.decoder = Decoder(hidden_dim, style_dim, istftnet)
 
     def forward(
         self,
-        d: torch.Tensor,
-        t_en: torch.Tensor,
-        alignment: torch.Tensor,
-        ref_s: torch.Tensor,
+        frame_mask: torch.Tensor,
+        prosody: torch.Tensor,
+        text: torch.Tensor,
+        style: torch.Tensor,
         phase0: torch.Tensor,
         noise: torch.Tensor,
     ) -> torch.Tensor:
-        return self.model.decode(d, t_en, alignment, ref_s, phase0, noise)
+        """frame_mask: [B, T] (1 for real frames), prosody and text: the token features repeated for
+        their frames [B, T, C + S] and [B, T, C], style: [B, 2S], phase0 and noise: the source's random
+        inputs (`source_noise`) -> audio [B, T * samples_per_frame]."""
+        lengths = frame_mask.sum(-1).long()  # [B] real frames
+        keep = frame_mask[:, None, :]  # [B, 1, T]
+        decoder_style, prosody_style = split_columns(style, [self.style_dim] * 2)  # [B, S] each
+        f0, energy = self.predictor(prosody.transpose(1, 2), prosody_style, keep)
+        audio = self.decoder(text.transpose(1, 2), f0, energy, decoder_style, phase0, noise, lengths)
+        return audio * _keep(lengths * self.samples_per_frame, audio.shape[-1])[:, 0]
 
-    def example_inputs(self, frames: int) -> tuple[torch.Tensor, ...]:
-        cfg, n = self.model.config, self.tokens
-        durations = torch.full((1, n), max(frames // n, 1))
+    def example_inputs(self, bucket: int) -> tuple[torch.Tensor, ...]:
         return (
-            torch.zeros(1, n, cfg.hidden_dim + cfg.style_dim),
-            torch.zeros(1, cfg.hidden_dim, n),
-            alignment(durations, frames),
-            torch.zeros(1, 2 * cfg.style_dim),
+            torch.ones(1, bucket),
+            torch.zeros(1, bucket, self.hidden_dim + self.style_dim),
+            torch.zeros(1, bucket, self.hidden_dim),
+            torch.zeros(1, 2 * self.style_dim),
             torch.zeros(1, HARMONICS - 1),
-            torch.zeros(1, HARMONICS, frames * cfg.samples_per_frame),
+            torch.zeros(1, HARMONICS, bucket * self.samples_per_frame),
         )
 
 
-def voice_style(packs: dict[str, torch.Tensor], voice: str, phonemes: int) -> torch.Tensor:
-    """The style row [1, 2S] for a sentence of `phonemes` phonemes (row phonemes - 1, as Kokoro picks it,
-    the last row past the pack's end) of a voice or a blend `a+b+...` (the packs averaged, as
-    Kokoro-FastAPI's `+` and KPipeline's `,` do). An unknown voice name is a KeyError naming it."""
-    names = voice.split("+")
-    unknown = [name for name in names if name not in packs]
-    if unknown or phonemes < 1:
-        raise KeyError(f"unknown voice {unknown[0]!r}" if unknown else "a sentence has at least one phoneme")
-    pack = torch.stack([packs[name] for name in names]).mean(0)  # [rows, 2S]
-    return pack[min(phonemes, pack.shape[0]) - 1][None]
+def source_noise(
+    frames: int, samples_per_frame: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The decoder's random inputs for a sentence of `frames` frames, drawn from a per-stream generator:
+    the overtones' initial phases [1, HARMONICS - 1] in turns, and the source noise
+    [1, HARMONICS, frames * samples_per_frame]."""
+    phase0 = torch.rand(1, HARMONICS - 1, generator=generator)
+    return phase0, torch.randn(1, HARMONICS, frames * samples_per_frame, generator=generator)
+
+
+class KokoroVoices(nn.Module):
+    """Every voice pack of the addon ([voices, rows, 2S] style vectors, row n - 1 for a sentence of n
+    phonemes) and the style of one call: a voice or a blend, the packs weighted (Kokoro-FastAPI's
+    `a+b` averages them)."""
+
+    def __init__(self, voices: int, rows: int, style_dim: int) -> None:
+        super().__init__()
+        self.packs = nn.Parameter(torch.zeros(voices, rows, 2 * style_dim))
+
+    def forward(self, weights: torch.Tensor, phonemes: int) -> torch.Tensor:
+        """weights: [V] (summing to 1), phonemes: the sentence's phoneme count (without Kokoro's two 0
+        ids), whose row is picked as Kokoro picks it (the last row past the pack's end) -> [1, 2S]."""
+        row = min(max(phonemes, 1), self.packs.shape[1]) - 1
+        return (weights[:, None] * self.packs[:, row]).sum(0, keepdim=True)

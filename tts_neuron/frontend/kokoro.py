@@ -1,0 +1,129 @@
+"""Text to Kokoro's phoneme ids: espeak-ng IPA mapped to misaki's symbols, offline.
+
+Kokoro was trained on misaki's phonemes. misaki's English G2P needs a spaCy model that cannot be installed
+offline, so this frontend does what misaki itself does for words its lexicon lacks: espeak-ng's IPA (with
+a tie between the letters of one phoneme), rewritten into misaki's single-character symbols (`a^ɪ` ->
+`I`, `o^ʊ` -> `O`, `ɚ` -> `əɹ`, the flap -> `T`, ...). The rewrite table is the one misaki's espeak fallback
+documents; the code is ours. What this loses against misaki's lexicon is measured in
+benchmarks/kokoro_g2p.py and stated in docs/importing.md.
+
+Punctuation is kept as Kokoro's own symbols (`,` `.` `!` `?` `;` `:` `—` `…` and quotes), attached to the
+word before it, as misaki writes it; each text run between marks is phonemised on its own, as phonemizer
+(misaki's espeak backend) does with `preserve_punctuation`. Sentence splitting, normalisation (English
+numbers, abbreviations) and the limits are the toolkit's own (`tts_neuron.frontend.Frontend`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import re
+import unicodedata
+
+from tts_neuron.frontend import Frontend, Sentence, prepare_text
+from tts_neuron.frontend.espeak import Espeak, EspeakError, bound_text
+from tts_neuron.frontend.sentences import has_speakable
+
+_IPA_WITH_TIES = 0x02 | 0x80 | (ord("^") << 8)
+"""espeak_TextToPhonemes' mode: IPA, with `^` tying the letters of a multi-letter phoneme."""
+_CHARS_UTF8 = 1
+PUNCTUATION = ';:,.!?—…"()“”'
+"""Kokoro's punctuation symbols: a long sentence is cut into pieces after one of these first."""
+_MARK_RUN = re.compile(rf"(\s*[{re.escape(PUNCTUATION)}]+\s*)")
+_QUOTES = str.maketrans({"«": "“", "»": "”", "‘": "“", "’": "”"})
+
+_ESPEAK_TO_MISAKI = sorted(
+    {
+        "ʔˌn\u0329": "ʔn",
+        "ʔn\u0329": "ʔn",
+        "a^ɪ": "I",
+        "a^ʊ": "W",
+        "d^ʒ": "ʤ",
+        "e^ɪ": "A",
+        "e": "A",
+        "t^ʃ": "ʧ",
+        "ɔ^ɪ": "Y",
+        "ə^l": "ᵊl",
+        "ʲo": "jo",
+        "ʲə": "jə",
+        "ʲ": "",
+        "ɚ": "əɹ",
+        "r": "ɹ",
+        "x": "k",
+        "ç": "k",
+        "ɐ": "ə",
+        "ɬ": "l",
+        "\u0303": "",
+    }.items(),
+    key=lambda pair: -len(pair[0]),
+)
+"""espeak-ng's IPA -> misaki's symbols, longest first (so `a^ɪ` is rewritten before `a`)."""
+_SYLLABIC = re.compile(r"(\S)\u0329")
+
+
+def misaki_symbols(ipa: str, british: bool) -> str:
+    """One run of espeak-ng IPA (ties as `^`) in misaki's symbols, as misaki's espeak fallback writes them
+    (its v1.0 convention: the flap is `T`, the glottal stop `t`)."""
+    for old, new in _ESPEAK_TO_MISAKI:
+        ipa = ipa.replace(old, new)
+    ipa = _SYLLABIC.sub(r"ᵊ\1", ipa).replace("\u0329", "")
+    if british:
+        ipa = ipa.replace("e^ə", "ɛː").replace("iə", "ɪə").replace("ə^ʊ", "Q")
+    else:
+        ipa = ipa.replace("o^ʊ", "O").replace("ɜːɹ", "ɜɹ").replace("ɜː", "ɜɹ").replace("ɪə", "iə")
+        ipa = ipa.replace("ː", "")
+    ipa = ipa.replace("o", "ɔ")  # espeak-ng before 1.52 wrote o for ɔ
+    return ipa.replace("ɾ", "T").replace("ʔ", "t").replace("^", "")
+
+
+def espeak_ipa(text: str, voice: str) -> str:
+    """espeak-ng's IPA of a run of text without punctuation, words separated by spaces, ties as `^`."""
+    espeak = Espeak.get()
+    lib = espeak._lib
+    lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int]
+    lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
+    data = ctypes.create_string_buffer(bound_text(text).encode("utf-8"))
+    clauses = []
+    with Espeak._lock:
+        if lib.espeak_SetVoiceByName(voice.encode()) != 0:
+            raise EspeakError(f"espeak-ng has no voice '{voice}'")
+        espeak._voice = voice  # keep the shared instance's record of its current voice true
+        pointer = ctypes.c_void_p(ctypes.addressof(data))
+        while pointer.value:
+            phonemes = lib.espeak_TextToPhonemes(ctypes.byref(pointer), _CHARS_UTF8, _IPA_WITH_TIES)
+            clauses.append((phonemes or b"").decode("utf-8", "replace").strip())
+    return " ".join(clause for clause in clauses if clause)
+
+
+def kokoro_phonemes(text: str, language: str = "en-us") -> str:
+    """A sentence (already normalised) as Kokoro's phoneme string: misaki's symbols, words separated by
+    spaces, punctuation attached to the word before it."""
+    british = language.lower() in ("en-gb", "en-gb-x-rp", "en-uk")
+    out = []
+    for i, run in enumerate(_MARK_RUN.split(text.translate(_QUOTES))):
+        if i % 2:  # marks, with the space after them when words follow
+            out.append(re.sub(r"\s+", "", run) + (" " if run[-1:].isspace() else ""))
+        elif run.strip():
+            out.append(misaki_symbols(unicodedata.normalize("NFC", espeak_ipa(run, language)), british))
+    return "".join(out).strip()
+
+
+class KokoroFrontend(Frontend):
+    """The toolkit's frontend (sentences, SSML, normalisation, limits) with Kokoro's phonemes: a sentence's
+    tokens are the ids of its phoneme string's characters (a symbol the model lacks is dropped with a
+    warning); its words change at each space."""
+
+    def phonemize(self, raw: str) -> Sentence:
+        text = prepare_text(raw)
+        if not has_speakable(text):
+            return Sentence(text, [], [], [])
+        phonemes, tokens, words, word = [], [], [], 0
+        for symbol in kokoro_phonemes(text, self.language):
+            symbol_id = self._ids.get(symbol)
+            if symbol_id is None or symbol_id == 0:
+                self._warn_once(symbol, f"dropped phoneme {symbol!r}: not in the voice's symbol table")
+                continue
+            phonemes.append(symbol)
+            tokens.append(symbol_id)
+            words.append(word)
+            word += symbol == " "
+        return Sentence(text, phonemes, tokens, words)
