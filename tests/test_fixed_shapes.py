@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -121,6 +122,25 @@ def test_manifest_records_what_the_runtime_checks(compiled_addon: Path) -> None:
     assert first["inputs"] == [{"shape": [1, 8], "dtype": "int32"}, {"shape": [1, 8], "dtype": "float32"}]
     assert encoder["compiler_args"] == []
     assert first["compile_seconds"] > 0 and len(first["sha256"]) == 64
+
+
+def test_every_artifact_loads_before_the_first_warm_up(
+    compiled_addon: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loads come first, then warm-ups: on Neuron (async_load) the loads then overlap in the background."""
+    from tts_neuron.backends.cpu import CpuTarget
+
+    events: list[str] = []
+    load = CpuTarget.load
+
+    def recorded(self: CpuTarget, path: Path, device: torch.device) -> Any:
+        run = load(self, path, device)
+        events.append("load")
+        return lambda *inputs: (events.append("call"), run(*inputs))[1]
+
+    monkeypatch.setattr(CpuTarget, "load", recorded)
+    load_executor(load_addon(compiled_addon), "decoder", "cpu", torch.device("cpu"))
+    assert events == ["load"] * 2 + ["call"] * 2
 
 
 def test_padding_does_not_change_real_positions_at_any_bucket(compiled_addon: Path) -> None:

@@ -119,7 +119,7 @@ def load_executor(addon: Addon, network: str, target_name: str, device: torch.de
     assert entry is not None
     target.check_available()
     artifacts, signatures = {}, {}
-    for artifact in entry.artifacts:
+    for artifact in entry.artifacts:  # every load first: Neuron artifacts load in the background
         path = (folder / artifact.file).resolve()
         if not path.is_relative_to(folder.resolve()):
             raise CompiledArtifactError(
@@ -130,10 +130,11 @@ def load_executor(addon: Addon, network: str, target_name: str, device: torch.de
                 f"{path}: missing or corrupt (sha256 differs from the manifest); {recompile}"
             )
         shape = (artifact.batch, artifact.bucket)
-        artifacts[shape] = run = target.load(path, device)
+        artifacts[shape] = target.load(path, device)
         signatures[shape] = tuple(artifact.inputs)
-        with torch.inference_mode():  # warm up once per artifact: first calls are slow on every target
-            run(*(example_input(spec, device) for spec in artifact.inputs))
+    with torch.inference_mode():  # then one warm-up call each: first calls are slow on every target
+        for shape, run in artifacts.items():
+            run(*(example_input(spec, device) for spec in signatures[shape]))
     return FixedShapeExecutor(f"{network} ({target_name})", artifacts, signatures)
 
 

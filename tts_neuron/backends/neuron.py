@@ -8,9 +8,12 @@ the same fixed-shape contract.
 
 What it does, per the torch-neuronx documentation:
 - compile: `torch_neuronx.trace(network, example_inputs, compiler_args=...)` per bucket, then
-  `torch.jit.save`. A traced module only accepts the traced shapes; control flow and dtypes are frozen.
-- load: `import torch_neuronx` (registers the Neuron op), `torch.jit.load`, one warm-up call per bucket
-  (the first call is slow), inputs and outputs are CPU tensors.
+  `torch_neuronx.async_load` and `torch.jit.save`. A traced module only accepts the traced shapes;
+  control flow and dtypes are frozen.
+- load: `import torch_neuronx` (registers the Neuron op), `torch.jit.load` of every bucket (with
+  async_load each returns at once and loads onto the core in the background, so the loads overlap), then
+  one warm-up call per bucket (the first call is slow, and waits for its load); inputs and outputs are CPU
+  tensors.
 - cores: `NEURON_RT_VISIBLE_CORES` must be set before the Neuron runtime starts, or a process takes every
   core. One process per NeuronCore is the default: a process that has neither it nor `TTS_NEURON_CORES`
   (e.g. "0" or "0-1", copied into it) gets core 0. Ray sets it per replica from its `neuron_cores`
@@ -172,6 +175,7 @@ class NeuronTarget:
                 compiler_args=compiler_args,
                 compiler_workdir=str(workdir),
             )
+        sdk.async_load(traced)  # type: ignore[attr-defined]  # jit.load returns at once, loads in the background
         torch.jit.save(traced, str(path))
 
     def load(self, path: Path, device: torch.device) -> Callable[..., torch.Tensor]:
