@@ -80,27 +80,40 @@ REDUCED = {  # a narrow text side; the decoder's channel counts are fixed by Kok
 IDS = torch.tensor([[0, 5, 9, 12, 3, 27, 30, 8, 1, 14, 0]])
 
 
-def write_model(root: Path, config: dict[str, Any], seed: int = 0) -> Any:
-    """KModel from `config`, every tensor perturbed, written in Kokoro's layout under root."""
+def write_model(
+    root: Path,
+    config: dict[str, Any],
+    seed: int = 0,
+    voices: tuple[str, ...] = ("af_test",),
+    frames_per_token: float | None = None,
+) -> Any:
+    """KModel from `config`, every tensor perturbed, written in Kokoro's layout under root. With
+    `frames_per_token`, the duration head's bias is set so that tokens last about that long (random
+    weights give about 25 frames a token; the frame side's cost grows with the frames)."""
     from kokoro import KModel
 
     root.mkdir(parents=True, exist_ok=True)
     torch.save({}, root / "empty.pth")
     torch.manual_seed(seed)
     model = KModel(repo_id="hexgrad/Kokoro-82M", config=config, model=str(root / "empty.pth")).eval()
+    (root / "empty.pth").unlink()
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for name, p in model.named_parameters():
             p.add_(torch.randn(p.shape, generator=g) * 0.02)
             if p.dim() == 1 or "alpha" in name:  # gains, biases, norms, Snake's alpha: away from 0 and 1
                 p.add_(torch.rand(p.shape, generator=g) * 0.2 - 0.1)
+        if frames_per_token is not None:
+            share = frames_per_token / config["max_dur"]  # each of max_dur sigmoids
+            model.predictor.duration_proj.linear_layer.bias.fill_(math.log(share / (1 - share)))
     (root / "config.json").write_text(json.dumps(config), encoding="utf-8")
     torch.save(
         {k: {f"module.{n}": v for n, v in getattr(model, k).state_dict().items()} for k in SUBMODULES},
         root / "kokoro-v1_0.pth",
     )
     (root / "voices").mkdir(exist_ok=True)
-    torch.save(torch.randn(510, 1, 256, generator=g), root / "voices" / "af_test.pt")
+    for name in voices:
+        torch.save(torch.randn(510, 1, 256, generator=g), root / "voices" / f"{name}.pt")
     return model
 
 

@@ -438,6 +438,13 @@ def _import_piper(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_kokoro(args: argparse.Namespace) -> int:
+    from tts_neuron.importers.kokoro import import_model
+
+    print(import_model(args.model, args.out, name=args.name, default_voice=args.default_voice))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tts-neuron", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
@@ -586,6 +593,12 @@ def build_parser() -> argparse.ArgumentParser:
     piper.add_argument("--config", type=Path, help="its JSON (default: VOICE.onnx.json beside it)")
     piper.add_argument("--out", type=Path, required=True, help="folder to write the imported voice to")
     piper.set_defaults(run=_import_piper)
+    kokoro = imp_kinds.add_parser("kokoro", help="a Kokoro model: config.json, its .pth and voices/*.pt")
+    kokoro.add_argument("--model", type=Path, required=True, help="the model's folder, in Kokoro's layout")
+    kokoro.add_argument("--out", type=Path, required=True, help="folder to write the addon to")
+    kokoro.add_argument("--name", default="kokoro", help="the voice's name (default: kokoro)")
+    kokoro.add_argument("--default-voice", help="the voice pack a call without a speaker uses (af_heart)")
+    kokoro.set_defaults(run=_import_kokoro)
     return parser
 
 

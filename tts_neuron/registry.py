@@ -30,6 +30,11 @@ _BUILTIN_BLOCKS: dict[str, str] = {
     "Encoder": "tts_neuron.blocks.acoustic:Encoder",
     "Upsampler": "tts_neuron.blocks.acoustic:Upsampler",
     "Decoder": "tts_neuron.blocks.acoustic:Decoder",
+    # Kokoro (imported models): styled encoders, whole-sentence decoding at frame buckets
+    "StyledEncoders": "tts_neuron.blocks.kokoro:StyledEncoders",
+    "SentenceDecoder": "tts_neuron.blocks.kokoro:SentenceDecoder",
+    "NeuronStyledEncoders": "tts_neuron.blocks.kokoro:NeuronStyledEncoders",
+    "PaddedSentenceDecoder": "tts_neuron.blocks.kokoro:PaddedSentenceDecoder",
     # fixed shapes: compiled networks (Neuron, or the same contract on CPU and CUDA)
     "NeuronEncoders": "tts_neuron.blocks.fixed:NeuronEncoders",
     "PaddedDecoder": "tts_neuron.blocks.fixed:PaddedDecoder",

@@ -112,6 +112,8 @@ class KokoroFrontend(Frontend):
     tokens are the ids of its phoneme string's characters (a symbol the model lacks is dropped with a
     warning); its words change at each space."""
 
+    kind = "kokoro"
+
     def phonemize(self, raw: str) -> Sentence:
         text = prepare_text(raw)
         if not has_speakable(text):

@@ -1,0 +1,162 @@
+"""`tts-neuron import kokoro` end to end: a Kokoro-format model (built by the kokoro package's KModel, every
+tensor perturbed, with Kokoro's published vocabulary and three voice packs) imported by the CLI into an
+addon that speaks every voice pack, repeats with a seed, batches, compiles and serves.
+
+The duration head's bias is set so that tokens last about a frame: random weights would give about 25 frames
+a token, and the whole-sentence decoder's cost grows with the frames (its channel counts are Kokoro's own).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+
+import tts_neuron
+from tts_neuron.cli import main
+from tts_neuron.errors import UnknownSpeakerError
+
+pytest.importorskip("kokoro", reason="the kokoro extra is not installed")
+
+from tests.test_kokoro import REDUCED, write_model  # noqa: E402 - after the skip
+
+PUBLISHED_VOCAB = json.loads(
+    r"""{";": 1, ":": 2, ",": 3, ".": 4, "!": 5, "?": 6, "\u2014": 9, "\u2026": 10, "\"": 11, "(": 12,
+    ")": 13, "\u201c": 14, "\u201d": 15, " ": 16, "\u0303": 17, "\u02a3": 18, "\u02a5": 19, "\u02a6": 20,
+    "\u02a8": 21, "\u1d5d": 22, "\uab67": 23, "A": 24, "I": 25, "O": 31, "Q": 33, "S": 35, "T": 36,
+    "W": 39, "Y": 41, "\u1d4a": 42, "a": 43, "b": 44, "c": 45, "d": 46, "e": 47, "f": 48, "h": 50,
+    "i": 51, "j": 52, "k": 53, "l": 54, "m": 55, "n": 56, "o": 57, "p": 58, "q": 59, "r": 60, "s": 61,
+    "t": 62, "u": 63, "v": 64, "w": 65, "x": 66, "y": 67, "z": 68, "\u0251": 69, "\u0250": 70,
+    "\u0252": 71, "\u00e6": 72, "\u03b2": 75, "\u0254": 76, "\u0255": 77, "\u00e7": 78, "\u0256": 80,
+    "\u00f0": 81, "\u02a4": 82, "\u0259": 83, "\u025a": 85, "\u025b": 86, "\u025c": 87, "\u025f": 90,
+    "\u0261": 92, "\u0265": 99, "\u0268": 101, "\u026a": 102, "\u029d": 103, "\u026f": 110,
+    "\u0270": 111, "\u014b": 112, "\u0273": 113, "\u0272": 114, "\u0274": 115, "\u00f8": 116,
+    "\u0278": 118, "\u03b8": 119, "\u0153": 120, "\u0279": 123, "\u027e": 125, "\u027b": 126,
+    "\u0281": 128, "\u027d": 129, "\u0282": 130, "\u0283": 131, "\u0288": 132, "\u02a7": 133,
+    "\u028a": 135, "\u028b": 136, "\u028c": 138, "\u0263": 139, "\u0264": 140, "\u03c7": 142,
+    "\u028e": 143, "\u0292": 147, "\u0294": 148, "\u02c8": 156, "\u02cc": 157, "\u02d0": 158,
+    "\u02b0": 162, "\u02b2": 164, "\u2193": 169, "\u2192": 171, "\u2197": 172, "\u2198": 173,
+    "\u1d7b": 177}"""
+)
+"""Kokoro-82M v1.0's `vocab` (config.json): misaki's symbols to token ids."""
+PACKS = ("af_bella", "af_heart", "af_sky")
+TEXT = "Hi there. How are you?"
+
+
+@pytest.fixture(scope="module")
+def addon(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The model imported by the CLI, with small buckets so that the compiled stack builds quickly."""
+    root = tmp_path_factory.mktemp("kokoro-addon")
+    write_model(
+        root / "model", {**REDUCED, "vocab": PUBLISHED_VOCAB}, seed=3, voices=PACKS, frames_per_token=1.5
+    )
+    assert main(["import", "kokoro", "--model", str(root / "model"), "--out", str(root / "addon")]) == 0
+    config = json.loads((root / "addon" / "addon.json").read_text(encoding="utf-8"))
+    for name, buckets in (("encoders", [16, 32]), ("decoder", [32, 64])):
+        config["networks"][name].update(buckets=buckets, batch_sizes=[1, 2])
+    (root / "addon" / "addon.json").write_text(json.dumps(config), encoding="utf-8")
+    return root / "addon"
+
+
+@pytest.fixture(scope="module")
+def voice(addon: Path) -> tts_neuron.Voice:
+    return tts_neuron.load(addon)
+
+
+def test_import_writes_safetensors_and_every_voice_pack_is_a_speaker(addon: Path) -> None:
+    config = json.loads((addon / "addon.json").read_text(encoding="utf-8"))
+    assert list(config["speakers"]) == ["af_heart", "af_bella", "af_sky"]  # Kokoro-FastAPI's default first
+    assert config["frontend"] == {"type": "kokoro"} and config["license"].startswith("Apache-2.0")
+    assert sorted(p.name for p in (addon / "networks").iterdir()) == [
+        "decoder.safetensors",
+        "encoders.safetensors",
+        "voices.safetensors",
+    ]
+    assert not list(addon.rglob("*.pt")) and not list(addon.rglob("*.pth"))
+
+
+def test_every_voice_pack_speaks_and_a_seed_repeats(voice: tts_neuron.Voice) -> None:
+    spoken = {pack: voice.synthesize(TEXT, speaker=pack, seed=1) for pack in PACKS}
+    for audio in spoken.values():
+        assert audio.size > 0 and np.isfinite(audio).all() and np.abs(audio).max() > 0
+    assert not np.array_equal(spoken["af_bella"], spoken["af_sky"])
+    assert np.array_equal(voice.synthesize(TEXT, seed=1), spoken["af_heart"])  # the default speaker
+    again = voice.synthesize(TEXT, speaker="af_sky", seed=1)
+    assert np.array_equal(again, spoken["af_sky"])
+    other_seed = voice.synthesize(TEXT, speaker="af_sky", seed=2)
+    assert again.shape == other_seed.shape and not np.array_equal(again, other_seed)
+    blend = voice.synthesize(TEXT, speaker="af_bella+af_sky", seed=1)
+    assert blend.size > 0 and not np.array_equal(blend, spoken["af_bella"])
+
+
+def test_an_unknown_voice_pack_is_refused(voice: tts_neuron.Voice) -> None:
+    with pytest.raises(UnknownSpeakerError, match="has no speaker 'af_nobody'"):
+        voice.synthesize(TEXT, speaker="af_nobody")
+    with pytest.raises(UnknownSpeakerError, match="has no speaker 'af_nobody'"):
+        voice.synthesize(TEXT, speaker="af_bella+af_nobody")
+
+
+def test_streams_per_sentence_and_speed_shortens(voice: tts_neuron.Voice) -> None:
+    chunks = list(voice.stream(TEXT, seed=4))
+    assert len(chunks) == 2  # one chunk a sentence (each decoded whole)
+    assert np.array_equal(np.concatenate(chunks), voice.synthesize(TEXT, seed=4))
+    assert voice.synthesize(TEXT, speed=2.0, seed=4).size < np.concatenate(chunks).size
+
+
+def test_a_missing_voice_pack_folder_is_one_line_and_exit_2(
+    addon: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({**REDUCED, "vocab": PUBLISHED_VOCAB}), encoding="utf-8")
+    torch.save({}, model / "kokoro-v1_0.pth")
+    assert main(["import", "kokoro", "--model", str(model), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "kokoro-v1_0.pth: expected a dict of state dicts" in err
+
+
+def test_served_over_the_openai_endpoint(addon: Path) -> None:
+    from tests.test_server import server
+
+    with server("--addon", str(addon)) as url:
+        voices = httpx.get(url + "/v1/audio/voices", timeout=10).json()
+        names = {entry["id"] for entry in voices["voices"]}
+        assert {f"kokoro:{pack}" for pack in PACKS} <= names
+        body = {"model": "tts-1", "input": "Hi there.", "voice": "kokoro:af_sky", "response_format": "pcm"}
+        response = httpx.post(url + "/v1/audio/speech", json=body, timeout=120)
+        assert response.status_code == 200 and len(response.content) > 0
+        bad = httpx.post(url + "/v1/audio/speech", json={**body, "voice": "kokoro:af_nobody"}, timeout=30)
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "voice"
+
+
+@pytest.fixture(scope="module")
+def compiled(addon: Path) -> Iterator[Path]:
+    """The addon's fixed-shape networks compiled for the CPU target."""
+    assert main(["compile", "--addon", str(addon), "--target", "cpu"]) == 0
+    yield addon
+
+
+def test_compiled_stack_equals_the_dynamic_one(compiled: Path, voice: tts_neuron.Voice) -> None:
+    fixed = tts_neuron.load(compiled, stack="neuron", target="cpu")
+    for pack in ("af_heart", "af_sky"):
+        want = voice.synthesize(TEXT, speaker=pack, seed=5)
+        got = fixed.synthesize(TEXT, speaker=pack, seed=5)
+        assert got.shape == want.shape and np.abs(got - want).max() < 1e-4
+
+
+def test_check_passes_every_network_at_every_bucket(addon: Path) -> None:
+    from tts_neuron.check import check_addon
+
+    report = check_addon(addon, progress=False)
+    assert report.ok, [(c.network, c.bucket, c.error) for c in report.buckets if not c.ok]
+    assert {(c.network, c.bucket) for c in report.buckets} == {
+        ("encoders", 16),
+        ("encoders", 32),
+        ("decoder", 32),
+        ("decoder", 64),
+    }
