@@ -37,15 +37,8 @@ from tts_neuron.backends.manifest import (
 )
 from tts_neuron.backends.neuron import merge_args
 from tts_neuron.errors import StackError, TTSNeuronError
+from tts_neuron.registry import resolve_block
 from tts_neuron_build.pool import run_jobs, worker_count
-
-COMPILED_BLOCKS = {
-    "NeuronEncoders": "encoder",
-    "PaddedDecoder": "decoder",
-    "PaddedAttentionDecoder": "decoder",
-    "PaddedVocoder": "vocoder",
-}
-"""Blocks that run compiled networks, and the network role each uses unless its entry names a network."""
 
 
 class CompileError(TTSNeuronError):
@@ -61,7 +54,8 @@ class CompileReport:
 
 
 def networks_for_stack(addon: Addon, stack: Any) -> list[str]:
-    """The networks that the compiled blocks of a stack (a JSON list or object) will run."""
+    """The networks that the compiled blocks of a stack (a JSON list or object) will run: each block
+    declares the role of its compiled networks (`Block.compiles`)."""
     names: list[str] = []
 
     def visit(node: Any) -> None:
@@ -69,7 +63,8 @@ def networks_for_stack(addon: Addon, stack: Any) -> list[str]:
             for item in node:
                 visit(item)
         elif isinstance(node, dict):
-            role = COMPILED_BLOCKS.get(node.get("type", ""))
+            kind = node.get("type")
+            role = resolve_block(kind, str(addon.config_path)).compiles if isinstance(kind, str) else None
             if role is not None:
                 named = node.get("network")
                 if named is not None and named not in addon.networks:

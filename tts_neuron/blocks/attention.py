@@ -291,6 +291,8 @@ class PaddedAttentionDecoder(AttentionDecoder):
     """The same loop around a compiled step: each segment's memory is padded once to the smallest token
     bucket that holds it, and every step runs at that bucket."""
 
+    compiles = "decoder"
+
     @classmethod
     def build(cls, params: dict[str, Any], ctx: BuildContext) -> PaddedAttentionDecoder:
         name = _network_by_role(ctx, "decoder", params.pop("network", None))

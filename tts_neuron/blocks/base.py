@@ -15,7 +15,7 @@ import typing
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import torch
 
@@ -62,6 +62,11 @@ class Chunk:
 
 class Block(ABC):  # noqa: B024 - shared base; the two abstractions below declare the methods
     """What both abstractions share: construction from a stack entry and a description for `inspect`."""
+
+    compiles: ClassVar[str | None] = None
+    """The role of the networks this block runs compiled (at fixed shapes), unless its stack entry names a
+    network with "network"; None for a block that runs no compiled network. `tts-neuron compile` reads it
+    to know which networks a stack needs compiled."""
 
     @classmethod
     def build(cls: type[B], params: dict[str, Any], ctx: BuildContext) -> B:

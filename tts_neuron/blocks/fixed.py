@@ -36,6 +36,8 @@ class NeuronEncoders(Encoders):
     """Every encoder network of the addon at fixed token buckets: an Encoder block per network, each
     calling its compiled executor, run on sentence pieces padded to a bucket."""
 
+    compiles = "encoder"
+
     def __init__(self, blocks: list[Encoder], pauses: set[int], table: BucketTable) -> None:
         super().__init__(blocks, pauses, max_tokens=table.largest, table=table)
 
@@ -65,7 +67,7 @@ class PaddedDecoder(StreamableBlock):
     an utterance has the smallest bucket's core, so its output comes early; each next core is twice the
     one before, up to the largest bucket's (each in the smallest bucket that holds it)."""
 
-    role = "decoder"
+    role = compiles = "decoder"
 
     def __init__(
         self,
@@ -118,7 +120,7 @@ class PaddedVocoder(PaddedDecoder):
     """The addon's neural vocoder, compiled at fixed windows of mel frames (real-only inverse STFT, so it
     compiles for Neuron): streamed audio equals vocoding the whole utterance at once."""
 
-    role = "vocoder"
+    role = compiles = "vocoder"
 
 
 class PaddedGriffinLim(GriffinLimVocoder):
