@@ -34,6 +34,7 @@ from tts_neuron.blocks.vocoder import GriffinLimVocoder, Vocoder
 from tts_neuron.blocks.windows import Window
 from tts_neuron.errors import StackError, TargetUnavailableError
 from tts_neuron.frontend import Frontend
+from tts_neuron.models.protocols import compiled_form
 from tts_neuron.runners import NetworkHandle, TappedRunner
 from tts_neuron_build.compiler import compile_addon
 
@@ -238,8 +239,7 @@ def export_onnx(network: nn.Module, inputs: list[str], outputs: list[str], path:
     """Export with a dynamic length axis (dim 1 of every input), as a CPU user would deploy it. A network
     with a compiled form is exported in it: the vocoder's inverse STFT then runs inside ONNX Runtime, as a
     matmul and shifted adds (ONNX's own DFT op is not what a CPU user of these networks would get)."""
-    compiled_form = getattr(network, "compiled_form", None)
-    network = compiled_form() if compiled_form else network
+    network = compiled_form(network)
     length = torch.export.Dim("length", min=2, max=1 << 20)
     examples = network.example_inputs(8)  # type: ignore[operator]  # networks define it
     with warnings.catch_warnings():

@@ -37,6 +37,7 @@ from tts_neuron.backends.manifest import (
 )
 from tts_neuron.backends.neuron import merge_args
 from tts_neuron.errors import StackError, TTSNeuronError
+from tts_neuron.models.protocols import CompilableNetwork, compiled_form
 from tts_neuron.registry import resolve_block
 from tts_neuron_build.pool import run_jobs, worker_count
 
@@ -125,15 +126,15 @@ _WORKER_ADDONS: dict[str, Addon] = {}
 """The addon a worker process loaded, by folder: each worker loads its own copy once."""
 
 
-def compiled_form(
+def compile_inputs(
     addon: Addon, name: str, batch: int, bucket: int
 ) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     """A network in the form it is compiled in (the vocoder's real-only inverse STFT, where a network has
     one) and its example inputs at one batch size and bucket: the inputs the runtime pads to."""
-    network = addon.network(name)
-    form = getattr(network, "compiled_form", None)
-    network = form() if form else network
-    one = network.example_inputs(bucket)  # type: ignore[operator]
+    network = compiled_form(addon.network(name))
+    if not isinstance(network, CompilableNetwork):
+        raise StackError(f"{addon.config_path}: network '{name}' has no example_inputs(bucket) to compile at")
+    one = network.example_inputs(bucket)
     return network, tuple(x.expand(batch, *x.shape[1:]).contiguous() for x in one)  # batch is dim 0
 
 
@@ -143,7 +144,7 @@ def compile_job(job: Job) -> Artifact:
     if addon is None:
         addon = _WORKER_ADDONS[job.addon] = load_addon(job.addon)
     target = get_target(job.target)
-    network, inputs = compiled_form(addon, job.network, job.batch, job.bucket)
+    network, inputs = compile_inputs(addon, job.network, job.batch, job.bucket)
     path = Path(job.path)
     t0 = time.perf_counter()
     target.compile(network, inputs, path, list(job.compiler_args), Path(job.workdir))
@@ -198,7 +199,7 @@ def compile_addon(
         )
         # largest first: it is the one most likely to fail
         for batch, bucket in sorted(((b, n) for b in spec.batch_sizes for n in spec.buckets), reverse=True):
-            inputs = [TensorSpec.of(x) for x in compiled_form(addon, name, batch, bucket)[1]]
+            inputs = [TensorSpec.of(x) for x in compile_inputs(addon, name, batch, bucket)[1]]
             kept = _reusable(previous, manifest, name, inputs, folder)
             if kept:
                 reused.append(kept)

@@ -40,6 +40,7 @@ from tqdm import tqdm
 from tts_neuron.addon import load_addon
 from tts_neuron.errors import OutputError
 from tts_neuron.models import split_safe
+from tts_neuron.models.protocols import compiled_form
 
 SOURCES = {
     "xla": "torch-xla's lowering table, codegen/xla_native_functions.yaml (URL and commit in "
@@ -263,12 +264,6 @@ def graph_operators(program: torch.export.ExportedProgram) -> list[Operator]:
     return operators
 
 
-def compiled_network(network: nn.Module) -> nn.Module:
-    """The form a network is compiled in (the vocoder's real-only inverse STFT), as the compiler does."""
-    form = getattr(network, "compiled_form", None)
-    return form() if form else network
-
-
 def _analyze(network: nn.Module, inputs: tuple[torch.Tensor, ...]) -> dict[str, Any] | None:
     """torch_neuronx.analyze where the Neuron SDK is installed; None where it is not."""
     try:
@@ -314,7 +309,7 @@ def check_addon(addon_dir: str | Path, target: str = "neuron", progress: bool = 
     jobs = [(spec.name, bucket) for spec in addon.networks.values() for bucket in spec.buckets]
     checks = []
     for name, bucket in tqdm(jobs, desc="check", unit=" shapes", disable=not progress):
-        network = compiled_network(addon.network(name))
+        network = compiled_form(addon.network(name))
         checks.append(check_network(name, network, bucket, analyze == "run"))
     return CheckReport(addon.name, target, torch.__version__, analyze, checks)
 

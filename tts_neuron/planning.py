@@ -37,6 +37,7 @@ from tts_neuron.blocks.windows import windows
 from tts_neuron.errors import AddonError
 from tts_neuron.frontend import Frontend, Sentence
 from tts_neuron.frontend.espeak import Espeak
+from tts_neuron.models.protocols import AttentionStepNetwork, WindowedNetwork
 
 MAX_PLANNED_BUCKETS = 32
 
@@ -176,9 +177,9 @@ def _group_networks(addon: Addon) -> list[Calls]:
     for spec in addon.networks.values():
         if spec.role == "encoder" or not spec.buckets:
             continue
-        radius = getattr(addon.network(spec.name), "receptive_radius", None)
-        if isinstance(radius, int):
-            groups.append(Calls([spec.name], "windows", list(spec.buckets), radius=radius))
+        network = addon.network(spec.name)
+        if isinstance(network, WindowedNetwork):
+            groups.append(Calls([spec.name], "windows", list(spec.buckets), radius=network.receptive_radius))
         elif spec.role == "decoder":  # an attention step: called per sentence piece, like the encoders
             groups.append(Calls([spec.name], "tokens", list(spec.buckets)))
     return groups
@@ -211,7 +212,9 @@ class _FrameCounter:
             self.encoders = Encoders(blocks, pause_ids(addon.symbols))
         else:
             for spec in addon.networks_with_role("decoder"):
-                self.reduction = max(self.reduction, getattr(addon.network(spec.name), "reduction", 1))
+                step = addon.network(spec.name)
+                if isinstance(step, AttentionStepNetwork):
+                    self.reduction = max(self.reduction, step.reduction)
 
     @property
     def source(self) -> str:

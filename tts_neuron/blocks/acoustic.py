@@ -27,6 +27,7 @@ from tts_neuron.blocks.base import (
 from tts_neuron.blocks.pieces import pause_ids, sentence_pieces
 from tts_neuron.blocks.windows import core_chunk, empty_chunk, windows
 from tts_neuron.errors import StackError
+from tts_neuron.models.protocols import AudioNetwork, WindowedNetwork
 from tts_neuron.stack import BuildContext
 
 
@@ -287,14 +288,14 @@ def window_network_args(ctx: BuildContext, name: str) -> dict[str, Any]:
 def rows_per_frame(network: nn.Module) -> int:
     """Output rows a network makes per input frame: its `hop` (audio samples per mel frame) for a
     vocoder, 1 for a network that maps frames to frames."""
-    hop = getattr(network, "hop", 1)
+    hop = network.hop if isinstance(network, AudioNetwork) else 1
     return hop if isinstance(hop, int) and hop >= 1 else 1
 
 
 def receptive_radius(network: nn.Module, name: str) -> int:
     """The frames of context each side a windowed network needs; a network that does not declare it
     cannot be streamed exactly, so it is refused rather than streamed without context."""
-    radius = getattr(network, "receptive_radius", None)
+    radius = network.receptive_radius if isinstance(network, WindowedNetwork) else None
     if not isinstance(radius, int) or isinstance(radius, bool) or radius < 0:
         raise ValueError(
             f"network '{name}' ({type(network).__name__}) declares no receptive_radius, so it cannot be "

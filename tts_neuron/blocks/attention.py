@@ -21,6 +21,7 @@ from tts_neuron.blocks.acoustic import _network_by_role
 from tts_neuron.blocks.base import FRAME_TOKENS, Chunk, Features, StreamableBlock, construct, place_tokens
 from tts_neuron.blocks.pieces import pause_ids, sentence_pieces
 from tts_neuron.errors import AttentionError, StackError
+from tts_neuron.models.protocols import AttentionStepNetwork
 from tts_neuron.stack import BuildContext
 
 StepNetwork = Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
@@ -191,11 +192,11 @@ class AttentionDecoder(StreamableBlock):
     @staticmethod
     def _network_args(ctx: BuildContext, name: str) -> dict[str, Any]:
         step = ctx.addon.network(name)
-        for attribute in ("reduction", "n_mels", "state_size", "prenet_channels"):
-            if not hasattr(step, attribute):
-                raise StackError(
-                    f"{ctx.path}: network '{name}' is not an attention decoder step (no {attribute})"
-                )
+        if not isinstance(step, AttentionStepNetwork):
+            raise StackError(
+                f"{ctx.path}: network '{name}' is not an attention decoder step (it needs reduction, n_mels, "
+                "state_size and prenet_channels)"
+            )
         return {
             "name": name,
             "reduction": step.reduction,

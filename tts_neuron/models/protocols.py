@@ -1,0 +1,68 @@
+"""What blocks, the compiler and `check` may ask of a network beyond `forward`: one Protocol per question.
+
+A network declares these as attributes or methods; nothing else is looked up by name. The runtime checks
+are structural (`isinstance(network, WindowedNetwork)`), so an addon's own architecture ("module:Class")
+takes part by declaring the same names, without importing anything of ours.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+
+@runtime_checkable
+class WindowedNetwork(Protocol):
+    """A network that maps frames to frames (or audio) with a bounded receptive field, so it streams
+    exactly in windows with that much context each side (decoders, vocoders)."""
+
+    receptive_radius: int
+    """Frames of context each side that an output frame depends on."""
+
+
+@runtime_checkable
+class AudioNetwork(Protocol):
+    """A network that makes `hop` audio samples per input frame (a vocoder)."""
+
+    hop: int
+
+
+@runtime_checkable
+class CompilableNetwork(Protocol):
+    """A network that can be compiled at a bucket: its example inputs at batch 1 and that length."""
+
+    def example_inputs(self, bucket: int) -> tuple[torch.Tensor, ...]: ...
+
+
+@runtime_checkable
+class HasCompiledForm(Protocol):
+    """A network compiled in another form than it runs on the host (the vocoder's real-only iSTFT)."""
+
+    def compiled_form(self) -> nn.Module: ...
+
+
+@runtime_checkable
+class AttentionStepNetwork(Protocol):
+    """One step of an attention decoder: `reduction` frames of `n_mels` a step, from a flat state."""
+
+    reduction: int
+    n_mels: int
+    state_size: int
+    prenet_channels: int
+
+
+def compiled_form(network: nn.Module) -> nn.Module:
+    """The form a network is compiled in: its `compiled_form()` where it has one, else itself."""
+    return network.compiled_form() if isinstance(network, HasCompiledForm) else network
+
+
+__all__ = [
+    "AttentionStepNetwork",
+    "AudioNetwork",
+    "CompilableNetwork",
+    "HasCompiledForm",
+    "WindowedNetwork",
+    "compiled_form",
+]
