@@ -33,7 +33,7 @@ from tts_neuron.backends.executor import BucketTable
 from tts_neuron.blocks.acoustic import Encoder, Encoders, Upsampler, durations_to_frames
 from tts_neuron.blocks.base import Chunk
 from tts_neuron.blocks.pieces import pause_ids, sentence_pieces
-from tts_neuron.blocks.windows import windows
+from tts_neuron.blocks.windows import bucket_cores, windows
 from tts_neuron.errors import AddonError
 from tts_neuron.frontend import Frontend, Sentence
 from tts_neuron.frontend.espeak import Espeak
@@ -234,7 +234,7 @@ class _FrameCounter:
 def _observe_windows(calls: Calls, n_frames: int) -> None:
     """The windows PaddedDecoder/PaddedVocoder make of an utterance of `n_frames` frames (by the
     runtime's own window loop)."""
-    first_core, core = calls.buckets[0] - 2 * calls.radius, calls.buckets[-1] - 2 * calls.radius
+    first_core, core = bucket_cores(calls.buckets, calls.radius)
     chunk = Chunk(torch.zeros(n_frames, 1), 0, True)  # frames: [T, 1]; only their count matters
     for window in windows(iter([chunk]), calls.radius, core, first_core):
         calls.requests[window.stop - window.start + 2 * calls.radius] += 1

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from tts_neuron.backends.executor import FixedShapeExecutor
+from tts_neuron.backends.executor import BucketTable, FixedShapeExecutor
 
 T = TypeVar("T")
 
@@ -29,10 +29,11 @@ class NetworkHandle:
 
     def __init__(self, name: str, network: Callable[..., Outputs], runner: Runner) -> None:
         self.name, self.network, self.runner = name, network, runner
-        self.batch_sizes: list[int] | None = (
-            network.batch_sizes if isinstance(network, FixedShapeExecutor) else None
-        )
+        executor = network if isinstance(network, FixedShapeExecutor) else None
+        self.batch_sizes: list[int] | None = executor.batch_sizes if executor else None
         """The batch sizes the network can run at; None for a dynamic network, which runs at any."""
+        self.table: BucketTable | None = executor.table if executor else None
+        """The lengths the network can run at; None for a dynamic network, which runs at any."""
 
     @property
     def compiled(self) -> bool:

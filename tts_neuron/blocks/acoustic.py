@@ -7,13 +7,13 @@ exactly its receptive field of context, so its streamed output equals decoding t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from tts_neuron.backends.executor import BucketTable, pad_length
+from tts_neuron.backends.executor import BucketTable, FixedShapeExecutor, pad_length
 from tts_neuron.blocks.base import (
     FRAME_TOKENS,
     Chunk,
@@ -25,9 +25,10 @@ from tts_neuron.blocks.base import (
     place_tokens,
 )
 from tts_neuron.blocks.pieces import pause_ids, sentence_pieces
-from tts_neuron.blocks.windows import core_chunk, empty_chunk, windows
+from tts_neuron.blocks.windows import Window, bucket_cores, core_chunk, empty_chunk, pad_window, windows
 from tts_neuron.errors import StackError
 from tts_neuron.models.protocols import AudioNetwork, WindowedNetwork
+from tts_neuron.runners import NetworkHandle
 from tts_neuron.stack import BuildContext
 
 
@@ -232,7 +233,12 @@ def upsample(encodings: torch.Tensor, ends: torch.Tensor, start: int, stop: int)
 class Decoder(StreamableBlock):
     """Frames in, frames out through one network with a bounded receptive field (its `receptive_radius`):
     each window is run with that much context on each side, so the streamed output equals running the
-    whole utterance at once."""
+    whole utterance at once.
+
+    With a window `table` (the buckets of a compiled network), each window is placed in the smallest
+    bucket that holds its core and a full halo, masked where the utterance has no frames, and unpadded
+    after; the first core is the smallest bucket's, so its output comes early, and each next core is
+    twice the one before, up to the largest bucket's."""
 
     role = "decoder"
     """The role of the network it takes when its entry names none."""
@@ -245,15 +251,25 @@ class Decoder(StreamableBlock):
         per_frame: int = 1,
         first_chunk_frames: int | None = None,
         chunk_frames: int | None = None,
+        conditions: Sequence[str] = (),
+        table: BucketTable | None = None,
     ) -> None:
         """`radius` is the network's receptive field in frames each side, `per_frame` its output rows per
         frame. Without chunk sizes, each window takes every frame that has its context; with them, a
-        window waits for that many (the first for `first_chunk_frames`), which amortises the halo."""
+        window waits for that many (the first for `first_chunk_frames`), which amortises the halo; with a
+        `table` (by default a compiled network's own), the buckets set them. `conditions` are features of
+        the utterance passed with every window after the frames and the mask (a speaker id): the
+        network's inputs past its first two."""
         for size in (first_chunk_frames, chunk_frames):
             if size is not None and size < 1:
                 raise ValueError(f"chunk sizes must be at least one frame, got {size}")
+        if table is None and isinstance(network, (NetworkHandle, FixedShapeExecutor)):
+            table = network.table  # a compiled network runs only at its buckets
+        if table is not None:
+            first_chunk_frames, chunk_frames = bucket_cores(table.buckets, radius)
         self.name, self.network, self.radius, self.per_frame = name, network, radius, per_frame
         self.first_chunk_frames, self.chunk_frames = first_chunk_frames, chunk_frames
+        self.conditions, self.table = tuple(conditions), table
 
     @classmethod
     def build(cls, params: dict[str, Any], ctx: BuildContext) -> Decoder:
@@ -263,26 +279,56 @@ class Decoder(StreamableBlock):
     def stream(self, upstream: Iterator[Chunk] | None, features: Features) -> Iterator[Chunk]:
         if upstream is None:
             raise StackError(f"{type(self).__name__} needs a block before it that makes frames")
-        return self._run(upstream)
+        return self._run(upstream, conditions(self, features))
 
-    def _run(self, upstream: Iterator[Chunk]) -> Iterator[Chunk]:
+    def _run(self, upstream: Iterator[Chunk], extra: tuple[torch.Tensor, ...]) -> Iterator[Chunk]:
         for window in windows(upstream, self.radius, self.chunk_frames, self.first_chunk_frames):
             if not len(window.frames):
                 yield empty_chunk(window, self.per_frame)
                 continue
+            x, mask, offset = self.place(window)
             with torch.inference_mode():
-                mask = torch.ones(1, window.frames.shape[0], device=window.frames.device)
-                output = self.network(window.frames.unsqueeze(0), mask)[0]  # [rows * per_frame, ...]
-            yield core_chunk(window, output, window.start - window.lo, self.per_frame)
+                output = self.network(x, mask, *extra)[0]  # [rows * per_frame, ...]
+            yield core_chunk(window, output, offset, self.per_frame)
+
+    def place(self, window: Window) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """The network's input for a window, its mask, and the input row of the core's first frame: the
+        window as it is, or placed in its bucket with the core after a full halo (`pad_window`)."""
+        if self.table is None:
+            x = window.frames.unsqueeze(0)  # [1, n, C]
+            return x, x.new_ones(1, x.shape[1]), window.start - window.lo
+        bucket = self.table.bucket_for(window.stop - window.start + 2 * self.radius)
+        assert bucket is not None  # cores are cut to fit the largest bucket
+        x, mask = pad_window(window, bucket)  # [1, bucket, C], [1, bucket]
+        return x, mask, self.radius
 
     def describe(self) -> str:
-        return f"{type(self).__name__} '{self.name}' (receptive field +/-{self.radius} frames)"
+        if self.table is None:
+            return f"{type(self).__name__} '{self.name}' (receptive field +/-{self.radius} frames)"
+        return (
+            f"{type(self).__name__} '{self.name}' (windows {self.table.buckets}: cores "
+            f"{self.first_chunk_frames} first, doubling up to {self.chunk_frames}, +/-{self.radius} halo)"
+        )
 
 
 def window_network_args(ctx: BuildContext, name: str) -> dict[str, Any]:
-    """What a windowed block needs to know of its network: its name, receptive field and rows per frame."""
+    """What a windowed block needs to know of its network: its name, receptive field, rows per frame, and
+    the features of the utterance it takes with every window (its declared inputs past frames and mask)."""
     network = ctx.addon.network(name)
-    return {"name": name, "radius": receptive_radius(network, name), "per_frame": rows_per_frame(network)}
+    return {
+        "name": name,
+        "radius": receptive_radius(network, name),
+        "per_frame": rows_per_frame(network),
+        "conditions": ctx.addon.networks[name].inputs[2:],
+    }
+
+
+def conditions(block: Any, features: Features) -> tuple[torch.Tensor, ...]:
+    """The features a windowed block passes with every window (`block.conditions`), as network inputs."""
+    missing = [key for key in block.conditions if key not in features]
+    if missing:
+        raise StackError(f"{block.describe()} needs features {missing}; it was given {sorted(features)}")
+    return tuple(network_input(features[key]) for key in block.conditions)
 
 
 def rows_per_frame(network: nn.Module) -> int:

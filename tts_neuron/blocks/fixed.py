@@ -11,7 +11,6 @@ positions.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -19,15 +18,16 @@ import torch
 from tts_neuron.audio import AudioConfig
 from tts_neuron.backends.executor import BucketTable
 from tts_neuron.blocks.acoustic import (
+    Decoder,
     Encoder,
     Encoders,
     _network_by_role,
     window_network_args,
 )
-from tts_neuron.blocks.base import Chunk, Features, StreamableBlock, construct
+from tts_neuron.blocks.base import construct
 from tts_neuron.blocks.pieces import pause_ids
 from tts_neuron.blocks.vocoder import GriffinLimVocoder
-from tts_neuron.blocks.windows import Window, core_chunk, pad_window, windows
+from tts_neuron.blocks.windows import Window
 from tts_neuron.errors import StackError
 from tts_neuron.stack import BuildContext
 
@@ -60,60 +60,22 @@ class NeuronEncoders(Encoders):
         return f"NeuronEncoders (token buckets {self.table.buckets})"
 
 
-class PaddedDecoder(StreamableBlock):
-    """Runs a compiled network on fixed windows: a core of frames plus a halo of the receptive field each
-    side, placed in the smallest compiled window that holds them, masked where the utterance has no
-    frames, and unpadded after; streamed output equals running the whole utterance. The first window of
-    an utterance has the smallest bucket's core, so its output comes early; each next core is twice the
-    one before, up to the largest bucket's (each in the smallest bucket that holds it)."""
+class PaddedDecoder(Decoder):
+    """The Decoder on a compiled network: windows placed in its buckets (the Decoder's `table`), so the
+    network only ever runs at shapes it was compiled for; streamed output equals running the whole
+    utterance at once."""
 
-    role = compiles = "decoder"
-
-    def __init__(
-        self,
-        name: str,
-        network: Callable[..., torch.Tensor],
-        radius: int,
-        per_frame: int = 1,
-        table: BucketTable | None = None,
-    ) -> None:
-        """`network` is a fixed-shape executor or a handle on one; `table` its window buckets (by default
-        the executor's own)."""
-        self.name, self.network, self.radius, self.per_frame = name, network, radius, per_frame
-        self.table = table or network.table  # type: ignore[attr-defined]
-        buckets = self.table.buckets
-        self.first_core, self.core = buckets[0] - 2 * radius, buckets[-1] - 2 * radius
-        if self.first_core < 1:
-            raise ValueError(
-                f"the smallest window {buckets[0]} leaves no core past a halo of {radius} each side"
-            )
+    compiles = "decoder"
 
     @classmethod
     def build(cls, params: dict[str, Any], ctx: BuildContext) -> PaddedDecoder:
         name = _network_by_role(ctx, cls.role, params.pop("network", None))
+        for key in ("first_chunk_frames", "chunk_frames"):
+            if key in params:
+                raise StackError(f"{ctx.path}: {cls.__name__}: '{key}' comes from the network's buckets")
         table = BucketTable(ctx.addon.networks[name].buckets)
         args = window_network_args(ctx, name)
         return construct(cls, params, ctx.path, **args, network=ctx.compiled(name), table=table)
-
-    def stream(self, upstream: Iterator[Chunk] | None, features: Features) -> Iterator[Chunk]:
-        if upstream is None:
-            raise StackError(f"{type(self).__name__} needs a block before it that makes frames")
-        return self._run(upstream)
-
-    def _run(self, upstream: Iterator[Chunk]) -> Iterator[Chunk]:
-        for window in windows(upstream, self.radius, self.core, self.first_core):
-            bucket = self.table.bucket_for(window.stop - window.start + 2 * self.radius)
-            assert bucket is not None  # cores are cut to fit the largest bucket
-            x, mask = pad_window(window, bucket)
-            with torch.inference_mode():
-                output = self.network(x, mask)[0]  # [bucket * per_frame, ...]
-            yield core_chunk(window, output, self.radius, self.per_frame)
-
-    def describe(self) -> str:
-        return (
-            f"{type(self).__name__} '{self.name}' (windows {self.table.buckets}: cores "
-            f"{self.first_core} first, doubling up to {self.core}, +/-{self.radius} halo)"
-        )
 
 
 class PaddedVocoder(PaddedDecoder):

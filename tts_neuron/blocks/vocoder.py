@@ -7,7 +7,7 @@ network (a baseline, and for addons without a vocoder).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -98,5 +98,6 @@ class Vocoder(Decoder):
         per_frame: int = 1,
         first_chunk_frames: int | None = 16,
         chunk_frames: int | None = 128,
+        conditions: Sequence[str] = (),
     ) -> None:
-        super().__init__(name, network, radius, per_frame, first_chunk_frames, chunk_frames)
+        super().__init__(name, network, radius, per_frame, first_chunk_frames, chunk_frames, conditions)

@@ -82,6 +82,15 @@ def windows(
                 return
 
 
+def bucket_cores(buckets: list[int], halo: int) -> tuple[int, int]:
+    """The first and the full core of windows placed in these buckets with a full halo each side: the
+    smallest bucket's core first (early audio), doubling up to the largest bucket's."""
+    first, full = buckets[0] - 2 * halo, buckets[-1] - 2 * halo
+    if first < 1:
+        raise ValueError(f"the smallest window {buckets[0]} leaves no core past a halo of {halo} each side")
+    return first, full
+
+
 def pad_window(window: Window, bucket: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The window placed in a bucket of `bucket` frames, core at offset `halo`, and its mask.
 
