@@ -242,7 +242,9 @@ class DurationEncoder(nn.Module):
 
 def masked_instance_norm(x: torch.Tensor, keep: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Instance norm over the real frames only: x [B, C, T], keep [B, 1, T] (1 for real frames)."""
-    count = keep.sum(-1, keepdim=True)  # [B, 1, 1]
+    count = keep.sum(-1, keepdim=True).clamp(
+        min=1
+    )  # [B, 1, 1]; a row of no frames (a warm-up's) stays finite
     mean = (x * keep).sum(-1, keepdim=True) / count
     var = ((x - mean).square() * keep).sum(-1, keepdim=True) / count
     return (x - mean) * torch.rsqrt(var + eps)
@@ -421,7 +423,9 @@ class Generator(nn.Module):
         # Past a sentence's end, hold its last phase: linear upsampling then sees what the unpadded
         # sentence's edge (clamped) sees.
         t = torch.arange(phase.shape[-1], device=phase.device)[None, :]
-        last = torch.minimum(t, 2 * lengths[:, None] - 1)[:, None, :].expand_as(phase)  # [B, H, 2T]
+        last = torch.minimum(t, (2 * lengths[:, None] - 1).clamp(min=0))[:, None, :].expand_as(
+            phase
+        )  # [B, H, 2T]
         phase = phase.gather(-1, last)
         phase = F.interpolate(phase * scale, scale_factor=float(scale), mode="linear").transpose(
             1, 2
