@@ -330,12 +330,11 @@ def naive_config(voice: tts_neuron.Voice) -> Config:
 def addon_configs(source: Path, work: Path, threads: int) -> list[Config]:
     """Every addon x stack x target x backend this host can run, and the skipped ones with the reason."""
     addon_dir = copy_addon(source, work)
-    stacks = load_addon(addon_dir).stacks
     dynamic, voice = voice_config(addon_dir, "cpu", "cpu", "torch-eager")
     configs = [
         dynamic,
         voice_config(addon_dir, "neuron", "cpu", "torch-export-fixed", compile_for="cpu")[0],
-        voice_config(addon_dir, "cuda" if "cuda" in stacks else "cpu", "cuda", "torch-eager")[0],
+        voice_config(addon_dir, "cpu", "cuda", "torch-eager")[0],
         voice_config(addon_dir, "neuron", "cuda", "torch-export-cuda-graphs", compile_for="cuda")[0],
         voice_config(addon_dir, "neuron", "neuron", "neuron", compile_for="neuron")[0],
     ]

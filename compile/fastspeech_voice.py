@@ -18,8 +18,7 @@ DEFAULT_SIZES: dict[str, Any] = {
 }
 
 STACKS = {
-    "cpu": SPEAKING_STACK,
-    "cuda": SPEAKING_STACK,
+    "cpu": SPEAKING_STACK,  # dynamic shapes: --target cpu or cuda
     "neuron": NEURON_STACK,
     "griffin-lim": GRIFFIN_LIM_STACK,
 }

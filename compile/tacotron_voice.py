@@ -53,8 +53,7 @@ SPEAKING_STACK = _pipeline("Encoders", "AttentionDecoder", "Decoder", "Vocoder")
 NEURON_STACK = _pipeline("NeuronEncoders", "PaddedAttentionDecoder", "PaddedDecoder", "PaddedVocoder")
 GRIFFIN_LIM_STACK = _pipeline("Encoders", "AttentionDecoder", "Decoder", "GriffinLim")
 STACKS = {
-    "cpu": SPEAKING_STACK,
-    "cuda": SPEAKING_STACK,
+    "cpu": SPEAKING_STACK,  # dynamic shapes: --target cpu or cuda
     "neuron": NEURON_STACK,
     "griffin-lim": GRIFFIN_LIM_STACK,
 }
