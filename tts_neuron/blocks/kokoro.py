@@ -143,6 +143,8 @@ class StyledEncoders(SequenceBlock):
 class NeuronStyledEncoders(StyledEncoders):
     """StyledEncoders on the compiled token side: every piece padded to a compiled token bucket."""
 
+    compiles = "encoder"
+
 
 class SentenceDecoder(StreamableBlock):
     """Each piece of a sentence decoded whole (F0, energy, decoder, harmonic source), in order, one audio
@@ -239,3 +241,5 @@ class SentenceDecoder(StreamableBlock):
 
 class PaddedSentenceDecoder(SentenceDecoder):
     """SentenceDecoder on the compiled frame side: every piece at a compiled frame bucket."""
+
+    compiles = "decoder"

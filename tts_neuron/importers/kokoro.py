@@ -262,8 +262,8 @@ def import_model(
         return [
             {
                 "type": "StreamablePipeline",
-                "sequence_block": {"type": encoders_block},
-                "streamable_block": {"type": decoder_block},
+                "sequence_block": {"type": encoders_block, "network": "encoders"},
+                "streamable_block": {"type": decoder_block, "network": "decoder"},
             }
         ]
 
