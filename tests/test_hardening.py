@@ -24,11 +24,12 @@ from tests.test_cli import assert_clean_error
 from tests.test_cli import run as run_cli
 from tts_neuron import cli
 from tts_neuron.addon import load_addon
+from tts_neuron.blocks.context import MAX_NESTING, BuildContext
 from tts_neuron.errors import StackError, TextError
 from tts_neuron.frontend import MAX_SPEECH_SECONDS, SECONDS_PER_PHONEME, Frontend, Sentence
 from tts_neuron.frontend.espeak import MAX_CHAIN_BYTES, MAX_TOKEN_CHARS, bound_text
 from tts_neuron.registry import register_block, resolve_block
-from tts_neuron.stack import MAX_NESTING, BuildContext, build_stack
+from tts_neuron.stack import build_stack
 
 REPO = Path(__file__).resolve().parent.parent
 

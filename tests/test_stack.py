@@ -12,9 +12,10 @@ import tts_neuron
 from tts_neuron.addon import load_addon
 from tts_neuron.blocks.acoustic import Decoder, Encoder, Encoders, Upsampler
 from tts_neuron.blocks.base import Chunk, Features, StreamableBlock, StreamablePipeline, StreamableStack
+from tts_neuron.blocks.context import BuildContext
 from tts_neuron.errors import StackError
 from tts_neuron.registry import known_blocks, register_block, resolve_block
-from tts_neuron.stack import BuildContext, build_stack, describe_tree
+from tts_neuron.stack import build_stack, describe_tree
 
 SEED_STACK_JSON = """[{"type": "StreamablePipeline", "sequence_block": {"type": "Encoders"},
  "streamable_block": {"type": "StreamableStack", "stack": [{"type": "Upsampler"}, {"type": "Decoder"}]}}]"""
@@ -160,3 +161,20 @@ def test_encoder_pieces_and_decoder_segments_must_cut_alike(tiny_tacotron_dir: P
         tts_neuron.load(tiny_tacotron_dir, stack=stack)
     stack[0]["streamable_block"]["stack"][0]["max_tokens"] = 32
     assert tts_neuron.load(tiny_tacotron_dir, stack=stack).stack_name == "custom"
+
+
+def test_blocks_never_import_the_builder() -> None:
+    """The arrows run one way: the builder (`tts_neuron.stack`) imports blocks, blocks import only
+    `tts_neuron.blocks.context` to be built."""
+    import ast
+
+    import tts_neuron.blocks
+
+    offenders = []
+    for path in Path(tts_neuron.blocks.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module] if isinstance(node, ast.ImportFrom) else []
+            names += [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            bad = [name for name in names if name and name.startswith("tts_neuron.stack")]
+            offenders += [f"{path.name}: {name}" for name in bad]
+    assert offenders == []

@@ -24,12 +24,12 @@ from tts_neuron.blocks.base import (
     construct,
     place_tokens,
 )
+from tts_neuron.blocks.context import BuildContext
 from tts_neuron.blocks.pieces import pause_ids, sentence_pieces
 from tts_neuron.blocks.windows import Window, bucket_cores, core_chunk, empty_chunk, pad_window, windows
 from tts_neuron.errors import StackError
 from tts_neuron.models.protocols import AudioNetwork, WindowedNetwork
 from tts_neuron.runners import NetworkHandle
-from tts_neuron.stack import BuildContext
 
 
 def _network_by_role(ctx: BuildContext, role: str, name: str | None) -> str:

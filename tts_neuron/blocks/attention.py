@@ -19,10 +19,10 @@ import torch
 from tts_neuron.backends.executor import BucketTable, pad_length
 from tts_neuron.blocks.acoustic import _network_by_role
 from tts_neuron.blocks.base import FRAME_TOKENS, Chunk, Features, StreamableBlock, construct, place_tokens
+from tts_neuron.blocks.context import BuildContext
 from tts_neuron.blocks.pieces import pause_ids, sentence_pieces
 from tts_neuron.errors import AttentionError, StackError
 from tts_neuron.models.protocols import AttentionStepNetwork
-from tts_neuron.stack import BuildContext
 
 StepNetwork = Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
 """(memory, keys, memory_mask, alignment, state, last_frame, prenet_masks)

@@ -22,7 +22,7 @@ import torch
 from tts_neuron.errors import StackError
 
 if TYPE_CHECKING:
-    from tts_neuron.stack import BuildContext
+    from tts_neuron.blocks.context import BuildContext
 
 Features = dict[str, torch.Tensor]
 """Named tensors passed between SequenceBlocks, batch of one: tokens [1, N], encodings [1, N, C], ..."""

@@ -25,11 +25,11 @@ from tts_neuron.blocks.acoustic import (
     window_network_args,
 )
 from tts_neuron.blocks.base import construct
+from tts_neuron.blocks.context import BuildContext
 from tts_neuron.blocks.pieces import pause_ids
 from tts_neuron.blocks.vocoder import GriffinLimVocoder
 from tts_neuron.blocks.windows import Window
 from tts_neuron.errors import StackError
-from tts_neuron.stack import BuildContext
 
 
 class NeuronEncoders(Encoders):

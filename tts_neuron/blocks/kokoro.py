@@ -27,11 +27,11 @@ import torch
 from tts_neuron.backends.executor import BucketTable, pad_length
 from tts_neuron.blocks.acoustic import upsample
 from tts_neuron.blocks.base import Chunk, Features, SequenceBlock, StreamableBlock, construct
+from tts_neuron.blocks.context import BuildContext
 from tts_neuron.blocks.pieces import sentence_pieces
 from tts_neuron.errors import StackError
 from tts_neuron.frontend.kokoro import PUNCTUATION
 from tts_neuron.models.kokoro import source_noise
-from tts_neuron.stack import BuildContext
 
 PIECE_KEYS = ("durations", "prosody", "text_features")
 """The token side's outputs, one row per token of every piece (each piece with its two 0 ids)."""

@@ -15,9 +15,9 @@ import torch
 from tts_neuron.audio import AudioConfig, GriffinLim
 from tts_neuron.blocks.acoustic import Decoder
 from tts_neuron.blocks.base import Chunk, Features, StreamableBlock, construct
+from tts_neuron.blocks.context import BuildContext
 from tts_neuron.blocks.windows import Window, windows
 from tts_neuron.errors import StackError
-from tts_neuron.stack import BuildContext
 
 
 class GriffinLimVocoder(StreamableBlock):
