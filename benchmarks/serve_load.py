@@ -39,6 +39,7 @@ import httpx
 from bench_measure import percentile
 from prometheus_client.parser import text_string_to_metric_families
 
+from tts_neuron.engine import usable_cores
 from tts_neuron.server.encoding import BIT_RATES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -455,7 +456,7 @@ def machine() -> dict[str, Any]:
     model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.MULTILINE)
     return {
         "cpu": model.group(1).strip() if model else platform.processor(),
-        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cores": usable_cores(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],

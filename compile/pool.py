@@ -21,6 +21,8 @@ from typing import Any, Generic, TypeVar
 
 from tqdm import tqdm
 
+from tts_neuron.engine import usable_cores
+
 J = TypeVar("J")
 R = TypeVar("R")
 
@@ -49,7 +51,7 @@ def worker_count(requested: int | None, jobs: int, per_job_bytes: int) -> int:
     """Workers to start: the request (default: one per core), no more than the jobs, and no more than the
     host's available memory holds at `per_job_bytes` each; at least one."""
     if requested is None:
-        requested = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        requested = usable_cores()
     by_memory = available_memory() // max(per_job_bytes, 1)
     return max(1, min(requested, jobs, by_memory))
 

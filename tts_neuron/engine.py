@@ -51,6 +51,12 @@ Clock = Callable[[], float]
 BatchObserver = Callable[[str, int, int], None]
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity, which a container or `taskset` narrows), not the
+    host's count."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 class Speaker(Protocol):
     """What the engine runs: a voice (or a wrapper of one, such as the server's captioned voice)."""
 
@@ -280,7 +286,7 @@ class Engine(Runner):
         if max_batch < 1 or threads < 1 or (workers is not None and workers < 1):
             raise ValueError("max_batch, threads and workers must be at least 1")
         self.schedule = schedule or Schedule()
-        self.workers, self.threads = workers or os.cpu_count() or 1, threads
+        self.workers, self.threads = workers or usable_cores(), threads
         self.max_batch, self.observer, self.clock = max_batch, observer, clock
         self._batches: list[_Batch] = []
         self._pool = ThreadPoolExecutor(self.workers, "engine worker", self._start_worker)

@@ -128,6 +128,7 @@ class Engine:
         self.metrics = metrics or Metrics()
         idle = Schedule(idle_timeout=self.limits.idle_timeout)
         self.device = DeviceEngine(schedule or idle, workers, threads, observer=self.metrics.batch)
+        self.workers_given = workers is not None
         self.voices = VoiceSet(self.device, allow_imports=False)
         self.costs: dict[str, float] = {}
         """Engine seconds per second of audio of each voice, alone, measured at warm-up."""
@@ -151,6 +152,8 @@ class Engine:
         try:
             for addon in self.addons:
                 voice = self.voices.add(addon, self.stack, self.target)
+                if voice.target == "neuron" and not self.workers_given:
+                    self.device.workers = 1  # a NeuronCore runs one call at a time; more would queue there
                 name = next(n for n, v in self.voices.voices.items() if v is voice)
                 self.costs[name] = self.measure(voice)
                 self.metrics.voice_cost.labels(name).set(self.costs[name])
