@@ -1,96 +1,199 @@
-"""An imported Piper voice against Piper's own ONNX Runtime, on the same sentences in the same run.
+"""An imported Piper voice (our addon, streamed) against Piper's own ONNX Runtime, same sentences, same run.
 
-    python benchmarks/piper_compare.py VOICE.onnx [--imported DIR] [--sentences 20] [--threads 1] [--json F]
+    python benchmarks/piper_compare.py [VOICE.onnx] [--sentences 40] [--threads 1] [--out DIR]
 
-Both sides get the same phoneme ids (our Piper frontend's) and the voice's default noise settings. Per
-sentence: time to first audio (TTFA) and total time. Piper's runtime speaks a sentence in one call, so its
-TTFA is its total; ours is whole-sentence too until the voice runs as a streaming stack (docs/importing.md),
-so the same holds for it. Frontend time is left out of both. Run it on a quiet machine: figures taken
-while other work shares the cores are noise.
+Without a voice, it builds one: a Piper "medium" voice made by `piper-tts` itself (the `piper` extra), every
+tensor perturbed, exported as Piper's export script does (no real voice can be downloaded here; the
+shapes, and so the costs, are a real medium voice's). The voice is imported with `tts-neuron import piper`
+and loaded with its `cpu` stack.
+
+Both sides get the same phoneme ids (our Piper frontend's, from benchmarks/hard_sentences.txt), the voice's
+`noise_scale` and `length_scale`, and `noise_w` 0 (so both make exactly the same number of frames; pass
+`--noise-w` to change it). Per sentence, interleaved (ours, then Piper's), after one warm-up each:
+
+- ours: time to the first audio chunk, and to the last, of the voice's stream on those ids (the stack:
+  encoder, Piper's durations, flow and HiFi-GAN in windows);
+- Piper's: one `InferenceSession.run` per sentence, as Piper speaks; its first audio is its total.
+
+Frontend time is left out of both. Run it on a quiet machine: figures taken while other work shares the
+cores are noise. Writes `results.json` and `results.md` to `--out`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from tts_neuron.importers.piper import ImportedVoice, import_voice
-
 REPO = Path(__file__).resolve().parent.parent
 TEXT = (REPO / "benchmarks" / "hard_sentences.txt").read_text("utf-8")
+MEDIUM = {
+    "resblock": "2",
+    "resblock_kernel_sizes": (3, 5, 7),
+    "resblock_dilation_sizes": ((1, 2), (2, 6), (3, 12)),
+    "upsample_rates": (8, 8, 4),
+    "upsample_initial_channel": 256,
+    "upsample_kernel_sizes": (16, 16, 8),
+}
+"""Piper's "medium" generator (`piper.train.vits`'s defaults)."""
 
 
-def compare(onnx_path: Path, imported: Path, n_sentences: int, threads: int) -> dict[str, object]:
+def fixture_voice(folder: Path, generator: dict[str, Any] = MEDIUM, hidden: int = 192) -> Path:
+    """A Piper voice of the given shape with random, perturbed weights, written by piper-tts as its export
+    script writes one; returns the .onnx path (its .onnx.json beside it)."""
+    sys.path.insert(0, str(REPO))
+    from tests.test_piper_import import write_voice
+
+    onnx_path, _ = write_voice(folder, generator, hidden=hidden)
+    return onnx_path
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.array(values), q))
+
+
+def compare(
+    onnx_path: Path, addon_dir: Path, n_sentences: int, threads: int, noise_w: float
+) -> dict[str, Any]:
     import onnxruntime as ort
 
-    torch.set_num_threads(threads)
+    import tts_neuron
+    from tts_neuron.voice import Voice
+
+    voice: Voice = tts_neuron.load(addon_dir, threads=threads)
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-    voice = ImportedVoice(imported)
-    defaults = voice.manifest["defaults"]
-    noise_scale, length_scale, noise_w = (defaults[k] for k in ("noise_scale", "length_scale", "noise_w"))
-    scales = np.array([noise_scale, length_scale, noise_w], np.float32)  # Piper's order
-    sentences = [ids for line in TEXT.splitlines() if line.strip() for ids in voice.frontend.sentences(line)]
-    sentences = sentences[:n_sentences]
-    rows: dict[str, list[float]] = {"piper_onnxruntime": [], "tts_neuron_imported": []}
-    audio_seconds = 0.0
-    generator = torch.Generator().manual_seed(0)
-    sid = voice.speaker_id(None)
-    for ids in sentences:
+    settings = {
+        "noise_scale": voice.addon.settings["noise_scale"].default,
+        "length_scale": voice.addon.settings["length_scale"].default,
+        "noise_w": noise_w,
+        "seed": 0,
+    }
+    scales = np.array(
+        [settings["noise_scale"], settings["length_scale"], noise_w], np.float32
+    )  # Piper's order
+    sid = voice.speaker_id(None) if voice.addon.speakers else None
+    sentences = [s for line in TEXT.splitlines() if line.strip() for s in voice.frontend.sentences(line)]
+    sentences = sentences[: n_sentences + 1]
+    call = voice.call_settings(settings)
+
+    def ours(index: int) -> tuple[float, float, int]:
+        started = time.perf_counter()
+        first, samples = None, 0
+        for chunk in voice.sentence_chunks(sentences[index], settings=call.sentence(index)):
+            first = time.perf_counter() - started if first is None else first
+            samples += chunk.data.shape[0]
+        return first or 0.0, time.perf_counter() - started, samples
+
+    def piper(index: int) -> tuple[float, int]:
+        ids = sentences[index].tokens
         feeds = {
             "input": np.array([ids], np.int64),
             "input_lengths": np.array([len(ids)], np.int64),
             "scales": scales,
         }
         if sid is not None:
-            feeds["sid"] = sid.numpy()
+            feeds["sid"] = np.array([sid], np.int64)
         started = time.perf_counter()
         audio = session.run(None, feeds)[0]
-        rows["piper_onnxruntime"].append(time.perf_counter() - started)
-        started = time.perf_counter()
-        with torch.inference_mode():
-            voice.model.infer(torch.tensor([ids]), sid, length_scale, noise_scale, noise_w, generator)
-        rows["tts_neuron_imported"].append(time.perf_counter() - started)
-        audio_seconds += audio.size / voice.sample_rate
+        return time.perf_counter() - started, int(audio.size)
+
+    ours(0), piper(0)  # warm-up: first calls allocate
+    rows: dict[str, dict[str, list[float]]] = {
+        "tts_neuron_addon": {"first": [], "total": []},
+        "piper_onnxruntime": {"first": [], "total": []},
+    }
+    audio_seconds, tokens = 0.0, []
+    for index in range(1, len(sentences)):
+        first, total, samples = ours(index)
+        rows["tts_neuron_addon"]["first"].append(first)
+        rows["tts_neuron_addon"]["total"].append(total)
+        seconds, piper_samples = piper(index)
+        rows["piper_onnxruntime"]["first"].append(seconds)
+        rows["piper_onnxruntime"]["total"].append(seconds)
+        if samples != piper_samples:
+            raise RuntimeError(f"sentence {index}: we made {samples} samples, Piper {piper_samples}")
+        audio_seconds += samples / voice.sample_rate
+        tokens.append(len(sentences[index].tokens))
     return {
-        "sentences": len(sentences),
-        "piper_audio_seconds": round(audio_seconds, 2),
+        "voice": onnx_path.name,
+        "sentences": len(tokens),
+        "ids_per_sentence": {"min": min(tokens), "median": statistics.median(tokens), "max": max(tokens)},
+        "audio_seconds": round(audio_seconds, 2),
         "threads": threads,
+        "settings": {k: v for k, v in settings.items() if k != "seed"},
+        "host": {
+            "machine": platform.machine(),
+            "processor": platform.processor(),
+            "torch": torch.__version__,
+            "onnxruntime": ort.__version__,
+        },  # fmt: skip
         **{
             name: {
-                "ttfa_p50_ms": round(1000 * statistics.median(times), 1),
-                "total_s": round(sum(times), 3),
+                "first_audio_p50_ms": round(1000 * statistics.median(times["first"]), 1),
+                "first_audio_p90_ms": round(1000 * percentile(times["first"], 90), 1),
+                "first_audio_max_ms": round(1000 * max(times["first"]), 1),
+                "total_s": round(sum(times["total"]), 3),
+                "rtf": round(sum(times["total"]) / audio_seconds, 4),
             }
             for name, times in rows.items()
         },
     }
 
 
+def markdown(result: dict[str, Any]) -> str:
+    lines = [
+        f"# Imported Piper voice against Piper's ONNX Runtime ({result['voice']})",
+        "",
+        f"{result['sentences']} sentences ({result['ids_per_sentence']['min']} to "
+        f"{result['ids_per_sentence']['max']} ids, median {result['ids_per_sentence']['median']}), "
+        f"{result['audio_seconds']} s of audio, {result['threads']} thread(s), "
+        f"settings {result['settings']}.",
+        "",
+        "| runtime | first audio p50 | p90 | max | total | RTF |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in ("tts_neuron_addon", "piper_onnxruntime"):
+        row = result[name]
+        lines.append(
+            f"| {name} | {row['first_audio_p50_ms']} ms | {row['first_audio_p90_ms']} ms | "
+            f"{row['first_audio_max_ms']} ms | {row['total_s']} s | {row['rtf']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("voice", type=Path, help="the Piper voice's .onnx (its .onnx.json beside it)")
-    parser.add_argument("--imported", type=Path, help="its imported folder (default: import into a temp dir)")
-    parser.add_argument("--sentences", type=int, default=20)
+    parser.add_argument(
+        "voice", type=Path, nargs="?", help="a Piper .onnx (default: a perturbed medium fixture)"
+    )
+    parser.add_argument("--sentences", type=int, default=40)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--json", type=Path, help="also write the result here")
+    parser.add_argument("--noise-w", type=float, default=0.0)
+    parser.add_argument("--out", type=Path, help="folder for results.json and results.md")
     args = parser.parse_args()
+    from tts_neuron.importers.piper import import_voice
+
     with tempfile.TemporaryDirectory() as tmp:
-        imported = args.imported or Path(tmp)
-        if args.imported is None:
-            import_voice(args.voice, None, imported)
-        result = compare(args.voice, imported, args.sentences, args.threads)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+        onnx_path = args.voice or fixture_voice(Path(tmp))
+        import_voice(onnx_path, None, Path(tmp) / "addon")
+        result = compare(onnx_path, Path(tmp) / "addon", args.sentences, args.threads, args.noise_w)
+    print(json.dumps(result, indent=2))
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+        (args.out / "results.md").write_text(markdown(result))
+        print(markdown(result))
 
 
 if __name__ == "__main__":

@@ -46,15 +46,34 @@ def test_ids_equal_piper_phonemizer(voice: str) -> None:
             assert phoneme_ids(a, id_map) == piper_ids.phonemes_to_ids(b, id_map)
 
 
-def test_layout_and_sentences() -> None:
+def test_layout_sentences_and_words() -> None:
     id_map = piper_ids.DEFAULT_PHONEME_ID_MAP
     frontend = PiperFrontend("en-us", id_map)
-    sentences = list(frontend.sentences("One. Two!"))
-    assert len(sentences) == 2
-    for ids in sentences:
+    sentences = list(frontend.sentences("One two. Three!"))
+    assert [s.text for s in sentences] == ["One two.", "Three!"]
+    for sentence in sentences:
+        ids = sentence.tokens
         assert ids[:2] == [*id_map["^"], *id_map["_"]] and ids[-1:] == id_map["$"]
         assert ids[3::2] == [id_map["_"][0]] * len(ids[3::2])  # a pad after every phoneme
+        assert len(sentence.phonemes) == len(sentence.words) == len(ids)
+    first = sentences[0]
+    spoken = {w for w, p in zip(first.words, first.phonemes, strict=True) if p.strip() and p not in "^_$.,"}
+    assert spoken == {0, 1}  # two words; BOS, EOS, spaces and punctuation belong to none
     with pytest.raises(TextError, match="voice.json: phoneme_id_map: has no"):
         phoneme_ids(["a"], {"a": [5]}, "voice.json")
     with pytest.raises(TextError):
         list(frontend.sentences("   "))
+    ssml = list(
+        frontend.sentences('<speak>One.<break time="500ms"/><prosody rate="2">Two.</prosody></speak>')
+    )
+    assert [(s.pause_after, s.rate) for s in ssml] == [(0.5, 1.0), (0.0, 2.0)]
+
+
+def test_vowel_clusters_merge_as_piper_merges_them() -> None:
+    from tts_neuron.frontend.piper import merge_clusters
+
+    clusters = {("a", "ɪ"), ("o", "ʊ"), ("a", "ɪ", "ə")}
+    assert merge_clusters(list("haɪ oʊ aɪə a"), clusters) == ["h", "aɪ", " ", "oʊ", " ", "aɪə", " ", "a"]
+    ours = merge_clusters(list("haɪ oʊ aɪə a"), clusters)
+    theirs = espeak_piper._merge_known_vowel_clusters(list("haɪ oʊ aɪə a"), clusters)
+    assert ours == theirs

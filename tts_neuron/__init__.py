@@ -15,11 +15,13 @@ from tts_neuron.errors import (
     AddonError,
     AttentionError,
     OutputError,
+    SettingError,
     StackError,
     SynthesisError,
     TargetUnavailableError,
     TextError,
     TTSNeuronError,
+    UnknownSpeakerError,
 )
 from tts_neuron.frontend import Frontend
 from tts_neuron.frontend.espeak import EspeakError
@@ -39,6 +41,7 @@ __all__ = [
     "OutputError",
     "SequenceBlock",
     "SequenceBlockContainer",
+    "SettingError",
     "ShapeError",
     "StackError",
     "StreamableBlock",
@@ -48,6 +51,7 @@ __all__ = [
     "TTSNeuronError",
     "TargetUnavailableError",
     "TextError",
+    "UnknownSpeakerError",
     "Voice",
     "VoiceSet",
     "known_blocks",

@@ -12,6 +12,7 @@ Every error names the file and the field, e.g. `addons/x/addon.json: networks.de
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,22 @@ from tts_neuron.frontend import PAD_SYMBOL
 from tts_neuron.models import create_network, is_builtin
 
 ADDON_FILE = "addon.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""What this tts_neuron writes; it reads formats 1 and 2. Format 2 adds the optional `frontend`,
+`settings`, `speakers`, `license`, `dataset` and `about` (an imported voice needs them): an older reader
+refuses such an addon instead of speaking it through the wrong frontend."""
+READABLE_FORMATS = (1, 2)
+FRONTENDS = {
+    "espeak": "tts_neuron.frontend:Frontend.for_addon",
+    "piper": "tts_neuron.frontend.piper:PiperFrontend.for_addon",
+    "kokoro": "tts_neuron.frontend.kokoro:KokoroFrontend.for_addon",
+}
+"""Frontend types an addon may declare, each with the function that makes one for an addon.
+`espeak`: espeak-ng's phoneme mnemonics through `symbols` (the default); `piper`: espeak-ng IPA through a
+Piper voice's `phoneme_id_map` (the `frontend` object's `espeak_voice` and `phoneme_id_map`); `kokoro`:
+espeak-ng IPA in misaki's symbols, one symbol a token (tts_neuron.frontend.kokoro)."""
+RESERVED_SETTINGS = ("speed", "speaker", "seed")
+"""Per-call settings every voice understands without declaring them."""
 NETWORK_ROLES = ("encoder", "decoder", "postnet", "vocoder")
 _PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")
 
@@ -61,6 +77,15 @@ class NetworkSpec:
     e.g. {"neuron": ["--auto-cast", "none"]} keeps a network in fp32 on Neuron."""
 
 
+@dataclass(frozen=True)
+class Setting:
+    """A per-call number a voice takes (e.g. Piper's noise_scale): its default and bounds."""
+
+    default: float
+    min: float
+    max: float
+
+
 @dataclass
 class Addon:
     """A validated addon. Networks are loaded on first use and cached."""
@@ -75,6 +100,16 @@ class Addon:
     networks: dict[str, NetworkSpec]
     stacks: dict[str, Any]
     default_stack: str
+    frontend: dict[str, Any] = field(default_factory=lambda: {"type": "espeak"})
+    """How text becomes symbol ids: {"type": one of FRONTENDS, ...its fields}."""
+    settings: dict[str, Setting] = field(default_factory=dict)
+    """Per-call numeric settings the voice takes beyond speed, speaker and seed, by name."""
+    speakers: dict[str, int] = field(default_factory=dict)
+    """Speaker name -> id, for a multi-speaker voice (empty: one speaker)."""
+    license: str | None = None
+    dataset: str | None = None
+    about: dict[str, Any] = field(default_factory=dict)
+    """Anything else the voice's source says about it (informational)."""
     _loaded: dict[str, nn.Module] = field(default_factory=dict, repr=False)
 
     @property
@@ -295,8 +330,16 @@ def load_addon(root: str | Path, allow_imports: bool = True) -> Addon:
 
     top = _Reader(file, raw)
     version = top.get("format", int)
-    if version != FORMAT_VERSION:
-        top.fail(f"unsupported format {version}; this tts_neuron reads format {FORMAT_VERSION}", "format")
+    if version not in READABLE_FORMATS:
+        top.fail(
+            f"unsupported format {version}; this tts_neuron reads formats "
+            f"{', '.join(map(str, READABLE_FORMATS))}",
+            "format",
+        )
+    if version < 2:
+        for key in ("frontend", "settings", "speakers", "license", "dataset", "about"):
+            if key in top.obj:
+                top.fail(f"needs format 2 (this file says {version})", key)
     try:
         audio = AudioConfig.from_dict(top.get("audio", dict))
     except (TypeError, ValueError) as err:
@@ -349,6 +392,12 @@ def load_addon(root: str | Path, allow_imports: bool = True) -> Addon:
         top.fail(f"'{default_stack}' is not one of the stacks {sorted(stacks)}", "default_stack")
 
     return Addon(
+        frontend=_frontend(top, len(symbols)),
+        settings=_settings(top),
+        speakers=_speakers(top),
+        license=top.get("license", str, None),
+        dataset=top.get("dataset", str, None),
+        about=top.get("about", dict, {}),
         root=root,
         name=top.get("name", str),
         description=top.get("description", str, ""),
@@ -360,3 +409,112 @@ def load_addon(root: str | Path, allow_imports: bool = True) -> Addon:
         stacks=stacks,
         default_stack=default_stack,
     )
+
+
+def _frontend(top: _Reader, n_symbols: int) -> dict[str, Any]:
+    """The `frontend` (a type name, or an object with a "type" and that frontend's fields), checked: for
+    "piper", every phoneme of its map is one codepoint with ids among the symbols (an error names the
+    phoneme)."""
+    if isinstance(top.obj.get("frontend"), str):
+        kind = top.obj["frontend"]
+        if kind not in FRONTENDS:
+            top.fail(f"unknown frontend '{kind}'; one of {', '.join(FRONTENDS)}", "frontend")
+        front = _Reader(top.file, {"type": kind}, "frontend")
+    elif "frontend" not in top.obj:
+        return {"type": "espeak"}
+    else:
+        front = top.child("frontend")
+    kind = front.get("type", str)
+    if kind not in FRONTENDS:
+        front.fail(f"unknown frontend '{kind}'; one of {', '.join(FRONTENDS)}", "type")
+    if kind == "piper":
+        front.get("espeak_voice", str)
+        check_phoneme_id_map(
+            front.get("phoneme_id_map", dict),
+            n_symbols,
+            top.file,
+            "frontend",
+            front.get("vowel_clusters", list, []),
+        )
+    return dict(front.obj)
+
+
+def check_phoneme_id_map(
+    id_map: dict[str, Any],
+    n_symbols: int | None,
+    file: Path,
+    field: str = "",
+    clusters: list[Any] | None = None,
+) -> None:
+    """A Piper voice's `phoneme_id_map` (in `field` of `file`): each phoneme mapped to a non-empty list of
+    ids below `n_symbols`, BOS `^`, EOS `$` and pad `_` present, and each of its `vowel_clusters` (a list of
+    codepoints merged into one phoneme) a phoneme of the map. AddonError naming the file and the phoneme
+    otherwise."""
+    where_map = ".".join(p for p in (field, "phoneme_id_map") if p)
+    if not id_map:
+        raise AddonError(f"{file}: {where_map}: empty")
+    for phoneme, ids in id_map.items():
+        where = f"{file}: {where_map}: phoneme {phoneme!r}"
+        if not phoneme:
+            raise AddonError(f"{where}: a phoneme is at least one codepoint")
+        if not (
+            isinstance(ids, list) and ids and all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+        ):
+            raise AddonError(f"{where}: expected a non-empty list of ids")
+        bad = [i for i in ids if i < 0 or (n_symbols is not None and i >= n_symbols)]
+        if bad:
+            raise AddonError(f"{where}: id {bad[0]} is outside the voice's {n_symbols} symbols")
+    for symbol, role in (("^", "BOS"), ("$", "EOS"), ("_", "pad")):
+        if symbol not in id_map:
+            raise AddonError(f"{file}: {where_map}: has no {role} phoneme '{symbol}'")
+    where_clusters = ".".join(p for p in (field, "vowel_clusters") if p)
+    for cluster in clusters or []:
+        if not (
+            isinstance(cluster, list) and len(cluster) > 1 and all(isinstance(c, str) and c for c in cluster)
+        ):
+            raise AddonError(f"{file}: {where_clusters}: {cluster!r} is not a list of two or more phonemes")
+        if "".join(cluster) not in id_map:
+            raise AddonError(
+                f"{file}: {where_clusters}: unknown phoneme {''.join(cluster)!r}: not in phoneme_id_map"
+            )
+
+
+_SETTING_NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
+
+
+def _settings(top: _Reader) -> dict[str, Setting]:
+    if "settings" not in top.obj:
+        return {}
+    settings = top.child("settings")
+    found = {}
+    for name in settings.obj:
+        if not _SETTING_NAME.match(name) or name in RESERVED_SETTINGS:
+            settings.fail(
+                "a setting's name is lowercase letters, digits and _, "
+                f"not one of {', '.join(RESERVED_SETTINGS)}",
+                name,
+            )
+        entry = settings.child(name)
+        values = [entry.get(key, (int, float)) for key in ("default", "min", "max")]
+        if not all(math.isfinite(v) for v in values) or not values[1] <= values[0] <= values[2]:
+            entry.fail(f"needs finite min <= default <= max, got {values[1]}, {values[0]}, {values[2]}")
+        found[name] = Setting(float(values[0]), float(values[1]), float(values[2]))
+    return found
+
+
+def _speakers(top: _Reader) -> dict[str, int]:
+    """`speakers`: names mapped to ids, or a list of names (ids 0, 1, ...)."""
+    speakers: dict[str, Any] | list[Any] = top.get("speakers", (dict, list), {})
+    if isinstance(speakers, list):
+        if not all(isinstance(name, str) for name in speakers) or len(set(speakers)) != len(speakers):
+            top.fail("expected a list of distinct speaker names", "speakers")
+        speakers = {name: i for i, name in enumerate(speakers)}
+    for name, sid in speakers.items():
+        if not name or not isinstance(sid, int) or isinstance(sid, bool) or not 0 <= sid <= MAX_SIZE:
+            top.fail(
+                f"expected speaker names mapped to ids from 0 to {MAX_SIZE}, got {name!r}: {sid!r}",
+                "speakers",
+            )
+    if len(set(speakers.values())) != len(speakers):
+        top.fail("two speakers share an id", "speakers")
+    return dict(speakers)

@@ -434,7 +434,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _import_piper(args: argparse.Namespace) -> int:
     from tts_neuron.importers.piper import import_voice
 
-    print(import_voice(args.voice, args.config, args.out))
+    print(import_voice(args.voice, args.config, args.out, name=args.name))
     return 0
 
 
@@ -591,7 +591,8 @@ def build_parser() -> argparse.ArgumentParser:
     piper = imp_kinds.add_parser("piper", help="a Piper voice: VOICE.onnx and VOICE.onnx.json")
     piper.add_argument("voice", type=Path, help="the voice's .onnx file")
     piper.add_argument("--config", type=Path, help="its JSON (default: VOICE.onnx.json beside it)")
-    piper.add_argument("--out", type=Path, required=True, help="folder to write the imported voice to")
+    piper.add_argument("--out", type=Path, required=True, help="folder to write the addon to")
+    piper.add_argument("--name", help="the voice's name (default: the .onnx file's name without .onnx)")
     piper.set_defaults(run=_import_piper)
     kokoro = imp_kinds.add_parser("kokoro", help="a Kokoro model: config.json, its .pth and voices/*.pt")
     kokoro.add_argument("--model", type=Path, required=True, help="the model's folder, in Kokoro's layout")

@@ -37,3 +37,12 @@ class OutputError(TTSNeuronError):
 class SynthesisError(TTSNeuronError, RuntimeError):
     """Speaking failed inside the stack: a block raised an error of its own, or made no audio, or audio that
     is not finite (NaN or infinity)."""
+
+
+class SettingError(TTSNeuronError, ValueError):
+    """A per-call setting the voice does not take, or a value out of its range."""
+
+
+class UnknownSpeakerError(SettingError):
+    """A multi-speaker voice was asked for a speaker (by name or id) it does not have; a single-speaker
+    voice was asked for any speaker but its own."""

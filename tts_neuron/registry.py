@@ -30,6 +30,9 @@ _BUILTIN_BLOCKS: dict[str, str] = {
     "Encoder": "tts_neuron.blocks.acoustic:Encoder",
     "Upsampler": "tts_neuron.blocks.acoustic:Upsampler",
     "Decoder": "tts_neuron.blocks.acoustic:Decoder",
+    # VITS (imported Piper voices): noise drawn from a seed, Piper's durations, the prior's sample
+    "DurationNoise": "tts_neuron.blocks.vits:DurationNoise",
+    "VitsUpsampler": "tts_neuron.blocks.vits:VitsUpsampler",
     # Kokoro (imported models): styled encoders, whole-sentence decoding at frame buckets
     "StyledEncoders": "tts_neuron.blocks.kokoro:StyledEncoders",
     "SentenceDecoder": "tts_neuron.blocks.kokoro:SentenceDecoder",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -39,14 +39,17 @@ class WordTime:
     end: float
 
 
-def timed_stream(voice: Voice, text: str, speed: float = 1.0) -> Iterator[tuple[np.ndarray, list[WordTime]]]:
+def timed_stream(
+    voice: Voice, text: str, speed: float = 1.0, **settings: Any
+) -> Iterator[tuple[np.ndarray, list[WordTime]]]:
     """What `voice.stream` yields, each chunk with the words whose frames became known by then (a word
     once, in order; the rest of a sentence's words with its last chunk)."""
     check_timed(voice)
+    call = voice.call_settings(settings)
     seconds_per_frame = voice.addon.audio.hop_length / voice.sample_rate
     made = 0  # samples of the utterance so far
-    for sentence in voice.sentences(text, speed):
-        features = voice.features(sentence, voice.sentence_rate(sentence, speed))
+    for index, sentence in enumerate(voice.sentences(text, speed, **settings)):
+        features = voice.features(sentence, voice.sentence_rate(sentence, speed), call.sentence(index))
         placed = features[FRAME_TOKENS] = torch.full((len(sentence.tokens) * _FRAMES_PER_TOKEN + 256,), -1)
         offset, told = made / voice.sample_rate, 0
         for chunk in voice.stack.stream(None, features):

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import copy
+import importlib
+import math
+import secrets
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from tts_neuron.addon import Addon, load_addon
+from tts_neuron.addon import FRONTENDS, Addon, load_addon
 from tts_neuron.backends import TARGETS, get_target
 from tts_neuron.blocks.base import Block, Chunk, StreamableStack
-from tts_neuron.errors import AddonError, AttentionError, StackError
+from tts_neuron.errors import AddonError, AttentionError, SettingError, StackError, UnknownSpeakerError
 from tts_neuron.frontend import Frontend, Sentence
 from tts_neuron.runners import DirectRunner, Runner, handles
 from tts_neuron.stack import BuildContext, build_stack
@@ -20,6 +25,39 @@ from tts_neuron.timestamps import WordTime, timed_stream
 
 FrameSink = Callable[[np.ndarray], None]
 """Receives mel frames [T, n_mels] as they pass, for callers that save them (`--mel`)."""
+
+
+_SENTENCE_STEP = 0xD1B54A32D192ED03
+"""Spreads a call's seed into one seed per sentence."""
+
+
+@dataclass(frozen=True)
+class CallSettings:
+    """One call's validated per-call settings as features (Piper's noise_scale, a speaker id, ...) and the
+    seed its sentences' noise is drawn from: the caller's, else a fresh one."""
+
+    features: dict[str, torch.Tensor]
+    seed: int
+
+    def sentence(self, index: int) -> dict[str, torch.Tensor]:
+        """The features of the call's `index`-th sentence: the settings and that sentence's own seed."""
+        seed = (self.seed + index * _SENTENCE_STEP) % (1 << 63)
+        return {**self.features, "seed": torch.tensor(seed, dtype=torch.int64)}
+
+
+def make_frontend(addon: Addon) -> Any:
+    """The frontend the addon declares (`tts_neuron.addon.FRONTENDS`): by default espeak-ng mnemonics
+    through its symbols; a Piper voice's IPA through its phoneme_id_map."""
+    module_name, _, attr = FRONTENDS[addon.frontend.get("type", "espeak")].partition(":")
+    factory: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        factory = getattr(factory, part)
+    return factory(addon)
+
+
+def _frontend_key(addon: Addon) -> tuple[Any, ...]:
+    """Addons with equal keys can share one frontend."""
+    return (addon.symbols, addon.language, addon.frontend)
 
 
 def resolve_device(target: str) -> torch.device:
@@ -41,28 +79,107 @@ class Voice:
         frontend: Frontend | None = None,
         runner: Runner | None = None,
     ):
+        """`frontend` may be shared with voices of the same symbols, language and frontend kind; by default
+        the addon's own (`make_frontend`)."""
         self.addon = addon
         self.stack = stack
         self.stack_name = stack_name
         self.target = target
         self.device = device
-        self.frontend = frontend or Frontend(addon.symbols, addon.language)
+        self.frontend = frontend or make_frontend(addon)
         self.runner = runner or DirectRunner()
         """What runs the stack's network calls (and its frontend, a sentence ahead, on an engine)."""
         self.takes_speed = _any_block(stack, lambda block: getattr(block, "takes_rate", False))
         """Whether the stack can change its speaking rate per call (duration voices can)."""
+        self.blends_speakers = _any_block(stack, lambda block: getattr(block, "blends_speakers", False))
+        """Whether a call may ask for a blend of speakers, `a+b` (their styles averaged: Kokoro voices)."""
+        self.bound: dict[str, Any] = {}
+        """Settings this voice object applies to every call unless the call sets them (`with_settings`)."""
 
     @property
     def sample_rate(self) -> int:
         return self.addon.audio.sample_rate
 
+    @property
+    def setting_names(self) -> list[str]:
+        """The per-call settings `stream` takes besides `speed`: the addon's own (Piper's length_scale,
+        noise_scale, noise_w), `speaker` for a multi-speaker voice, and `seed`."""
+        return [*self.addon.settings, *(["speaker"] if self.addon.speakers else []), "seed"]
+
+    def with_settings(self, **settings: Any) -> Voice:
+        """This voice with `settings` applied to every call that does not set them (one speaker of a
+        multi-speaker voice, as a server lists it): a view sharing the stack, frontend and networks."""
+        self.call_settings(settings)  # refuse a bad setting now, not at the first call
+        view = copy.copy(self)
+        view.bound = {**self.bound, **settings}
+        return view
+
+    def call_settings(self, settings: Mapping[str, Any]) -> CallSettings:
+        """A call's settings checked against what the voice takes, the voice's bound ones and the addon's
+        defaults filled in. SettingError for an unknown setting or a value out of range,
+        UnknownSpeakerError for a speaker the voice does not have."""
+        given = {**self.bound, **{k: v for k, v in settings.items() if v is not None}}
+        unknown = sorted(set(given) - set(self.setting_names))
+        if unknown:
+            if "speaker" in unknown:
+                raise UnknownSpeakerError(
+                    f"{self.addon.name} has one speaker; it takes no speaker ({given['speaker']!r} given)"
+                )
+            raise SettingError(
+                f"{self.addon.name} takes no setting {', '.join(unknown)}; it takes speed, "
+                f"{', '.join(self.setting_names)}"
+            )
+        features: dict[str, torch.Tensor] = {}
+        for name, spec in self.addon.settings.items():
+            value = given.get(name, spec.default)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise SettingError(f"{name} must be a number, got {value!r}")
+            if not spec.min <= value <= spec.max:
+                raise SettingError(f"{name} must be from {spec.min:g} to {spec.max:g}, got {value!r}")
+            features[name] = torch.tensor(float(value))
+        if self.addon.speakers:
+            features.update(self.speaker_features(given.get("speaker")))
+        seed = given.get("seed")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise SettingError(f"seed must be an integer, got {seed!r}")
+        return CallSettings(features, secrets.randbits(63) if seed is None else seed % (1 << 63))
+
+    def speaker_features(self, speaker: str | int | None) -> dict[str, torch.Tensor]:
+        """A call's speaker as features: its id `speaker` [1]; for a blend `a+b+...` (a voice that
+        `blends_speakers`, Kokoro-FastAPI's convention) also `speaker_weights` over the ids, averaged."""
+        if not (isinstance(speaker, str) and "+" in speaker):
+            return {"speaker": torch.tensor([self.speaker_id(speaker)], device=self.device)}
+        if not self.blends_speakers:
+            raise UnknownSpeakerError(f"{self.addon.name} cannot blend speakers ({speaker!r} given)")
+        ids = [self.speaker_id(part) for part in speaker.split("+")]
+        weights = torch.zeros(max(self.addon.speakers.values()) + 1, device=self.device)
+        for i in ids:
+            weights[i] += 1 / len(ids)
+        return {"speaker": torch.tensor([ids[0]], device=self.device), "speaker_weights": weights}
+
+    def speaker_id(self, speaker: str | int | None) -> int:
+        """A speaker's id from its name or id (None: the voice's first speaker)."""
+        speakers = self.addon.speakers
+        if speaker is None:
+            return min(speakers.values())
+        if isinstance(speaker, str) and speaker in speakers:
+            return speakers[speaker]
+        if isinstance(speaker, int) and not isinstance(speaker, bool) and speaker in speakers.values():
+            return speaker
+        shown = ", ".join(list(speakers)[:20]) + (
+            f" ... ({len(speakers)} in all)" if len(speakers) > 20 else ""
+        )
+        raise UnknownSpeakerError(f"{self.addon.name} has no speaker {speaker!r}; its speakers: {shown}")
+
     def stream(
-        self, text: str, mel_sink: FrameSink | None = None, speed: float = 1.0
+        self, text: str, mel_sink: FrameSink | None = None, speed: float = 1.0, **settings: Any
     ) -> Iterator[np.ndarray]:
         """Yield float32 audio chunks as soon as each is ready, sentence after sentence.
 
-        `speed` is this call's speaking rate (0.25 to 4, >1 is faster), for stacks that `takes_speed`."""
-        for sentence, chunks in self._sentences(text, mel_sink, speed):
+        `speed` is this call's speaking rate (0.25 to 4, >1 is faster), for stacks that `takes_speed`;
+        `settings` are the voice's own per-call settings (`setting_names`: Piper's length_scale,
+        noise_scale and noise_w, a speaker by name or id, a seed that makes the call's noise repeat)."""
+        for sentence, chunks in self._sentences(text, mel_sink, speed, settings):
             for chunk in chunks:
                 if chunk.data.ndim != 1:
                     raise StackError(
@@ -73,28 +190,32 @@ class Voice:
             if pause > 0:
                 yield np.zeros(pause, dtype=np.float32)
 
-    def synthesize(self, text: str, speed: float = 1.0) -> np.ndarray:
+    def synthesize(self, text: str, speed: float = 1.0, **settings: Any) -> np.ndarray:
         """The whole utterance as one float32 array (use `stream` for long text)."""
-        parts = list(self.stream(text, speed=speed))
+        parts = list(self.stream(text, speed=speed, **settings))
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
-    def chunks(self, text: str, mel_sink: FrameSink | None = None, speed: float = 1.0) -> Iterator[Chunk]:
+    def chunks(
+        self, text: str, mel_sink: FrameSink | None = None, speed: float = 1.0, **settings: Any
+    ) -> Iterator[Chunk]:
         """The stack's own output chunks (audio, or mel frames for a stack that ends at the decoder).
 
         `mel_sink` receives the mel frames of every sentence: a stack's output when it ends at frames,
         otherwise the frames that enter its last top-level block that takes frames.
         """
-        for _, chunks in self._sentences(text, mel_sink, speed):
+        for _, chunks in self._sentences(text, mel_sink, speed, settings):
             yield from chunks
 
-    def timed_stream(self, text: str, speed: float = 1.0) -> Iterator[tuple[np.ndarray, list[WordTime]]]:
+    def timed_stream(
+        self, text: str, speed: float = 1.0, **settings: Any
+    ) -> Iterator[tuple[np.ndarray, list[WordTime]]]:
         """`stream`'s chunks, each with the word timestamps of its sentence when it is the sentence's first
         (tts_neuron.timestamps); duration voices only."""
-        return timed_stream(self, text, speed)
+        return timed_stream(self, text, speed, **settings)
 
-    def sentences(self, text: str, speed: float = 1.0) -> Iterator[Sentence]:
+    def sentences(self, text: str, speed: float = 1.0, **settings: Any) -> Iterator[Sentence]:
         """The text's sentences as this voice speaks them, after the checks `stream` makes."""
-        for sentence, _ in self._sentences(text, None, speed):
+        for sentence, _ in self._sentences(text, None, speed, settings):
             yield sentence
 
     @staticmethod
@@ -103,20 +224,23 @@ class Voice:
         return min(max(speed * sentence.rate, 0.25), 4.0)
 
     def _sentences(
-        self, text: str, mel_sink: FrameSink | None, speed: float
+        self, text: str, mel_sink: FrameSink | None, speed: float, settings: Mapping[str, Any]
     ) -> Iterator[tuple[Sentence, Iterator[Chunk]]]:
         if isinstance(speed, bool) or not isinstance(speed, (int, float)) or not 0.25 <= speed <= 4:
             raise ValueError(f"speed must be a number from 0.25 to 4, got {speed!r}")
         if speed != 1 and not self.takes_speed:
             raise StackError(f"stack '{self.stack_name}' of {self.addon.name} cannot change its speed")
-        for sentence in self.runner.ahead(self.frontend.sentences(text)):
-            yield sentence, self._checked(sentence, mel_sink, speed)
+        call = self.call_settings(settings)
+        for index, sentence in enumerate(self.runner.ahead(self.frontend.sentences(text))):
+            yield sentence, self._checked(sentence, mel_sink, speed, call.sentence(index))
 
-    def _checked(self, sentence: Sentence, mel_sink: FrameSink | None, speed: float) -> Iterator[Chunk]:
+    def _checked(
+        self, sentence: Sentence, mel_sink: FrameSink | None, speed: float, settings: dict[str, torch.Tensor]
+    ) -> Iterator[Chunk]:
         """One sentence's chunks, with an attention failure named by the phoneme and word it was at."""
         rate = self.sentence_rate(sentence, speed)
         try:
-            yield from self.sentence_chunks(sentence, mel_sink, rate)
+            yield from self.sentence_chunks(sentence, mel_sink, rate, settings)
         except AttentionError as err:
             phoneme = sentence.phonemes[min(err.token, len(sentence.phonemes) - 1)]
             raise AttentionError(
@@ -128,10 +252,14 @@ class Voice:
                 token=err.token,
             ) from None
 
-    def features(self, sentence: Sentence, rate: float = 1.0) -> dict[str, torch.Tensor]:
-        """What the stack is given for one sentence."""
+    def features(
+        self, sentence: Sentence, rate: float = 1.0, settings: dict[str, torch.Tensor] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """What the stack is given for one sentence; `settings` are the call's for this sentence
+        (`CallSettings.sentence`; by default the voice's, with a fresh seed)."""
         tokens = torch.tensor([sentence.tokens], dtype=torch.long, device=self.device)  # [1, N]
         features = {
+            **(settings if settings is not None else self.call_settings({}).sentence(0)),
             "tokens": tokens,
             "token_mask": torch.ones_like(tokens, dtype=torch.float32),
             "words": torch.tensor([sentence.words], dtype=torch.long, device=self.device),
@@ -141,9 +269,13 @@ class Voice:
         return features
 
     def sentence_chunks(
-        self, sentence: Sentence, mel_sink: FrameSink | None = None, rate: float = 1.0
+        self,
+        sentence: Sentence,
+        mel_sink: FrameSink | None = None,
+        rate: float = 1.0,
+        settings: dict[str, torch.Tensor] | None = None,
     ) -> Iterator[Chunk]:
-        features = self.features(sentence, rate)
+        features = self.features(sentence, rate, settings)
         if mel_sink is None:
             yield from self.stack.stream(None, features)
             return
@@ -206,8 +338,13 @@ def load(
         name, spec, path = "custom", stack, "stack"
     target = target or (name if name in TARGETS else "cpu")
     device = resolve_device(target)
-    if frontend is not None and (frontend.symbols, frontend.language) != (addon.symbols, addon.language):
-        raise AddonError(f"{addon.config_path}: its symbols or language differ from the shared frontend's")
+    if frontend is not None and (
+        (frontend.symbols, frontend.language) != (addon.symbols, addon.language)
+        or getattr(frontend, "kind", "espeak") != addon.frontend.get("type", "espeak")
+    ):
+        raise AddonError(
+            f"{addon.config_path}: its symbols, language or frontend differ from the shared frontend's"
+        )
     runner = runner or DirectRunner()
     context = BuildContext(addon, device, path, target, allow_imports, runner=runner)
     built = build_stack(spec, context)
@@ -229,8 +366,10 @@ def _runs_compiled(block: Block) -> bool:
 
 
 class VoiceSet:
-    """Several voices in one process, chosen per call by name. Voices of one symbol table and language
-    share a frontend; each stream keeps its own state, so streams of different voices can interleave."""
+    """Several voices in one process, chosen per call by name. Voices of one symbol table, language and
+    frontend share a frontend; each stream keeps its own state, so streams of different voices can
+    interleave. Each speaker of a multi-speaker voice is a voice too, named `VOICE:SPEAKER` (a view on the
+    one loaded voice); `VOICE` alone is its first speaker, and `VOICE:ID` finds a speaker by id."""
 
     def __init__(self, runner: Runner | None = None, allow_imports: bool = True) -> None:
         """`runner` is shared by every voice added (an `Engine` batches across voices' streams per
@@ -255,25 +394,33 @@ class VoiceSet:
             (
                 voice.frontend
                 for voice in self.voices.values()
-                if (voice.addon.symbols, voice.addon.language) == (addon.symbols, addon.language)
+                if _frontend_key(voice.addon) == _frontend_key(addon)
             ),
             None,
         )
         threads = 1 if isinstance(self.runner, DirectRunner) else None  # an engine owns its threads
         voice = load(addon_dir, stack, target, shared, threads, self.allow_imports, self.runner)
+        speakers = {f"{name}:{speaker}": voice.with_settings(speaker=speaker) for speaker in addon.speakers}
+        taken = [key for key in speakers if key in self.voices]
+        if taken:
+            raise AddonError(f"a voice named '{taken[0]}' is already loaded; give this one another name")
         self.voices[name] = voice
+        self.voices.update(speakers)
         return voice
 
     def __getitem__(self, name: str) -> Voice:
-        if name not in self.voices:
-            raise AddonError(f"no voice '{name}'; loaded: {', '.join(sorted(self.voices)) or 'none'}")
-        return self.voices[name]
+        if name in self.voices:
+            return self.voices[name]
+        base, _, speaker = name.rpartition(":")
+        if base in self.voices and self.voices[base].addon.speakers:  # VOICE:ID, or an unknown speaker
+            return self.voices[base].with_settings(speaker=int(speaker) if speaker.isdigit() else speaker)
+        raise AddonError(f"no voice '{name}'; loaded: {', '.join(sorted(self.voices)) or 'none'}")
 
-    def stream(self, text: str, voice: str) -> Iterator[np.ndarray]:
-        return self[voice].stream(text)
+    def stream(self, text: str, voice: str, **settings: Any) -> Iterator[np.ndarray]:
+        return self[voice].stream(text, **settings)
 
-    def synthesize(self, text: str, voice: str) -> np.ndarray:
-        return self[voice].synthesize(text)
+    def synthesize(self, text: str, voice: str, **settings: Any) -> np.ndarray:
+        return self[voice].synthesize(text, **settings)
 
 
-__all__ = ["TARGETS", "Voice", "VoiceSet", "load", "resolve_device"]
+__all__ = ["TARGETS", "CallSettings", "Voice", "VoiceSet", "load", "make_frontend", "resolve_device"]

@@ -13,6 +13,7 @@ import re
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 from tts_neuron.errors import TextError
 from tts_neuron.frontend.espeak import Espeak
@@ -135,6 +136,11 @@ class Frontend:
         self.max_speech_seconds = max_speech_seconds
         self._ids = {symbol: i for i, symbol in enumerate(symbols)}
         self._warned: set[str] = set()
+
+    @classmethod
+    def for_addon(cls, addon: Any) -> Frontend:
+        """The frontend of an addon of the default frontend type ("espeak"): its symbols and language."""
+        return cls(addon.symbols, addon.language)
 
     def sentences(self, text: str, ssml: bool | None = None) -> Iterator[Sentence]:
         """Yield each sentence once it is phonemised; raise TextError if nothing can be spoken, if SSML is

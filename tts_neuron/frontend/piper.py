@@ -5,6 +5,11 @@ codepoint a phoneme (NFD), mapped through the voice's `phoneme_id_map` with Pipe
 espeak-ng reads the text itself, clause by clause, in the voice's language: it splits sentences, reads
 numbers and abbreviations the way that language does, so nothing here assumes English. Each clause's
 punctuation is kept as a symbol (Piper's voices were trained with it), and `,` `:` `;` add a word space.
+
+Unknown input never stops synthesis: espeak-ng reads any character (or skips it), and a phoneme it
+produces that the voice's map lacks is skipped with one warning per phoneme, as Piper does. A map that is
+itself wrong (a phoneme of several codepoints, an id outside the voice) is refused when the voice is
+imported or loaded (`tts_neuron.addon.check_phoneme_id_map`), naming the file and the phoneme.
 """
 
 from __future__ import annotations
@@ -14,9 +19,13 @@ import logging
 import re
 import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 from tts_neuron.errors import TextError
+from tts_neuron.frontend import PAD_SYMBOL, Sentence
 from tts_neuron.frontend.espeak import Espeak, EspeakError, bound_text
+from tts_neuron.frontend.sentences import has_speakable
+from tts_neuron.frontend.ssml import Segment, is_ssml, parse_ssml
 
 _LOG = logging.getLogger(__name__)
 
@@ -31,18 +40,25 @@ _LANGUAGE_SWITCH = re.compile(r"\([^)]+\)")  # "(en)" ... "(de)" around words of
 
 def ipa_sentences(text: str, voice: str) -> Iterator[list[str]]:
     """espeak-ng IPA of `text` in `voice`, one list of codepoints per sentence (punctuation included)."""
+    for _, phonemes in ipa_sentences_with_text(text, voice):
+        yield phonemes
+
+
+def ipa_sentences_with_text(text: str, voice: str) -> Iterator[tuple[str, list[str]]]:
+    """As `ipa_sentences`, each sentence with the text it was read from."""
     espeak = Espeak.get()
     lib = espeak._lib
     lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int]
     lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
     data = ctypes.create_string_buffer(bound_text(text).encode("utf-8"))
     base = ctypes.addressof(data)
-    clauses: list[tuple[str, str]] = []
+    clauses: list[tuple[str, str, str]] = []
     with Espeak._lock:
         if lib.espeak_SetVoiceByName(voice.encode()) != 0:
             raise EspeakError(f"espeak-ng has no voice '{voice}'")
         espeak._voice = voice  # keep the shared instance's record of the current voice true
         pointer = ctypes.c_void_p(base)
+        carry = ""  # the character espeak-ng read past a clause's end: the next clause's first
         while pointer.value:
             start = pointer.value - base
             phonemes = lib.espeak_TextToPhonemes(ctypes.byref(pointer), _CHARS_UTF8, _IPA) or b""
@@ -52,18 +68,22 @@ def ipa_sentences(text: str, voice: str) -> Iterator[list[str]]:
             segment = data.raw[start:end].decode("utf-8", "ignore")
             mark = _TERMINATOR.search(segment)
             terminator = mark.group(1) if mark else ""
-            clauses.append((phonemes.decode("utf-8", "replace"), terminator))
+            own = carry + (segment[:-1] if pointer.value else segment)
+            carry = segment[-1:] if pointer.value else ""
+            clauses.append((phonemes.decode("utf-8", "replace"), terminator, own))
     sentence: list[str] = []
-    for phonemes, terminator in clauses:
+    words: list[str] = []
+    for phonemes, terminator, segment in clauses:
         phonemes = _LANGUAGE_SWITCH.sub("", phonemes) + terminator
         if terminator and terminator not in _SENTENCE_END:
             phonemes += " "
         sentence.extend(unicodedata.normalize("NFD", phonemes))
+        words.append(segment)
         if terminator and terminator in _SENTENCE_END:
-            yield sentence
-            sentence = []
+            yield " ".join("".join(words).split()), sentence
+            sentence, words = [], []
     if sentence:
-        yield sentence
+        yield " ".join("".join(words).split()), sentence
 
 
 def phoneme_ids(
@@ -84,14 +104,119 @@ def phoneme_ids(
 
 
 class PiperFrontend:
-    """Sentences of phoneme ids for one Piper voice."""
+    """Sentences of phoneme ids for one Piper voice, as `Sentence`s (the interface of
+    `tts_neuron.frontend.Frontend`: plain text or SSML's `<break>` and `<prosody rate>`)."""
 
-    def __init__(self, espeak_voice: str, id_map: Mapping[str, Sequence[int]], source: str = "voice") -> None:
+    kind = "piper"
+
+    def __init__(
+        self,
+        espeak_voice: str,
+        id_map: Mapping[str, Sequence[int]],
+        source: str = "voice",
+        symbols: list[str] | None = None,
+        clusters: Sequence[Sequence[str]] | None = None,
+    ) -> None:
+        """`clusters` are the voice's `vowel_clusters`: runs of codepoints spoken as one phoneme."""
         self.voice, self.id_map, self.source = espeak_voice, id_map, source
+        self.clusters = {tuple(cluster) for cluster in clusters or ()}
+        self.language = espeak_voice
+        self.symbols = symbols if symbols is not None else symbol_table(id_map)
+        self._warned: set[str] = set()
 
-    def sentences(self, text: str) -> Iterator[list[int]]:
-        if not text.strip():
-            raise TextError("no text to speak")
-        for phonemes in ipa_sentences(text, self.voice):
-            if any(p.strip() for p in phonemes):
-                yield phoneme_ids(phonemes, self.id_map, self.source)
+    @classmethod
+    def for_addon(cls, addon: Any) -> PiperFrontend:
+        """The frontend of an addon whose `frontend` is {"type": "piper", "espeak_voice",
+        "phoneme_id_map"[, "vowel_clusters"]}."""
+        spec = addon.frontend
+        return cls(
+            spec["espeak_voice"], spec["phoneme_id_map"], str(addon.config_path), addon.symbols,
+            spec.get("vowel_clusters"),
+        )  # fmt: skip
+
+    def sentences(self, text: str, ssml: bool | None = None) -> Iterator[Sentence]:
+        """Each sentence once espeak-ng has read it; TextError if nothing can be spoken or SSML is bad."""
+        if not isinstance(text, str):
+            raise TextError(f"text must be a str, not {type(text).__name__}")
+        read_ssml = is_ssml(text) if ssml is None else ssml
+        segments = parse_ssml(text) if read_ssml else [Segment(text)]
+        if not any(has_speakable(segment.text) for segment in segments):
+            raise TextError("the text has nothing to speak (it is empty, whitespace, punctuation or symbols)")
+        return self._sentences(segments)
+
+    def _sentences(self, segments: list[Segment]) -> Iterator[Sentence]:
+        spoken = False
+        for segment in segments:
+            found = [
+                self.sentence(text, merge_clusters(phonemes, self.clusters), segment.rate)
+                for text, phonemes in ipa_sentences_with_text(segment.text, self.voice)
+                if any(p.strip() for p in phonemes)
+            ]
+            if found and segment.pause_after:
+                found[-1] = Sentence(**{**found[-1].__dict__, "pause_after": segment.pause_after})
+            spoken = spoken or bool(found)
+            yield from found
+        if not spoken:
+            raise TextError(f"the text has nothing espeak-ng voice '{self.voice}' can pronounce")
+
+    def sentence(self, text: str, phonemes: Sequence[str], rate: float = 1.0) -> Sentence:
+        """One sentence's phonemes in Piper's layout, each token labelled (BOS `^`, pads `_`, EOS `$`)
+        and given its word: a space or punctuation, BOS and EOS belong to no word (-1), a pad to the
+        token before it."""
+        known = [p for p in phonemes if p in self.id_map]
+        for phoneme in sorted(set(phonemes) - set(known)):
+            if phoneme not in self._warned:
+                self._warned.add(phoneme)
+                _LOG.warning(
+                    "%s: phoneme_id_map has no %r (U+%04X); skipped", self.source, phoneme, ord(phoneme[0])
+                )
+        tokens = phoneme_ids(known, self.id_map, self.source)
+        labels, words, word, in_word = [BOS, PAD], [-1, -1], -1, False
+        for phoneme in known:
+            letter = phoneme.strip() and not unicodedata.category(phoneme[0]).startswith("P")
+            if letter and not in_word:
+                word += 1
+            in_word = bool(letter)
+            for _ in self.id_map[phoneme]:
+                labels.append(phoneme)
+                words.append(word if letter else -1)
+            for _ in self.id_map[PAD]:
+                labels.append(PAD)
+                words.append(words[-1])
+        labels.append(EOS)
+        words.append(-1)
+        return Sentence(text, labels[: len(tokens)], tokens, words[: len(tokens)], rate)
+
+
+def merge_clusters(phonemes: Sequence[str], clusters: set[tuple[str, ...]]) -> list[str]:
+    """Runs of codepoints that are one of `clusters` as one phoneme each, the longest run first, left to
+    right (a voice's `vowel_clusters`, e.g. ("a", "ɪ") -> "aɪ")."""
+    if not clusters:
+        return list(phonemes)
+    longest = max(map(len, clusters))
+    merged, i = [], 0
+    while i < len(phonemes):
+        n = next(
+            (
+                n
+                for n in range(min(longest, len(phonemes) - i), 1, -1)
+                if tuple(phonemes[i : i + n]) in clusters
+            ),
+            1,
+        )
+        merged.append("".join(phonemes[i : i + n]))
+        i += n
+    return merged
+
+
+def symbol_table(id_map: Mapping[str, Sequence[int]]) -> list[str]:
+    """A symbol name per id, for an addon's `symbols`: the (first) phoneme mapped to it, `<pad>` for
+    Piper's pad id, `<unused N>` for ids no phoneme has. Its length is the largest id plus one."""
+    size = 1 + max(i for ids in id_map.values() for i in ids)
+    names = [f"<unused {i}>" for i in range(size)]
+    for phoneme, ids in reversed(list(id_map.items())):
+        for i in ids:
+            names[i] = phoneme
+    for i in id_map.get(PAD, []):
+        names[i] = PAD_SYMBOL
+    return names

@@ -1,4 +1,5 @@
-"""Piper voices (`VOICE.onnx` + `VOICE.onnx.json`) into our VITS network, stored as safetensors.
+"""Piper voices (`VOICE.onnx` + `VOICE.onnx.json`) into an addon: our VITS networks, stored as safetensors,
+and an `addon.json` whose stacks stream, batch and compile them like any voice (docs/importing.md).
 
 Only the ONNX file's initializers are read, never its graph: the graph draws random numbers and has
 dynamic shapes, so running it is Piper's job, not ours. Most initializers keep their checkpoint names. The
@@ -13,29 +14,36 @@ from __future__ import annotations
 import json
 import math
 import re
+import unicodedata
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import save_file
 
+from tts_neuron.addon import ADDON_FILE, FORMAT_VERSION, check_phoneme_id_map, load_addon
 from tts_neuron.backends.manifest import sha256_file
 from tts_neuron.errors import AddonError
+from tts_neuron.frontend.piper import symbol_table
 from tts_neuron.importers import read_json_object
-from tts_neuron.models.vits import Vits
+from tts_neuron.models.vits import Vits, generator_radius, network_configs, split_state
 
 _INPUT_SLOT = {"Conv": {1: "weight", 2: "bias"}, "Gather": {0: "weight"}, "Exp": {0: "logs"}}
 
 
 def read_config(path: Path) -> dict[str, Any]:
-    """The voice's JSON, with the fields the importer needs checked (file and field in every error)."""
+    """The voice's JSON, with the fields the importer needs checked (file and field in every error; the
+    phoneme map again against the graph's symbol count once the graph is read)."""
     config = read_json_object(path)
     ids = config.get("phoneme_id_map")
     if not isinstance(ids, dict) or not ids:
         raise AddonError(f"{path}: phoneme_id_map: missing or not an object")
-    for phoneme, value in ids.items():
-        if not (isinstance(value, list) and value and all(isinstance(i, int) and i >= 0 for i in value)):
-            raise AddonError(f"{path}: phoneme_id_map.{phoneme}: expected a list of non-negative ids")
+    check_phoneme_id_map(ids, None, path, "", _clusters(config, path))
+    phoneme_type = config.get("phoneme_type", "espeak")
+    if phoneme_type != "espeak":
+        raise AddonError(
+            f"{path}: phoneme_type: '{phoneme_type}' is not supported; only espeak-ng voices import"
+        )
     for key in ("num_symbols", "num_speakers"):
         if key in config and not (isinstance(config[key], int) and config[key] > 0):
             raise AddonError(f"{path}: {key}: expected a positive integer")
@@ -186,116 +194,213 @@ def state_dict(
     return {k: found[k].to(torch.float32).contiguous() for k in wanted}
 
 
-def import_voice(onnx_path: Path, config_path: Path | None, out: Path) -> Path:
-    """Write `out/vits.safetensors` and `out/piper-voice.json`; returns the JSON's path."""
+TOKEN_BUCKETS = [32, 64, 128, 256, 512]
+"""Phoneme ids per sentence piece compiled for the encoder: Piper's layout is about two ids a phoneme, so
+512 holds a sentence of about 250 phonemes; longer ones are encoded in pieces cut at a pause or a word."""
+FIRST_AUDIO_FRAMES = 8
+"""Frames of HiFi-GAN's first window of a sentence (93 ms of audio at 22,050 Hz): the first audio waits
+for the encoder, one flow window and this one."""
+FLOW_BUCKETS = [88, 128, 192]
+"""Window frames of the flow (receptive field 32 each side): a first core of 24 frames (the generator's
+first 8 plus its 12 of right context), then 48, 96 and 128 (each in the smallest bucket that holds it)."""
+GENERATOR_CORES = [FIRST_AUDIO_FRAMES, 32, 64, 128]
+"""Core frames of HiFi-GAN's windows; each bucket is a core plus the generator's receptive field twice
+(a core of 16 rides in the 32-frame core's bucket)."""
+BATCH_SIZES = [1, 2, 4, 8]
+FP32 = {"neuron": ["--auto-cast", "none"]}
+"""Every imported network stays fp32 on Neuron until a parity run on inf2 says bf16 keeps Piper's audio."""
+SETTING_BOUNDS = {"length_scale": (0.1, 10.0), "noise_scale": (0.0, 2.0), "noise_w": (0.0, 2.0)}
+PIPER_DEFAULTS = {"length_scale": 1.0, "noise_scale": 0.667, "noise_w": 0.8}
+
+
+def voice_name(onnx_path: Path) -> str:
+    """The addon's name: the voice file's name without `.onnx` (`en_US-lessac-medium`)."""
+    name = onnx_path.name.removesuffix(".onnx")
+    return re.sub(r"[^\w.+-]", "-", unicodedata.normalize("NFC", name)) or "piper-voice"
+
+
+def import_voice(
+    onnx_path: Path,
+    config_path: Path | None,
+    out: Path,
+    name: str | None = None,
+    token_buckets: list[int] | None = None,
+    batch_sizes: list[int] | None = None,
+) -> Path:
+    """Write an addon for a Piper voice to `out` (networks/*.safetensors and addon.json); returns the
+    addon.json's path. `token_buckets` and `batch_sizes` are what `compile` builds."""
     config_path = config_path or onnx_path.with_name(onnx_path.name + ".json")
     config = read_config(config_path)
     tensors, users, conv = _initializers(onnx_path)
     hyper = hyperparameters(tensors, conv, config, onnx_path)
+    id_map = config["phoneme_id_map"]
+    clusters = _clusters(config, config_path)
+    check_phoneme_id_map(id_map, hyper["n_vocab"], config_path, "", clusters)
     model = Vits(**hyper)
     params = state_dict(onnx_path, tensors, users, model)
-    for name, tensor in params.items():
+    for key, tensor in params.items():
         if not torch.isfinite(tensor).all():
-            raise AddonError(f"{onnx_path}: {name}: holds NaN or infinity")
+            raise AddonError(f"{onnx_path}: {key}: holds NaN or infinity")
+    configs = network_configs(hyper)
+    parts = split_state(params)
+    sizes = batch_sizes or BATCH_SIZES
+    multi = hyper["n_speakers"] > 1
+    speaker = ["speaker"] if multi else []
+    radius = generator_radius(
+        hyper["resblock"], hyper["resblock_kernel_sizes"], hyper["resblock_dilation_sizes"],
+        hyper["upsample_rates"], hyper["upsample_kernel_sizes"],
+    )  # fmt: skip
+    specs = {
+        "encoder": ("VitsEncoder", "encoder", ["tokens", "token_mask", "duration_noise", *speaker],
+                    ["prior", "log_durations"], token_buckets or TOKEN_BUCKETS),
+        "flow": ("VitsFlow", "decoder", ["frames", "frame_mask", *speaker], ["latent"], FLOW_BUCKETS),
+        "generator": ("VitsGenerator", "vocoder", ["latent", "frame_mask", *speaker], ["audio"],
+                      [core + 2 * radius for core in GENERATOR_CORES]),
+    }  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
-    weights = out / "vits.safetensors"
-    save_file(params, str(weights))
-    inference = config.get("inference", {})
-    manifest = {
-        "architecture": "Vits",
-        "config": hyper,
-        "parameters": weights.name,
-        "sha256": sha256_file(weights),
-        "sample_rate": config["audio"]["sample_rate"],
-        "espeak_voice": config.get("espeak", {}).get("voice"),
-        "language": config.get("language", {}),
-        "dataset": config.get("dataset"),
-        "license": config.get("license"),
-        "speakers": config.get("speaker_id_map", {}),
-        "phoneme_id_map": config["phoneme_id_map"],
-        "defaults": {
-            "noise_scale": float(inference.get("noise_scale", 0.667)),
-            "length_scale": float(inference.get("length_scale", 1.0)),
-            "noise_w": float(inference.get("noise_w", 0.8)),
+    (out / "networks").mkdir(exist_ok=True)
+    networks = {}
+    for net, (architecture, role, inputs, outputs, buckets) in specs.items():
+        path = out / "networks" / f"{net}.safetensors"
+        save_file({k: v.contiguous() for k, v in parts[net].items()}, str(path))
+        networks[net] = {
+            "architecture": architecture,
+            "role": role,
+            "inputs": inputs,
+            "outputs": outputs,
+            "config": configs[net],
+            "parameters": f"networks/{path.name}",
+            "sha256": sha256_file(path),
+            "buckets": buckets,
+            "batch_sizes": sizes,
+            "compiler_args": FP32,
+        }
+    inference = config.get("inference", {}) if isinstance(config.get("inference"), dict) else {}
+    settings = {}
+    for key, (low, high) in SETTING_BOUNDS.items():
+        value = inference.get(key, PIPER_DEFAULTS[key])
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise AddonError(f"{config_path}: inference.{key}: expected a number from {low} to {high}")
+        settings[key] = {"default": float(value), "min": low, "max": high}
+    speakers = _speakers(config, hyper["n_speakers"], config_path) if multi else {}
+    audio = config["audio"]
+    rate = audio["sample_rate"]
+    symbols = symbol_table(id_map)
+    symbols += [f"<unused {i}>" for i in range(len(symbols), hyper["n_vocab"])]
+    espeak_voice = config.get("espeak", {}).get("voice") if isinstance(config.get("espeak"), dict) else None
+    if not isinstance(espeak_voice, str) or not espeak_voice:
+        raise AddonError(
+            f"{config_path}: espeak.voice: missing; the frontend needs the voice's espeak-ng voice"
+        )
+    addon = {
+        "format": FORMAT_VERSION,
+        "name": name or voice_name(onnx_path),
+        "description": (
+            f"Piper voice {onnx_path.name} ({audio.get('quality', 'unknown quality')}, "
+            f"{hyper['n_speakers']} speaker{'s' if multi else ''}), imported by tts-neuron import piper"
+        ),
+        "trained": True,
+        "language": espeak_voice,
+        "license": str(config.get("license") or "unknown: check the voice's model card"),
+        "dataset": str(config.get("dataset") or "unknown"),
+        "about": {
+            "source": onnx_path.name,
+            "language": config.get("language", {}),
+            "quality": audio.get("quality"),
+            "piper_version": config.get("piper_version"),
         },
-        "source": onnx_path.name,
+        "audio": {
+            "sample_rate": rate,
+            "n_fft": 4 * math.prod(hyper["upsample_rates"]),
+            "hop_length": math.prod(hyper["upsample_rates"]),
+            "win_length": 4 * math.prod(hyper["upsample_rates"]),
+            "n_mels": 80,
+            "f_min": 0.0,
+            "f_max": rate / 2,
+            "log_floor": 1e-5,
+        },
+        "symbols": symbols,
+        "frontend": {
+            "type": "piper",
+            "espeak_voice": espeak_voice,
+            "phoneme_id_map": id_map,
+            **({"vowel_clusters": clusters} if clusters else {}),
+        },
+        "settings": settings,
+        **({"speakers": speakers} if speakers else {}),
+        "networks": networks,
+        "stacks": stacks(settings),
+        "default_stack": "cpu",
     }
-    path = out / "piper-voice.json"
-    path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    path = out / ADDON_FILE
+    path.write_text(json.dumps(addon, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    load_addon(out)  # what we wrote must read back
     return path
 
 
-class ImportedVoice:
-    """An imported Piper voice, spoken a whole sentence at a time with Piper's per-call settings.
+def _clusters(config: dict[str, Any], path: Path) -> list[Any]:
+    clusters = config.get("vowel_clusters") or []
+    if not isinstance(clusters, list):
+        raise AddonError(f"{path}: vowel_clusters: expected a list of phoneme lists")
+    return clusters
 
-    Noise is drawn per call from `seed` (or from fresh entropy without one), outside the networks, so a
-    seeded call repeats exactly."""
 
-    def __init__(self, folder: str | Path) -> None:
-        from safetensors.torch import load_file
-
-        from tts_neuron.frontend.piper import PiperFrontend
-
-        folder = Path(folder)
-        path = folder / "piper-voice.json"
-        try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
-            weights = folder / manifest["parameters"]
-            config, digest = manifest["config"], manifest["sha256"]
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise AddonError(f"{path}: not an imported Piper voice: {err}") from None
-        if not weights.is_file() or sha256_file(weights) != digest:
-            raise AddonError(f"{weights}: missing, or its sha256 differs from {path.name}'s sha256")
-        self.model = Vits(**config).eval()
-        self.model.load_state_dict(load_file(str(weights)))
-        self.manifest = manifest
-        self.sample_rate: int = manifest["sample_rate"]
-        self.speakers: dict[str, int] = manifest.get("speakers") or {}
-        self.frontend = PiperFrontend(
-            manifest.get("espeak_voice") or "en-us", manifest["phoneme_id_map"], str(path)
+def _speakers(config: dict[str, Any], n_speakers: int, path: Path) -> dict[str, int]:
+    """Speaker names to ids from `speaker_id_map`; ids it does not name are named by their number."""
+    named = config.get("speaker_id_map") or {}
+    if not isinstance(named, dict) or not all(
+        isinstance(k, str) and k and isinstance(v, int) and 0 <= v < n_speakers for k, v in named.items()
+    ):
+        raise AddonError(
+            f"{path}: speaker_id_map: expected names mapped to ids below num_speakers ({n_speakers})"
         )
+    speakers = dict(named)
+    for sid in sorted(set(range(n_speakers)) - set(named.values())):
+        speakers.setdefault(str(sid), sid)
+    return speakers
 
-    def speaker_id(self, speaker: str | int | None) -> torch.Tensor | None:
-        """A speaker by name or id ([1] int64), None for a single-speaker voice; ValueError otherwise."""
-        if self.model.n_speakers <= 1:
-            if speaker not in (None, 0):
-                raise ValueError("this voice has one speaker")
-            return None
-        sid = (
-            self.speakers.get(speaker, -1)
-            if isinstance(speaker, str)
-            else (0 if speaker is None else speaker)
-        )
-        if not 0 <= sid < self.model.n_speakers:
-            raise ValueError(
-                f"unknown speaker {speaker!r}; known: {', '.join(self.speakers) or self.model.n_speakers}"
-            )
-        return torch.tensor([sid])
 
-    def synthesize(
-        self, text: str, *, length_scale: float | None = None, noise_scale: float | None = None,
-        noise_w: float | None = None, speed: float = 1.0, speaker: str | int | None = None,
-        seed: int | None = None,
-    ) -> torch.Tensor:  # fmt: skip
-        """Audio [S] in [-1, 1] for `text`; unset settings take the voice JSON's defaults."""
-        defaults = self.manifest["defaults"]
-        if speed <= 0:
-            raise ValueError(f"speed must be positive, got {speed}")
-        scale = (defaults["length_scale"] if length_scale is None else length_scale) / speed
-        generator = torch.Generator()
-        generator.manual_seed(seed) if seed is not None else generator.seed()
-        sid = self.speaker_id(speaker)
-        pieces = []
-        with torch.inference_mode():
-            for ids in self.frontend.sentences(text):
-                pieces.append(
-                    self.model.infer(
-                        torch.tensor([ids]),
-                        sid,
-                        scale,
-                        defaults["noise_scale"] if noise_scale is None else noise_scale,
-                        defaults["noise_w"] if noise_w is None else noise_w,
-                        generator,
-                    )  # fmt: skip
-                )
-        return torch.cat(pieces)
+def stacks(settings: dict[str, dict[str, float]]) -> dict[str, list[dict[str, Any]]]:
+    """The dynamic stack (`cpu`, which `--target cuda` runs too) and the fixed-shape one (`neuron`, or
+    any target's compiled networks): noise drawn from the sentence's seed, the encoder, Piper's
+    durations, the flow in windows with its 32 frames of context each side, then HiFi-GAN in windows
+    with its own. The first
+    upsampled chunk (56 frames) is the flow's first core (24) plus its right context (32); flow and
+    HiFi-GAN are two networks because each then recomputes only its own context (measured: 30% less
+    time than one flow+HiFi-GAN network with 44 frames of context, and earlier first audio)."""
+    defaults = {key: value["default"] for key, value in settings.items()}
+
+    def stack(encoders: str, decoder: dict[str, Any], vocoder: dict[str, Any]) -> list[dict[str, Any]]:
+        return [
+            {
+                "type": "StreamablePipeline",
+                "sequence_block": {
+                    "type": "SequenceBlockContainer",
+                    "blocks": [{"type": "DurationNoise", "noise_w": defaults["noise_w"]}, {"type": encoders}],
+                },
+                "streamable_block": {
+                    "type": "StreamableStack",
+                    "stack": [
+                        {
+                            "type": "VitsUpsampler",
+                            "length_scale": defaults["length_scale"],
+                            "noise_scale": defaults["noise_scale"],
+                            "first_chunk_frames": 56,
+                            "chunk_frames": 128,
+                        },
+                        decoder,
+                    ],
+                },
+            },
+            vocoder,
+        ]
+
+    dynamic = stack(
+        "Encoders",
+        {"type": "Decoder", "first_chunk_frames": 24, "chunk_frames": 128},
+        {"type": "Vocoder", "first_chunk_frames": FIRST_AUDIO_FRAMES, "chunk_frames": 128},
+    )
+    return {
+        "cpu": dynamic,  # also the stack of --target cuda: the same blocks on another device
+        "neuron": stack("NeuronEncoders", {"type": "PaddedDecoder"}, {"type": "PaddedVocoder"}),
+    }

@@ -17,7 +17,9 @@ Tensors are channel-first inside ([B, C, T]), as the convolutions want.
 
 from __future__ import annotations
 
+import copy
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -48,12 +50,17 @@ class RelativeAttention(nn.Module):
         self.emb_rel_k = nn.Parameter(torch.zeros(1, 2 * window + 1, self.k))
         self.emb_rel_v = nn.Parameter(torch.zeros(1, 2 * window + 1, self.k))
 
-    def _relative(self, table: torch.Tensor, n: int) -> torch.Tensor:
-        """table [1, 2W+1, K] -> [N, N, K]: the embedding of offset j - i, zero beyond the window."""
-        pos = torch.arange(n, device=table.device)
+    def _bands(self, n: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """Constant index tables for a length n: key offsets as [N, N] indices into the 2W+1 relative
+        positions, the N x (2W+1) band of keys around each query, and where each is inside the sequence."""
+        w = self.window
+        pos = torch.arange(n, device=device)
         offset = pos.unsqueeze(0) - pos.unsqueeze(1)  # [N, N]: j - i
-        inside = (offset.abs() <= self.window).unsqueeze(-1).to(table.dtype)
-        return table[0][(offset + self.window).clamp(0, 2 * self.window)] * inside
+        relative = (offset + w).clamp(0, 2 * w)
+        near = offset.abs() <= w  # [N, N]
+        band = pos.unsqueeze(1) + torch.arange(-w, w + 1, device=device).unsqueeze(0)  # [N, 2W+1]: i + o
+        inside = (band >= 0) & (band < n)
+        return relative, near, torch.where(inside, band, torch.zeros_like(band)), inside
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
         # x: [B, C, N], attn_mask: [B, 1, N, N]
@@ -62,12 +69,18 @@ class RelativeAttention(nn.Module):
             conv(x).view(b, self.heads, self.k, n).transpose(2, 3)  # [B, H, N, K]
             for conv in (self.conv_q, self.conv_k, self.conv_v)
         )
+        relative, near, band, inside = self._bands(n, x.device)
         q = q / math.sqrt(self.k)
         scores = q @ k.transpose(2, 3)  # [B, H, N, N]
-        scores = scores + torch.einsum("bhik,ijk->bhij", q, self._relative(self.emb_rel_k, n))
+        # The relative keys: each query against the 2W+1 offsets, placed at j = i + offset (0 beyond W).
+        by_offset = q @ self.emb_rel_k[0].transpose(0, 1)  # [B, H, N, 2W+1]
+        placed = by_offset.gather(-1, relative.expand(b, self.heads, n, n))  # [B, H, N, N]
+        scores = scores + placed * near.to(x.dtype)
         scores = scores.masked_fill(attn_mask == 0, -1e4)
         p = torch.softmax(scores, dim=-1)
-        out = p @ v + torch.einsum("bhij,ijk->bhik", p, self._relative(self.emb_rel_v, n))
+        # The relative values: each query's weights on the keys at offsets -W..W, times their embeddings.
+        weights = p.gather(-1, band.expand(b, self.heads, n, band.shape[1])) * inside.to(x.dtype)
+        out = p @ v + weights @ self.emb_rel_v[0]  # [B, H, N, K]
         return self.conv_o(out.transpose(2, 3).reshape(b, c, n))
 
 
@@ -337,7 +350,9 @@ class ReverseFlow(nn.Module):
 
 
 class ResBlock(nn.Module):
-    """HiFi-GAN residual block: type "1" pairs a dilated and a plain conv per dilation, type "2" has one."""
+    """HiFi-GAN residual block: type "1" pairs a dilated and a plain conv per dilation, type "2" has one.
+    With a mask, every convolution's input is zero outside it (what zero padding gives at an utterance's
+    edges), so a window padded to a bucket gives the unpadded window's samples."""
 
     def __init__(self, channels: int, kernel_size: int, dilations: list[int], kind: str) -> None:
         super().__init__()
@@ -354,14 +369,26 @@ class ResBlock(nn.Module):
             self.convs = nn.ModuleList(conv(d) for d in dilations)
         self.kind = kind
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        # x: [B, C, S], mask: [B, 1, S] or None (x is zero outside the mask on entry)
         if self.kind == "1":
             for c1, c2 in zip(self.convs1, self.convs2, strict=True):
-                x = x + c2(F.leaky_relu(c1(F.leaky_relu(x, LRELU_SLOPE)), LRELU_SLOPE))
+                y = F.leaky_relu(c1(F.leaky_relu(x, LRELU_SLOPE)), LRELU_SLOPE)
+                x = _masked(x + c2(_masked(y, mask)), mask)
         else:
             for c in self.convs:
-                x = x + c(F.leaky_relu(x, LRELU_SLOPE))
+                x = _masked(x + c(F.leaky_relu(x, LRELU_SLOPE)), mask)
         return x
+
+
+def _masked(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    return x if mask is None else x * mask
+
+
+def _upsampled_mask(mask: torch.Tensor, factor: int) -> torch.Tensor:
+    """[B, 1, T] -> [B, 1, T * factor], each frame's value repeated (a reshape: it traces at any shape)."""
+    b, _, t = mask.shape
+    return mask.unsqueeze(-1).expand(b, 1, t, factor).reshape(b, 1, t * factor)
 
 
 class Generator(nn.Module):
@@ -375,6 +402,7 @@ class Generator(nn.Module):
         super().__init__()
         ch = upsample_initial_channel
         self.n_kernels = len(resblock_kernel_sizes)
+        self.rates = list(upsample_rates)
         self.conv_pre = nn.Conv1d(in_channels, ch, 7, padding=3)
         self.ups = nn.ModuleList(
             nn.ConvTranspose1d(ch // 2**i, ch // 2 ** (i + 1), k, u, padding=(k - u) // 2)
@@ -388,23 +416,54 @@ class Generator(nn.Module):
         self.conv_post = nn.Conv1d(ch // 2 ** len(upsample_rates), 1, 7, padding=3, bias=False)
         if gin_channels:
             self.cond = nn.Conv1d(gin_channels, ch, 1)
+        self.receptive_radius = generator_radius(
+            resblock, resblock_kernel_sizes, resblock_dilation_sizes, upsample_rates, upsample_kernel_sizes
+        )
 
-    def forward(self, x: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, g: torch.Tensor | None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        # x: [B, C, T] (zero outside the mask), g: [B, G, 1] or None, mask: [B, 1, T] or None (no padding)
         x = self.conv_pre(x)
         if g is not None:
             x = x + self.cond(g)
+        x, rate = _masked(x, mask), 1
         for i, up in enumerate(self.ups):
-            x = up(F.leaky_relu(x, LRELU_SLOPE))
+            rate *= self.rates[i]
+            m = None if mask is None else _upsampled_mask(mask, rate)
+            x = _masked(up(F.leaky_relu(x, LRELU_SLOPE)), m)
             blocks = self.resblocks[i * self.n_kernels : (i + 1) * self.n_kernels]
-            x = sum((block(x) for block in blocks), torch.zeros_like(x)) / self.n_kernels
+            x = sum((block(x, m) for block in blocks), torch.zeros_like(x)) / self.n_kernels
         return torch.tanh(self.conv_post(F.leaky_relu(x)))  # the last activation uses slope 0.01
 
 
-class Vits(nn.Module):
-    """A whole VITS voice for inference; `config` holds Piper's hyper-parameter names.
+def generator_radius(
+    resblock: str,
+    kernel_sizes: list[int],
+    dilations: list[list[int]],
+    rates: list[int],
+    up_kernels: list[int],
+) -> int:
+    """Frames of context each side that one frame's samples depend on, summed layer by layer in frames (an
+    upper bound): conv_pre, then per upsampling its transposed convolution and its widest residual block,
+    then conv_post. A transposed convolution of kernel k and stride u reaches k / 2u + 1/2 input samples."""
+    frames, rate = 3.0, 1  # conv_pre: kernel 7
+    for u, k in zip(rates, up_kernels, strict=True):
+        frames += math.ceil(k / (2 * u) + 0.5) / rate
+        rate *= u
+        reach = max(
+            sum(d * (ks - 1) // 2 + ((ks - 1) // 2 if resblock == "1" else 0) for d in ds)
+            for ks, ds in zip(kernel_sizes, dilations, strict=True)
+        )
+        frames += reach / rate
+    frames += 3 / rate  # conv_post: kernel 7
+    return math.ceil(frames)
 
-    `encode` is the token side, `decode` the frame side; `infer` chains them with Piper's duration rule and
-    is what tests compare with a Piper voice's own ONNX Runtime output."""
+
+class Vits(nn.Module):
+    """A whole VITS voice in the checkpoint's layout (`enc_p`, `dp`, `flow`, `dec`, `emb_g`), for the
+    importer: its state dict names what the ONNX file's initializers are mapped to, and `split` cuts it
+    into the addon's three networks. `config` holds the constructor arguments, read from the weights."""
 
     def __init__(
         self, n_vocab: int, n_speakers: int = 1, gin_channels: int = 0, inter_channels: int = 192,
@@ -415,7 +474,6 @@ class Vits(nn.Module):
     ) -> None:  # fmt: skip
         super().__init__()
         gin = gin_channels if n_speakers > 1 else 0
-        self.inter_channels, self.n_speakers = inter_channels, n_speakers
         self.enc_p = TextEncoder(
             n_vocab, inter_channels, hidden_channels, filter_channels, n_heads, n_layers, kernel_size
         )
@@ -428,61 +486,161 @@ class Vits(nn.Module):
         )  # fmt: skip
         if n_speakers > 1:
             self.emb_g = nn.Embedding(n_speakers, gin)
-        self.hop_length = math.prod(upsample_rates or [8, 8, 4])
+
+
+NETWORK_PARTS = {"encoder": ("enc_p.", "dp."), "flow": ("flow.",), "generator": ("dec.",)}
+"""Which checkpoint prefixes each addon network holds (each multi-speaker network also holds `emb_g`)."""
+
+
+class _Speakers(nn.Module):
+    """A network's own copy of the speaker embedding (multi-speaker voices): speaker [B] -> g [B, G, 1]."""
+
+    def __init__(self, n_speakers: int, gin_channels: int) -> None:
+        super().__init__()
+        self.n_speakers = n_speakers
+        if n_speakers > 1:
+            self.emb_g = nn.Embedding(n_speakers, gin_channels)
+
+    @property
+    def gin(self) -> int:
+        return self.emb_g.embedding_dim if self.n_speakers > 1 else 0
 
     def speaker(self, speaker: torch.Tensor | None) -> torch.Tensor | None:
-        """speaker: [B] int64 (ignored by a single-speaker voice) -> g: [B, G, 1] or None."""
         if self.n_speakers <= 1:
             return None
         if speaker is None:
             raise ValueError("a multi-speaker voice needs a speaker id")
-        return self.emb_g(speaker).unsqueeze(-1)
+        return self.emb_g(speaker.long()).unsqueeze(-1)
 
-    def encode(
-        self, tokens: torch.Tensor, token_mask: torch.Tensor, noise: torch.Tensor,
+    def speaker_example(self) -> tuple[torch.Tensor, ...]:
+        return (torch.zeros(1, dtype=torch.int32),) if self.n_speakers > 1 else ()
+
+
+class VitsEncoder(_Speakers):
+    """The token side (role "encoder"): text encoder and stochastic duration predictor in reverse.
+
+    tokens [B, N] (int), token_mask [B, N], duration_noise [B, N, 2] (standard normal times noise_w),
+    speaker [B] (multi-speaker voices only) -> prior [B, N, 2C] (the prior's mean and log-scale per token)
+    and log_durations [B, N] (log w: Piper's frames are ceil(exp(log w) * length_scale)). Padded positions
+    give zeros and do not change real ones."""
+
+    def __init__(
+        self, n_vocab: int, n_speakers: int = 1, gin_channels: int = 0, inter_channels: int = 192,
+        hidden_channels: int = 192, filter_channels: int = 768, n_heads: int = 2, n_layers: int = 6,
+        kernel_size: int = 3,
+    ) -> None:  # fmt: skip
+        super().__init__(n_speakers, gin_channels)
+        self.enc_p = TextEncoder(
+            n_vocab, inter_channels, hidden_channels, filter_channels, n_heads, n_layers, kernel_size
+        )
+        self.dp = StochasticDurationPredictor(hidden_channels, 3, 4, self.gin)
+
+    def forward(
+        self, tokens: torch.Tensor, token_mask: torch.Tensor, duration_noise: torch.Tensor,
         speaker: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
-        """tokens [B, N], token_mask [B, N], noise [B, 2, N] (times noise_w) -> m_p, logs_p [B, N, C] and
-        log durations [B, N] (before length_scale); padded positions give zeros."""
+    ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
         mask = token_mask.unsqueeze(1).to(self.enc_p.proj.weight.dtype)  # [B, 1, N]
         g = self.speaker(speaker)
-        x, m, logs = self.enc_p(tokens, mask)
-        logw = self.dp(x, mask, noise, g)[:, 0] * token_mask
-        return m.transpose(1, 2), logs.transpose(1, 2), logw
+        x, m, logs = self.enc_p(tokens.long(), mask)
+        logw = self.dp(x, mask, duration_noise.transpose(1, 2), g)[:, 0] * token_mask  # [B, N]
+        return torch.cat([m, logs], 1).transpose(1, 2), logw
 
-    def decode(
-        self, m_p: torch.Tensor, logs_p: torch.Tensor, noise: torch.Tensor, frame_mask: torch.Tensor,
-        speaker: torch.Tensor | None = None,
-    ) -> torch.Tensor:  # fmt: skip
-        """Frames m_p, logs_p, noise [B, T, C] (noise times noise_scale), frame_mask [B, T] -> audio
-        [B, T * hop]; padded frames decode as zero latents, as Piper's own padding does."""
-        mask = frame_mask.unsqueeze(1).to(m_p.dtype)  # [B, 1, T]
-        g = self.speaker(speaker)
-        z_p = (m_p + noise * torch.exp(logs_p)).transpose(1, 2)  # [B, C, T]
-        z = self.flow(z_p, mask, g)
-        return self.dec(z * mask, g)[:, 0]
+    def example_inputs(self, bucket: int) -> tuple[torch.Tensor, ...]:
+        tokens = torch.zeros(1, bucket, dtype=torch.int32)
+        return (tokens, torch.ones(1, bucket), torch.zeros(1, bucket, 2), *self.speaker_example())
 
-    @staticmethod
-    def durations(logw: torch.Tensor, token_mask: torch.Tensor, length_scale: float) -> torch.Tensor:
-        """Piper's rule: ceil(exp(logw) * length_scale) frames per real token. [B, N] -> [B, N] int64."""
-        return torch.ceil(torch.exp(logw) * token_mask * length_scale).long()
 
-    def infer(
-        self, tokens: torch.Tensor, speaker: torch.Tensor | None = None, length_scale: float = 1.0,
-        noise_scale: float = 0.0, noise_w: float = 0.0, generator: torch.Generator | None = None,
-    ) -> torch.Tensor:  # fmt: skip
-        """One utterance, batch 1: tokens [1, N] -> audio [S]. The noise is drawn here, from `generator`,
-        and enters the networks as inputs (zero when its scale is zero)."""
-        n = tokens.shape[1]
-        token_mask = torch.ones(1, n)
-        m, logs, logw = self.encode(
-            tokens, token_mask, torch.randn(1, 2, n, generator=generator) * noise_w, speaker
-        )
-        frames = self.durations(logw, token_mask, length_scale)[0].clamp_min(0)
-        t = max(int(frames.sum()), 1)
-        m_f = torch.repeat_interleave(m[0], frames, dim=0)[None]
-        logs_f = torch.repeat_interleave(logs[0], frames, dim=0)[None]
-        if m_f.shape[1] < t:  # every duration rounded to zero: Piper decodes one silent frame
-            m_f, logs_f = torch.zeros(1, t, m.shape[2]), torch.zeros(1, t, m.shape[2])
-        noise_z = torch.randn(m_f.shape, generator=generator) * noise_scale
-        return self.decode(m_f, logs_f, noise_z, torch.ones(1, t), speaker)[0]
+class VitsFlow(_Speakers):
+    """The reverse flow (role "decoder"), frames to frames: z_p [B, T, C] (the prior's sample: mean plus
+    noise times its scale), frame_mask [B, T], speaker [B] (multi-speaker only) -> z [B, T, C]. Each
+    frame depends on `receptive_radius` frames each side (4 couplings of 4 layers of kernel 5)."""
+
+    def __init__(
+        self,
+        n_speakers: int = 1,
+        gin_channels: int = 0,
+        inter_channels: int = 192,
+        hidden_channels: int = 192,
+    ) -> None:
+        super().__init__(n_speakers, gin_channels)
+        self.channels = inter_channels
+        self.flow = ReverseFlow(inter_channels, hidden_channels, self.gin)
+        self.receptive_radius = self.flow.receptive_radius
+
+    def forward(
+        self, z_p: torch.Tensor, frame_mask: torch.Tensor, speaker: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        mask = frame_mask.unsqueeze(1).to(z_p.dtype)  # [B, 1, T]
+        return self.flow(z_p.transpose(1, 2) * mask, mask, self.speaker(speaker)).transpose(1, 2)
+
+    def example_inputs(self, bucket: int) -> tuple[torch.Tensor, ...]:
+        return (torch.zeros(1, bucket, self.channels), torch.ones(1, bucket), *self.speaker_example())
+
+
+class VitsGenerator(_Speakers):
+    """HiFi-GAN (role "vocoder"): z [B, T, C], frame_mask [B, T], speaker [B] (multi-speaker only) ->
+    audio [B, T * hop]. The dynamic form runs unpadded windows; `compiled_form` masks every layer at its
+    own rate, so a window padded to a bucket gives the same samples."""
+
+    def __init__(
+        self, n_speakers: int = 1, gin_channels: int = 0, inter_channels: int = 192, resblock: str = "2",
+        resblock_kernel_sizes: list[int] | None = None,
+        resblock_dilation_sizes: list[list[int]] | None = None,
+        upsample_rates: list[int] | None = None, upsample_initial_channel: int = 256,
+        upsample_kernel_sizes: list[int] | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__(n_speakers, gin_channels)
+        self.channels = inter_channels
+        self.dec = Generator(
+            inter_channels, resblock, resblock_kernel_sizes or [3, 5, 7],
+            resblock_dilation_sizes or [[1, 2], [2, 6], [3, 12]], upsample_rates or [8, 8, 4],
+            upsample_initial_channel, upsample_kernel_sizes or [16, 16, 8], self.gin,
+        )  # fmt: skip
+        self.hop = math.prod(upsample_rates or [8, 8, 4])
+        self.receptive_radius = self.dec.receptive_radius
+        self.masked = False
+
+    def compiled_form(self) -> VitsGenerator:
+        """The same network (shared parameters), masked at every layer: for padded windows."""
+        twin = copy.copy(self)
+        twin.masked = True
+        return twin
+
+    def forward(
+        self, z: torch.Tensor, frame_mask: torch.Tensor, speaker: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        mask = frame_mask.unsqueeze(1).to(z.dtype)  # [B, 1, T]
+        x = z.transpose(1, 2) * mask
+        return self.dec(x, self.speaker(speaker), mask if self.masked else None)[:, 0]
+
+    def example_inputs(self, bucket: int) -> tuple[torch.Tensor, ...]:
+        return (torch.zeros(1, bucket, self.channels), torch.ones(1, bucket), *self.speaker_example())
+
+
+def network_configs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The constructor arguments of the three addon networks, from a `Vits` config."""
+    speakers: dict[str, Any] = {k: config[k] for k in ("n_speakers", "gin_channels") if k in config}
+    encoder_keys = (
+        "n_vocab", "inter_channels", "hidden_channels", "filter_channels", "n_heads", "n_layers",
+        "kernel_size",
+    )  # fmt: skip
+    generator_keys = (
+        "inter_channels", "resblock", "resblock_kernel_sizes", "resblock_dilation_sizes", "upsample_rates",
+        "upsample_initial_channel", "upsample_kernel_sizes",
+    )  # fmt: skip
+    return {
+        "encoder": {**{k: config[k] for k in encoder_keys if k in config}, **speakers},
+        "flow": {
+            **{k: config[k] for k in ("inter_channels", "hidden_channels") if k in config},
+            **speakers,
+        },
+        "generator": {**{k: config[k] for k in generator_keys if k in config}, **speakers},
+    }
+
+
+def split_state(state: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    """A `Vits` state dict cut into the three networks' state dicts (emb_g copied into each)."""
+    parts: dict[str, dict[str, torch.Tensor]] = {}
+    for network, prefixes in NETWORK_PARTS.items():
+        parts[network] = {k: v for k, v in state.items() if k.startswith(prefixes) or k == "emb_g.weight"}
+    return parts

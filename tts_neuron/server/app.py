@@ -366,6 +366,25 @@ async def _read_request(
     return req
 
 
+def _speaker_view(requested: str, voices: dict[str, dict[str, Any]]) -> str | None:
+    """`VOICE:ID` as the served `VOICE:NAME` of that speaker id; for a VOICE that has speakers but not this
+    one, a 400 that says so (UnknownSpeakerError's message); None when VOICE is no multi-speaker voice."""
+    base, _, speaker = requested.rpartition(":")
+    speakers = voices.get(base, {}).get("speakers")
+    if not base or not speakers:
+        return None
+    by_id = {str(sid): name for name, sid in speakers.items()}
+    if speaker in by_id and f"{base}:{by_id[speaker]}" in voices:
+        return f"{base}:{by_id[speaker]}"
+    shown = ", ".join(list(speakers)[:20]) + (f" ... ({len(speakers)} in all)" if len(speakers) > 20 else "")
+    raise ApiError(
+        400,
+        f"voice '{base}' has no speaker '{speaker}'; its speakers: {shown}",
+        param="voice",
+        code="unknown_speaker",
+    )
+
+
 async def _speech(
     engine: Engine, settings: SpeechOptions, request: Request, captioned: bool = False
 ) -> Response:
@@ -374,6 +393,8 @@ async def _speech(
         raise ApiError(503, "the voices are still loading", code="not_ready", headers={"Retry-After": "5"})
     voices = engine.voice_info()
     name = resolve(req.voice_name, voices, settings.voice_aliases, settings.default_voice)
+    if name is None:
+        name = _speaker_view(req.voice_name, voices)
     if name is None:
         aliases = alias_table(voices, settings.voice_aliases, settings.default_voice)
         raise ApiError(

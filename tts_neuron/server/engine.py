@@ -87,7 +87,9 @@ class TimedStream(Stream, Protocol):
 
 
 def describe_voice(voice: Voice) -> dict[str, Any]:
-    return {
+    """What clients may know of a voice; a multi-speaker voice lists its speakers (each also served as
+    `VOICE:SPEAKER`), and such a view names its speaker."""
+    about: dict[str, Any] = {
         "language": voice.addon.language,
         "sample_rate": voice.sample_rate,
         "stack": voice.stack_name,
@@ -95,6 +97,13 @@ def describe_voice(voice: Voice) -> dict[str, Any]:
         "takes_speed": voice.takes_speed,
         "timestamps": _timed(voice),
     }
+    if voice.addon.license:
+        about["license"] = voice.addon.license
+    if "speaker" in voice.bound:
+        about["speaker"] = voice.bound["speaker"]
+    elif voice.addon.speakers:
+        about["speakers"] = dict(voice.addon.speakers)
+    return about
 
 
 def _timed(voice: Voice) -> bool:
@@ -154,9 +163,11 @@ class Engine:
                 voice = self.voices.add(addon, self.stack, self.target)
                 if voice.target == "neuron" and not self.workers_given:
                     self.device.workers = 1  # a NeuronCore runs one call at a time; more would queue there
-                name = next(n for n, v in self.voices.voices.items() if v is voice)
-                self.costs[name] = self.measure(voice)
-                self.metrics.voice_cost.labels(name).set(self.costs[name])
+                cost = self.measure(voice)
+                for name, served in self.voices.voices.items():  # the voice and its speakers' views
+                    if served.stack is voice.stack:
+                        self.costs[name] = cost
+                        self.metrics.voice_cost.labels(name).set(cost)
         except Exception as err:  # noqa: BLE001 - reported on /ready and by the CLI, never a dead thread
             self.load_error = (
                 f"{type(err).__name__}: {err}" if not isinstance(err, TTSNeuronError) else str(err)
