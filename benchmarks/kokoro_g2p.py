@@ -106,7 +106,7 @@ def main() -> None:
             )
             if mine != reference:
                 differing[(spoken.strip(PUNCTUATION).lower(), mine, reference)] += 1
-    result = {
+    result: dict[str, Any] = {
         "sentences": len(texts),
         "reference": "misaki 0.9.4 G2P on a blank spaCy English pipeline (no tagger), no fallback",
         "phoneme_error_rate": totals["edits_stress"] / max(totals["length_stress"], 1),
