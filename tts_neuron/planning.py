@@ -167,7 +167,8 @@ class Observations:
 
 def _group_networks(addon: Addon) -> list[Calls]:
     """Networks with buckets, grouped as the runtime calls them: all encoders together (NeuronEncoders
-    pads one piece for all of them), then each token or window network alone."""
+    pads one piece for all of them), then each network alone by the Protocol it meets
+    (`tts_neuron.models.protocols`): windows of frames, or sentence pieces for an attention step."""
     groups: list[Calls] = []
     encoders = [spec for spec in addon.networks_with_role("encoder") if spec.buckets]
     if encoders:
@@ -180,7 +181,7 @@ def _group_networks(addon: Addon) -> list[Calls]:
         network = addon.network(spec.name)
         if isinstance(network, WindowedNetwork):
             groups.append(Calls([spec.name], "windows", list(spec.buckets), radius=network.receptive_radius))
-        elif spec.role == "decoder":  # an attention step: called per sentence piece, like the encoders
+        elif isinstance(network, AttentionStepNetwork):  # called per sentence piece, like the encoders
             groups.append(Calls([spec.name], "tokens", list(spec.buckets)))
     return groups
 
