@@ -127,7 +127,8 @@ def test_batched_streams_equal_each_alone(addon: Path) -> None:
 
 
 def test_served_over_the_openai_endpoint(addon: Path) -> None:
-    """Every voice pack is a served voice, `kokoro:PACK`; an unknown pack is a 400 naming `voice`."""
+    """Every voice pack is a served voice, `kokoro:PACK`, and so is a blend `kokoro:A+B`; an unknown pack is
+    a 400 naming `voice`."""
     from tests.test_server import in_process_server
     from tts_neuron.server import Engine
 
@@ -140,6 +141,10 @@ def test_served_over_the_openai_endpoint(addon: Path) -> None:
             body = {"model": "tts-1", "input": SHORT, "voice": "kokoro:af_sky", "response_format": "pcm"}
             response = httpx.post(url + "/v1/audio/speech", json=body, timeout=120)
             assert response.status_code == 200 and len(response.content) > 0
+            blend = httpx.post(
+                url + "/v1/audio/speech", json={**body, "voice": "kokoro:af_bella+af_sky"}, timeout=60
+            )
+            assert blend.status_code == 200 and blend.content != response.content
             bad = httpx.post(url + "/v1/audio/speech", json={**body, "voice": "kokoro:af_nobody"}, timeout=30)
             assert bad.status_code == 400 and bad.json()["error"]["param"] == "voice"
     finally:

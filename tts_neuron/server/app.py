@@ -367,8 +367,9 @@ async def _read_request(
 
 
 def _speaker_view(requested: str, voices: dict[str, dict[str, Any]]) -> str | None:
-    """`VOICE:ID` as the served `VOICE:NAME` of that speaker id; for a VOICE that has speakers but not this
-    one, a 400 that says so (UnknownSpeakerError's message); None when VOICE is no multi-speaker voice."""
+    """`VOICE:ID` as the served `VOICE:NAME` of that speaker id, and `VOICE:A+B` as itself for a voice that
+    blends its speakers (Kokoro's packs); for a VOICE that has speakers but not this one, a 400 that says
+    so (UnknownSpeakerError's message); None when VOICE is no multi-speaker voice."""
     base, _, speaker = requested.rpartition(":")
     speakers = voices.get(base, {}).get("speakers")
     if not base or not speakers:
@@ -376,6 +377,8 @@ def _speaker_view(requested: str, voices: dict[str, dict[str, Any]]) -> str | No
     by_id = {str(sid): name for name, sid in speakers.items()}
     if speaker in by_id and f"{base}:{by_id[speaker]}" in voices:
         return f"{base}:{by_id[speaker]}"
+    if voices[base].get("blends_speakers") and all(part in speakers for part in speaker.split("+")):
+        return requested
     shown = ", ".join(list(speakers)[:20]) + (f" ... ({len(speakers)} in all)" if len(speakers) > 20 else "")
     raise ApiError(
         400,
@@ -412,7 +415,8 @@ async def _speech(
             param="model",
             code="model_not_found",
         )
-    voice = voices[name]
+    served = name if name in voices else name.rpartition(":")[0]  # a blend is served by its voice
+    voice = voices[served]
     if req.speed != 1 and not voice["takes_speed"]:
         raise ApiError(400, f"voice '{req.voice_name}' cannot change its speed", param="speed")
     _check_speech_estimate(req, settings.max_speech_seconds)
@@ -424,7 +428,7 @@ async def _speech(
             code="no_timestamps",
         )
 
-    session = Session(engine.admit(name))
+    session = Session(engine.admit(served))
     try:
         await session.open()
     except Busy as err:
@@ -451,12 +455,13 @@ async def _speech(
             encoder.close()
         await session.close()
         raise
-    engine.metrics.first_audio.labels(name).observe(time.monotonic() - started)
+    engine.metrics.first_audio.labels(served).observe(time.monotonic() - started)
     headers = {"X-Sample-Rate": str(encoder.rate), "X-Channels": "1", "X-Accel-Buffering": "no"}
     if req.response_format == "pcm":
         headers["X-Bit-Depth"] = "16"
     captions = cast(TimedStream, stream) if captioned else None
-    body = _body(engine, req, name, voice["sample_rate"], settings, session, first, chunks, encoder, captions)
+    rate = voice["sample_rate"]
+    body = _body(engine, req, served, rate, settings, session, first, chunks, encoder, captions)
     media_type = "text/event-stream" if req.stream_format == "sse" else MEDIA_TYPES[req.response_format]
     return AudioResponse(
         session, body, media_type="application/json" if captions else media_type, headers=headers

@@ -103,6 +103,8 @@ def describe_voice(voice: Voice) -> dict[str, Any]:
         about["speaker"] = voice.bound["speaker"]
     elif voice.addon.speakers:
         about["speakers"] = dict(voice.addon.speakers)
+        if voice.blends_speakers:
+            about["blends_speakers"] = True  # `VOICE:A+B` is served too
     return about
 
 
