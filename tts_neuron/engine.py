@@ -530,8 +530,12 @@ class Engine(Runner):
             calls = [cast(_Call, stream.waiting) for stream in group]
             for call in calls:
                 call.running = True
-            outputs = self._pool.submit(run_batch, calls[0].handle, [call.inputs for call in calls])
-            outputs.add_done_callback(lambda _: self.wake())
+            inputs = [call.inputs for call in calls]
+            if self.streams == 1:  # alone: run here, without two thread hand-offs on the first audio's path
+                outputs = _run_here(calls[0].handle, inputs)
+            else:
+                outputs = self._pool.submit(run_batch, calls[0].handle, inputs)
+                outputs.add_done_callback(lambda _: self.wake())
             self._batches.append(_Batch(calls[0].handle, group, outputs))
 
     def _limit(self, group: list[EngineStream]) -> int:
@@ -551,6 +555,18 @@ class Engine(Runner):
                 stream.waiting, stream.resume_with = None, row
             if self.observer and error is None:
                 self.observer(batch.handle.name, len(batch.streams), size)
+
+
+def _run_here(
+    handle: NetworkHandle, calls: list[tuple[torch.Tensor, ...]]
+) -> Future[tuple[list[Outputs], int]]:
+    """`run_batch` in the calling thread, as a finished future."""
+    done: Future[tuple[list[Outputs], int]] = Future()
+    try:
+        done.set_result(run_batch(handle, calls))
+    except Exception as err:  # noqa: BLE001 - the stream gets it, as from a worker
+        done.set_exception(err)
+    return done
 
 
 __all__ = ["END", "AsyncStream", "Cancelled", "Engine", "EngineStream", "Schedule"]
