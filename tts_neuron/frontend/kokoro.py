@@ -18,6 +18,8 @@ from __future__ import annotations
 import ctypes
 import re
 import unicodedata
+from collections.abc import Iterator
+from dataclasses import replace
 
 from tts_neuron.frontend import Frontend, Sentence, prepare_text
 from tts_neuron.frontend.espeak import Espeak, EspeakError, bound_text
@@ -30,6 +32,11 @@ PUNCTUATION = ';:,.!?—…"()“”'
 """Kokoro's punctuation symbols: a long sentence is cut into pieces after one of these first."""
 _MARK_RUN = re.compile(rf"(\s*[{re.escape(PUNCTUATION)}]+\s*)")
 _QUOTES = str.maketrans({"«": "“", "»": "”", "‘": "“", "’": "”"})
+CLAUSE_MARKS = ",;:—"
+FIRST_CLAUSE_PHONEMES = 16
+"""A text's first sentence is cut after its first clause mark with at least this many phonemes (about a
+second of speech) before it, so a stream's first audio waits for a clause rather than a whole sentence
+(Kokoro's frame side runs a sentence whole). The clause is then spoken as a sentence of its own."""
 
 _ESPEAK_TO_MISAKI = sorted(
     {
@@ -114,6 +121,18 @@ class KokoroFrontend(Frontend):
 
     kind = "kokoro"
 
+    def sentences(self, text: str, ssml: bool | None = None) -> Iterator[Sentence]:
+        """The toolkit's sentences (its checks raise at once), the first one cut after its first clause."""
+        return self._first_clause_apart(super().sentences(text, ssml))
+
+    @staticmethod
+    def _first_clause_apart(sentences: Iterator[Sentence]) -> Iterator[Sentence]:
+        first = next(sentences, None)
+        if first is None:
+            return
+        yield from first_clause_apart(first)
+        yield from sentences
+
     def phonemize(self, raw: str) -> Sentence:
         text = prepare_text(raw)
         if not has_speakable(text):
@@ -129,3 +148,33 @@ class KokoroFrontend(Frontend):
             words.append(word)
             word += symbol == " "
         return Sentence(text, phonemes, tokens, words)
+
+
+def first_clause_apart(sentence: Sentence) -> list[Sentence]:
+    """A sentence as its first clause (up to a clause mark with FIRST_CLAUSE_PHONEMES phonemes before it and
+    words after it) and the rest; or the sentence alone. The text is cut at the same mark."""
+    marks = [i for i, p in enumerate(sentence.phonemes) if p in CLAUSE_MARKS]
+    cut = next((i + 1 for i in marks if i + 1 >= FIRST_CLAUSE_PHONEMES), None)
+    rest = cut + (sentence.phonemes[cut : cut + 1] == [" "]) if cut is not None else 0
+    if cut is None or not any(p.isalpha() for p in sentence.phonemes[rest:]):
+        return [sentence]
+    nth = sum(p in CLAUSE_MARKS for p in sentence.phonemes[:cut])
+    text_marks = [i for i, c in enumerate(sentence.text) if c in CLAUSE_MARKS]
+    split = text_marks[nth - 1] + 1 if len(text_marks) >= nth else len(sentence.text)
+    return [
+        replace(
+            sentence,
+            text=sentence.text[:split].strip(),
+            phonemes=sentence.phonemes[:cut],
+            tokens=sentence.tokens[:cut],
+            words=sentence.words[:cut],
+            pause_after=0.0,
+        ),
+        replace(
+            sentence,
+            text=sentence.text[split:].strip(),
+            phonemes=sentence.phonemes[rest:],
+            tokens=sentence.tokens[rest:],
+            words=sentence.words[rest:],
+        ),
+    ]
