@@ -201,9 +201,10 @@ def whole_sentence(voice: Voice, text: str, **settings: Any) -> np.ndarray:
         features = pipeline.sequence_block(voice.features(sentence, 1.0, call.sentence(i)))
         upsampler = VitsUpsampler(first_chunk_frames=10**6, chunk_frames=10**6)
         (chunk,) = upsampler.stream(None, features)
+        speaker = (features["speaker"],) if "speaker" in features else ()
         with torch.inference_mode():
-            z = flow(chunk.data[None], torch.ones(1, len(chunk.data)))
-            out.append(generator(z, torch.ones(1, len(chunk.data)))[0])
+            z = flow(chunk.data[None], torch.ones(1, len(chunk.data)), *speaker)
+            out.append(generator(z, torch.ones(1, len(chunk.data)), *speaker)[0])
     return torch.cat(out).numpy()
 
 
@@ -322,6 +323,13 @@ def test_multi_speaker_voice_speaks_by_name_and_id(multi_addon: tuple[Path, Path
         voice.synthesize(text, speaker="speaker9")
     with pytest.raises(UnknownSpeakerError):
         voice.synthesize(text, speaker=3)
+    wav = root.parent / "speaker.wav"
+    command = ["synthesize", "--addon", str(root), "--text", text, "--out", str(wav)]
+    assert main([*command, "--speaker", "speaker2", "--set", "noise_scale=0", "--set", "noise_w=0"]) == 0
+    assert wav.stat().st_size == 44 + 2 * len(by_name)
+    assert (
+        main(["synthesize", "--addon", str(root), "--text", text, "--out", str(wav), "--speaker", "x"]) == 2
+    )
     voices = tts_neuron.VoiceSet()
     voices.add(root)
     assert sorted(voices.voices) == ["multi", "multi:speaker0", "multi:speaker1", "multi:speaker2"]

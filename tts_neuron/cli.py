@@ -207,6 +207,24 @@ def _synthesize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _call_settings(args: argparse.Namespace) -> dict[str, object]:
+    """--speaker, --seed and each --set NAME=NUMBER as a call's settings (Voice.stream's keywords)."""
+    settings: dict[str, object] = {}
+    for item in args.set or []:
+        name, sep, value = item.partition("=")
+        try:
+            settings[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise TTSNeuronError(f"--set takes NAME=NUMBER (e.g. noise_scale=0.5), got {item!r}")
+    if args.speaker is not None:
+        settings["speaker"] = int(args.speaker) if args.speaker.isdigit() else args.speaker
+    if args.seed is not None:
+        settings["seed"] = args.seed
+    return settings
+
+
 def _speak(
     voice: Voice, text: str, args: argparse.Namespace, wav: _WavWriter | None, mel: list[np.ndarray]
 ) -> tuple[float, int]:
@@ -219,13 +237,15 @@ def _speak(
     first_s: float | None = None
     samples = 0
     mel_sink = mel.append if args.mel else None
+    settings = _call_settings(args)
+    voice.call_settings(settings)  # a bad setting or speaker fails before any audio
     try:
         if not (args.out or args.raw):  # mel only: the stack may end at the decoder
-            for _ in voice.chunks(text, mel_sink):
+            for _ in voice.chunks(text, mel_sink, **settings):
                 first_s = first_s or time.perf_counter() - t0
             return first_s or 0.0, 0
         with _progress(text) as progress:
-            for audio in voice.stream(text, mel_sink):
+            for audio in voice.stream(text, mel_sink, **settings):
                 first_s = first_s or time.perf_counter() - t0
                 if not np.isfinite(audio).all():
                     raise SynthesisError(
@@ -473,6 +493,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--raw", action="store_true", help="write 16-bit little-endian mono PCM to stdout as it comes"
     )
     synth.add_argument("--mel", help="also save the mel frames [T, n_mels] as .npy")
+    synth.add_argument("--speaker", help="a multi-speaker voice's speaker, by name or id")
+    synth.add_argument(
+        "--seed", type=int, help="seed of the voice's noise (imported voices): repeatable audio"
+    )
+    synth.add_argument(
+        "--set",
+        action="append",
+        metavar="NAME=NUMBER",
+        help="a per-call setting the voice declares, e.g. noise_scale=0.5 or length_scale=1.2 (repeatable)",
+    )
     synth.add_argument("--timings", action="store_true", help="print time to first audio, total time and RTF")
     synth.add_argument("--no-imports", action="store_true", help=_NO_IMPORTS_HELP)
     synth.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
