@@ -90,13 +90,20 @@ def test_an_unknown_voice_pack_is_refused(voice: tts_neuron.Voice) -> None:
         voice.synthesize(TEXT, speaker="af_bella+af_nobody")
 
 
-def test_a_missing_voice_pack_folder_is_one_line_and_exit_2(
+def test_a_model_without_voice_packs_or_with_a_foreign_pth_is_one_line_and_exit_2(
     addon: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     model = tmp_path / "model"
     model.mkdir()
     (model / "config.json").write_text(json.dumps({**REDUCED, "vocab": PUBLISHED_VOCAB}), encoding="utf-8")
     torch.save({}, model / "kokoro-v1_0.pth")
+    assert main(["import", "kokoro", "--model", str(model), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.endswith(
+        "voices: no voice packs (*.pt); Kokoro's layout has voices/NAME.pt"
+    )
+    (model / "voices").mkdir()
+    torch.save(torch.zeros(510, 1, 256), model / "voices" / "af_sky.pt")
     assert main(["import", "kokoro", "--model", str(model), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "kokoro-v1_0.pth: expected a dict of state dicts" in err

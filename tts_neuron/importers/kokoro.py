@@ -217,8 +217,8 @@ def import_model(
         config = KokoroConfig.from_json(raw)
     except (KeyError, TypeError) as err:
         raise AddonError(f"{model / 'config.json'}: {err}") from None
+    speakers, packs = _voice_packs(model, config.style_dim, default_voice)  # small files first
     encoders, decoder = load_weights(_weights_file(model), config)
-    speakers, packs = _voice_packs(model, config.style_dim, default_voice)
     voices = KokoroVoices(len(speakers), packs.shape[1], config.style_dim)
     voices.packs.data.copy_(packs)
     sizes = batch_sizes or BATCH_SIZES
