@@ -616,7 +616,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     srv.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     srv.set_defaults(run=_serve)
-    imp = commands.add_parser("import", help="import a voice trained elsewhere (Piper's ONNX + JSON)")
+    imp = commands.add_parser("import", help="import a voice trained elsewhere (Piper, Kokoro)")
     imp_kinds = imp.add_subparsers(dest="kind", required=True)
     piper = imp_kinds.add_parser("piper", help="a Piper voice: VOICE.onnx and VOICE.onnx.json")
     piper.add_argument("voice", type=Path, help="the voice's .onnx file")
