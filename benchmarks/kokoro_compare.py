@@ -131,20 +131,12 @@ def compare(
     torch.set_num_threads(threads)
     ours(texts[0]), package(texts[0])  # warm-up: first calls allocate
     rows: dict[str, dict[str, list[float]]] = {
-        name: {"first": [], "total": []} for name in ("ours", "package")
+        name: {"first": [], "total": [], "samples": []} for name in ("ours", "package")
     }
-    audio_seconds = 0.0
     for text in texts[1 : n_paragraphs + 1]:
-        made_by = {}
         for name, run in (("ours", ours), ("package", package)):
-            first, total, made_by[name] = run(text)
-            rows[name]["first"].append(first)
-            rows[name]["total"].append(total)
-        if made_by["ours"] != made_by["package"]:  # the same durations give the same lengths
-            raise RuntimeError(
-                f"{text[:40]!r}: we made {made_by['ours']} samples, the package {made_by['package']}"
-            )
-        audio_seconds += made_by["ours"] / voice.sample_rate
+            for key, value in zip(("first", "total", "samples"), run(text), strict=True):
+                rows[name][key].append(value)
 
     # aggregate throughput at `streams` streams
     batch_texts = texts[1 : streams + 1]
@@ -177,7 +169,6 @@ def compare(
     return {
         "model": "Kokoro-82M shape (kokoro 0.9.4 KModel, perturbed random weights), voice pack af_heart",
         "paragraphs": n_paragraphs,
-        "audio_seconds": round(audio_seconds, 2),
         "threads": threads,
         "host": {"machine": platform.machine(), "cores": os.cpu_count(), "torch": torch.__version__},
         "one_stream": {
@@ -185,7 +176,8 @@ def compare(
                 "first_audio_p50_s": round(statistics.median(times["first"]), 3),
                 "first_audio_max_s": round(max(times["first"]), 3),
                 "total_s": round(sum(times["total"]), 3),
-                "rtf": round(sum(times["total"]) / audio_seconds, 3),
+                "audio_s": round(sum(times["samples"]) / voice.sample_rate, 2),
+                "rtf": round(sum(times["total"]) * voice.sample_rate / sum(times["samples"]), 3),
             }
             for name, times in rows.items()
         },
@@ -205,14 +197,15 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         "# Imported Kokoro model against the kokoro package's CPU inference",
         "",
-        f"{result['model']}; {result['paragraphs']} paragraphs of 3 sentences, {result['audio_seconds']} s "
-        f"of audio, {result['threads']} thread(s) for one stream; host {result['host']}.",
+        f"{result['model']}; {result['paragraphs']} paragraphs of 3 sentences, {result['threads']} "
+        f"thread(s) for one stream; host {result['host']}. Audio lengths differ a little: the package speaks "
+        "a paragraph as one chunk, we speak it sentence by sentence (each with its own style row).",
         "",
-        "| one stream | first audio p50 | first audio max | total | RTF |",
-        "|---|---|---|---|---|",
+        "| one stream | first audio p50 | first audio max | total | audio | RTF |",
+        "|---|---|---|---|---|---|",
         *(
             f"| {name} | {row['first_audio_p50_s']} s | {row['first_audio_max_s']} s | {row['total_s']} s | "
-            f"{row['rtf']} |"
+            f"{row['audio_s']} s | {row['rtf']} |"
             for name, row in one.items()
         ),
         "",
