@@ -179,6 +179,8 @@ class Espeak:
         lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
         lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         lib.espeak_SetSynthCallback.argtypes = [_SynthCallback]
+        lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int]
+        lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
         lib.espeak_Synth.argtypes = [
             ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
             ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
@@ -218,6 +220,32 @@ class Espeak:
             i += 1
         return 0
 
+    def _set_voice(self, voice: str) -> None:
+        """Switch espeak-ng to `voice` unless it is current (call with the lock held)."""
+        if voice != self._voice:
+            if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
+                raise EspeakError(f"espeak-ng has no voice '{voice}'")
+            self._voice = voice
+
+    def phoneme_clauses(self, text: str, voice: str, mode: int) -> list[tuple[str, str]]:
+        """espeak-ng's transcription of `text` (bounded first) in `voice`, clause by clause, as
+        espeak_TextToPhonemes gives it with `mode` (IPA, ties, ...): each clause's phonemes and the text it
+        read for it. espeak-ng reads one character past a clause's end (the next clause's first), so each
+        clause's text but the last ends with that character."""
+        data = ctypes.create_string_buffer(bound_text(text).encode("utf-8"))
+        base = ctypes.addressof(data)
+        clauses = []
+        with self._lock:
+            self._set_voice(voice)
+            pointer = ctypes.c_void_p(base)
+            while pointer.value:
+                start = pointer.value - base
+                phonemes = self._lib.espeak_TextToPhonemes(ctypes.byref(pointer), _CHARS_UTF8, mode) or b""
+                end = pointer.value - base if pointer.value else len(data.value)
+                read = data.raw[start:end].decode("utf-8", "ignore")
+                clauses.append((phonemes.decode("utf-8", "replace"), read))
+        return clauses
+
     def synthesize(self, text: str, voice: str = "en-us") -> Synthesis:
         """Speak `text` (one sentence, already normalised) and return its audio and phoneme timings.
 
@@ -226,10 +254,7 @@ class Espeak:
         """
         data = bound_text(text).encode("utf-8") + b"\0"
         with self._lock:
-            if voice != self._voice:
-                if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
-                    raise EspeakError(f"espeak-ng has no voice '{voice}'")
-                self._voice = voice
+            self._set_voice(voice)
             self._samples, self._events = [], []
             status = self._lib.espeak_Synth(data, len(data), 0, 0, 0, _CHARS_UTF8, None, None)
             samples, events = self._samples, self._events

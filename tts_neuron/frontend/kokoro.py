@@ -15,19 +15,17 @@ numbers, abbreviations) and the limits are the toolkit's own (`tts_neuron.fronte
 
 from __future__ import annotations
 
-import ctypes
 import re
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import replace
 
 from tts_neuron.frontend import Frontend, Sentence, prepare_text
-from tts_neuron.frontend.espeak import Espeak, EspeakError, bound_text
+from tts_neuron.frontend.espeak import Espeak
 from tts_neuron.frontend.sentences import has_speakable
 
 _IPA_WITH_TIES = 0x02 | 0x80 | (ord("^") << 8)
 """espeak_TextToPhonemes' mode: IPA, with `^` tying the letters of a multi-letter phoneme."""
-_CHARS_UTF8 = 1
 PUNCTUATION = ';:,.!?—…"()“”'
 """Kokoro's punctuation symbols: a long sentence is cut into pieces after one of these first."""
 _MARK_RUN = re.compile(rf"(\s*[{re.escape(PUNCTUATION)}]+\s*)")
@@ -84,20 +82,7 @@ def misaki_symbols(ipa: str, british: bool) -> str:
 
 def espeak_ipa(text: str, voice: str) -> str:
     """espeak-ng's IPA of a run of text without punctuation, words separated by spaces, ties as `^`."""
-    espeak = Espeak.get()
-    lib = espeak._lib
-    lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int]
-    lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
-    data = ctypes.create_string_buffer(bound_text(text).encode("utf-8"))
-    clauses = []
-    with Espeak._lock:
-        if lib.espeak_SetVoiceByName(voice.encode()) != 0:
-            raise EspeakError(f"espeak-ng has no voice '{voice}'")
-        espeak._voice = voice  # keep the shared instance's record of its current voice true
-        pointer = ctypes.c_void_p(ctypes.addressof(data))
-        while pointer.value:
-            phonemes = lib.espeak_TextToPhonemes(ctypes.byref(pointer), _CHARS_UTF8, _IPA_WITH_TIES)
-            clauses.append((phonemes or b"").decode("utf-8", "replace").strip())
+    clauses = [phonemes.strip() for phonemes, _ in Espeak.get().phoneme_clauses(text, voice, _IPA_WITH_TIES)]
     return " ".join(clause for clause in clauses if clause)
 
 

@@ -14,7 +14,6 @@ imported or loaded (`tts_neuron.addon.check_phoneme_id_map`), naming the file an
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import re
 import unicodedata
@@ -23,7 +22,7 @@ from typing import Any
 
 from tts_neuron.errors import TextError
 from tts_neuron.frontend import PAD_SYMBOL, Sentence
-from tts_neuron.frontend.espeak import Espeak, EspeakError, bound_text
+from tts_neuron.frontend.espeak import Espeak
 from tts_neuron.frontend.sentences import has_speakable
 from tts_neuron.frontend.ssml import Segment, is_ssml, parse_ssml
 
@@ -31,7 +30,6 @@ _LOG = logging.getLogger(__name__)
 
 BOS, EOS, PAD = "^", "$", "_"
 _IPA = 0x02  # espeakPHONEMES_IPA
-_CHARS_UTF8 = 1
 _SENTENCE_END = ".!?"
 _CLAUSE_END = ",:;" + _SENTENCE_END
 _TERMINATOR = re.compile(r"([,:;.!?])[^\w,:;.!?]*\w?$")
@@ -46,31 +44,18 @@ def ipa_sentences(text: str, voice: str) -> Iterator[list[str]]:
 
 def ipa_sentences_with_text(text: str, voice: str) -> Iterator[tuple[str, list[str]]]:
     """As `ipa_sentences`, each sentence with the text it was read from."""
-    espeak = Espeak.get()
-    lib = espeak._lib
-    lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int]
-    lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
-    data = ctypes.create_string_buffer(bound_text(text).encode("utf-8"))
-    base = ctypes.addressof(data)
+    read = Espeak.get().phoneme_clauses(text, voice, _IPA)
     clauses: list[tuple[str, str, str]] = []
-    with Espeak._lock:
-        if lib.espeak_SetVoiceByName(voice.encode()) != 0:
-            raise EspeakError(f"espeak-ng has no voice '{voice}'")
-        espeak._voice = voice  # keep the shared instance's record of the current voice true
-        pointer = ctypes.c_void_p(base)
-        carry = ""  # the character espeak-ng read past a clause's end: the next clause's first
-        while pointer.value:
-            start = pointer.value - base
-            phonemes = lib.espeak_TextToPhonemes(ctypes.byref(pointer), _CHARS_UTF8, _IPA) or b""
-            end = (pointer.value - base) if pointer.value else len(data.value)
-            # espeak-ng leaves the pointer one character into the next clause: the terminator is the last
-            # clause mark followed by nothing but spaces, quotes or brackets and that one character.
-            segment = data.raw[start:end].decode("utf-8", "ignore")
-            mark = _TERMINATOR.search(segment)
-            terminator = mark.group(1) if mark else ""
-            own = carry + (segment[:-1] if pointer.value else segment)
-            carry = segment[-1:] if pointer.value else ""
-            clauses.append((phonemes.decode("utf-8", "replace"), terminator, own))
+    carry = ""  # the character espeak-ng read past a clause's end: the next clause's first
+    for index, (phonemes, segment) in enumerate(read):
+        last = index == len(read) - 1
+        # the terminator is the last clause mark followed by nothing but spaces, quotes or brackets and
+        # the one character of the next clause that espeak-ng read
+        mark = _TERMINATOR.search(segment)
+        terminator = mark.group(1) if mark else ""
+        own = carry + (segment if last else segment[:-1])
+        carry = "" if last else segment[-1:]
+        clauses.append((phonemes, terminator, own))
     sentence: list[str] = []
     words: list[str] = []
     for phonemes, terminator, segment in clauses:
