@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,8 @@ from tts_neuron.blocks.base import Chunk
 from tts_neuron.blocks.fixed import PaddedDecoder
 from tts_neuron.cli import main
 from tts_neuron.errors import TextError
-from tts_neuron.frontend import MAX_SPEECH_SECONDS, Frontend
+from tts_neuron import planning
+from tts_neuron.frontend import MAX_SPEECH_SECONDS, Frontend, Sentence
 from tts_neuron.planning import Calls, _observe_windows, observe, padded_positions, plan_buckets
 
 LENGTHS = st.dictionaries(st.integers(1, 40), st.integers(1, 5), min_size=1, max_size=7)
@@ -114,11 +116,21 @@ def test_window_lengths_are_the_ones_padded_decoder_calls(n_frames: int) -> None
     assert calls.real - calls.halo == n_frames  # every frame is in exactly one core
 
 
-def test_observe_counts_every_token_and_splits_at_the_largest_bucket(tiny_addon_dir: Path) -> None:
+def test_observe_counts_every_token_and_splits_at_the_largest_bucket(
+    tiny_addon_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Observe's counts are those of the very sentences its frontend yields (recorded as it runs)."""
+    sentences: list[Sentence] = []
+
+    class Recording(Frontend):
+        def sentences(self, text: str, ssml: bool | None = None) -> Iterator[Sentence]:
+            for sentence in super().sentences(text, ssml):
+                sentences.append(sentence)
+                yield sentence
+
+    monkeypatch.setattr(planning, "Frontend", Recording)
     text = " ".join([*COVERAGE_TEXT, LONG_SENTENCE])
     observations = observe(tiny_addon_dir, text, progress=False)
-    addon = load_addon(tiny_addon_dir)
-    sentences = list(Frontend(addon.symbols, addon.language).sentences(text))
     encoders, *windows = observations.groups
     assert encoders.names == ["text_encoder", "duration_predictor"] and encoders.kind == "tokens"
     assert observations.sentences == len(sentences)
