@@ -119,6 +119,33 @@ def test_waiting_calls_of_one_network_run_as_one_batch_and_each_stream_gets_its_
         assert float(sink.items[0][0]) == 2.0 * (i + 1) and sink.items[1] is END  # type: ignore[index]
 
 
+def test_with_two_free_workers_one_group_is_split_between_them() -> None:
+    """Four calls of one network waiting together, two free workers: two calls of two rows side by side,
+    not one call of four while the other worker idles."""
+    engine = Engine(workers=2)
+    calls: list[int] = []
+    both = threading.Barrier(2, timeout=10)  # passes only if two calls run at the same time
+
+    def network(x: torch.Tensor) -> torch.Tensor:
+        calls.append(x.shape[0])
+        both.wait()
+        return x * 2
+
+    try:
+        voice = Script(engine.handle("net", network))
+        sinks = [Sink() for _ in range(4)]
+        with engine._cond:  # the engine takes arrivals under this lock: all four in one turn
+            for i, sink in enumerate(sinks):
+                engine.submit(voice, str(i + 1), sink, paced=False)  # type: ignore[arg-type]
+        for sink in sinks:
+            assert sink.done.wait(10)
+        assert calls == [2, 2]
+        for i, sink in enumerate(sinks):
+            assert float(sink.items[0][0]) == 2.0 * (i + 1) and sink.items[1] is END  # type: ignore[index]
+    finally:
+        engine.close()
+
+
 def test_a_partial_batch_is_padded_to_a_compiled_size_and_dummy_rows_stay_out(engine: Engine) -> None:
     """Three calls on an executor compiled at batch 1, 2 and 4 run as one call of 4; each stream gets
     exactly its row, and the dummy row (a copy) is dropped."""
@@ -291,7 +318,7 @@ def assert_each_equals_alone(
 
 @pytest.fixture(scope="module")
 def module_engine() -> Iterator[Engine]:
-    engine = Engine(max_batch=8)
+    engine = Engine(max_batch=8, workers=1)  # as on one NeuronCore: calls that meet are never split
     yield engine
     engine.close()
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import queue
 import threading
@@ -511,7 +512,10 @@ class Engine(Runner):
         """While a worker is free, give it one batch: the waiting calls of one network at one input
         signature, earliest deadlines first, up to the batch limit. Which batch: the one of the earliest
         deadline when that deadline is within `urgent` seconds; otherwise the one with the most rows, which
-        is where the engine gains most and lets streams that lag join the ones ahead."""
+        is where the engine gains most and lets streams that lag join the ones ahead. A batch takes no
+        more than its share of the free workers (those the other groups leave it), so a worker never idles
+        while another runs rows it could have taken: on a CPU a row costs about the same alone as in a
+        batch (docs/serving.md, *Batching shapes*); with one worker, as on a NeuronCore, nothing is split."""
         schedule, now = self.schedule, self.clock()
         groups: dict[tuple[int, tuple[TensorSpec, ...]], list[EngineStream]] = {}
         for stream in sorted(self._streams, key=lambda s: s.deadline(schedule)):
@@ -523,7 +527,9 @@ class Engine(Runner):
             key = earliest
             if limited[earliest][0].deadline(schedule) - now > schedule.urgent:
                 key = max(limited, key=lambda k: (len(limited[k]), -limited[k][0].deadline(schedule)))
-            group = limited[key]
+            free = self.workers - len(self._batches)
+            share = max(1, free - (len(groups) - 1))  # workers this group may have: the others get one each
+            group = limited[key][: math.ceil(len(groups[key]) / share)]
             rest = groups.pop(key)[len(group) :]
             if rest:
                 groups[key] = rest
