@@ -155,6 +155,7 @@ def tiny_run(tiny_addon_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     return out, json.loads((out / "results.json").read_text())
 
 
+@pytest.mark.slow
 def test_tiny_run_records_have_every_field_with_its_type(tiny_run: tuple[Path, list[Any]]) -> None:
     out, records = tiny_run
     measured = [r for r in records if r["status"] == "measured"]
@@ -185,6 +186,7 @@ def test_tiny_run_records_have_every_field_with_its_type(tiny_run: tuple[Path, l
         assert (out / name).stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_tiny_run_lists_absent_targets_as_skipped(tiny_run: tuple[Path, list[Any]]) -> None:
     _, records = tiny_run
     skipped = {r["target"]: r["skip_reason"] for r in records if r["status"] == "skipped"}

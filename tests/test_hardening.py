@@ -149,7 +149,14 @@ def fuzz_espeak_boundary(examples: int) -> None:
 
 def test_fuzz_the_espeak_boundary_in_a_child_process() -> None:
     assert_exits_cleanly(
-        run_python("from tests.test_hardening import fuzz_espeak_boundary; fuzz_espeak_boundary(100)")
+        run_python("from tests.test_hardening import fuzz_espeak_boundary; fuzz_espeak_boundary(40)")
+    )
+
+
+@pytest.mark.slow
+def test_fuzz_the_espeak_boundary_longer_in_a_child_process() -> None:
+    assert_exits_cleanly(
+        run_python("from tests.test_hardening import fuzz_espeak_boundary; fuzz_espeak_boundary(400)")
     )
 
 

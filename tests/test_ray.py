@@ -116,6 +116,7 @@ def test_captioned_speech_through_ray_gives_the_python_apis_words(url: str) -> N
     ]
 
 
+@pytest.mark.slow
 def test_a_replica_killed_mid_stream_gives_its_client_an_error_and_ray_replaces_it(url: str) -> None:
     """A long SSE stream is running; replicas are killed one at a time until the one serving it dies:
     its client gets an `error` event within seconds (never a hang), and once Ray has replaced the dead

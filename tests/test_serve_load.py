@@ -149,6 +149,7 @@ def test_soak_growth_is_relative_to_the_rss_after_the_baseline() -> None:
     assert serve_load.soak_summary({"rss_mb": [[0.0, 400.0]]}, 60.0)["memory_growth"] is None
 
 
+@pytest.mark.slow
 def test_a_tiny_real_run_records_every_field(tmp_path: Path) -> None:
     out = tmp_path / "load"
     result = serve_load.main(
