@@ -15,13 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import COVERAGE_TEXT
+from tts_neuron import planning
 from tts_neuron.addon import load_addon
 from tts_neuron.backends.executor import BucketTable
 from tts_neuron.blocks.base import Chunk
 from tts_neuron.blocks.fixed import PaddedDecoder
 from tts_neuron.cli import main
 from tts_neuron.errors import TextError
-from tts_neuron import planning
 from tts_neuron.frontend import MAX_SPEECH_SECONDS, Frontend, Sentence
 from tts_neuron.planning import Calls, _observe_windows, observe, padded_positions, plan_buckets
 
