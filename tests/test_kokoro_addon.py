@@ -110,25 +110,33 @@ def test_a_model_without_voice_packs_or_with_a_foreign_pth_is_one_line_and_exit_
 
 
 def test_batched_streams_equal_each_alone(addon: Path) -> None:
-    """Streams of different packs and texts on one device engine (their decoder calls padded to one frame
-    bucket, so they batch) each equal the same call alone."""
+    """Streams on one device engine each equal the same call alone: two of one pack and text with other
+    seeds (equal durations, so their decoder calls meet at one shape and batch, which the engine's
+    observer shows) and one of another pack and text."""
     from tests.test_engine import Sink
     from tts_neuron.engine import END, Engine
 
-    engine = Engine(max_batch=4)
+    calls: list[tuple[str, int]] = []
+    engine = Engine(max_batch=4, workers=1, observer=lambda name, real, run: calls.append((name, real)))
     try:
         voices = tts_neuron.VoiceSet(engine)
         voices.add(addon)
-        jobs = [("kokoro:af_sky", SHORT, 1), ("kokoro:af_bella", "How are you?", 2), ("kokoro", SHORT, 3)]
+        jobs = [
+            ("kokoro:af_sky", SHORT, 1),
+            ("kokoro:af_sky", SHORT, 2),
+            ("kokoro:af_bella", "How are you?", 3),
+        ]
         sinks = []
-        for name, text, seed in jobs:
-            sinks.append(Sink())
-            engine.submit(voices[name].with_settings(seed=seed), text, sinks[-1], paced=False)
+        with engine._cond:  # the engine takes arrivals under this lock: all three in one turn
+            for name, text, seed in jobs:
+                sinks.append(Sink())
+                engine.submit(voices[name].with_settings(seed=seed), text, sinks[-1], paced=False)
         for sink, (name, text, seed) in zip(sinks, jobs, strict=True):
             assert sink.done.wait(120) and sink.items[-1] is END, sink.items[-1]
             batched = np.concatenate([x for x in sink.items if isinstance(x, np.ndarray)])
             alone = voices[name].synthesize(text, seed=seed)
             assert batched.shape == alone.shape and np.abs(batched - alone).max() < 1e-4
+        assert any(real > 1 for name, real in calls if name.endswith("decoder")), calls
     finally:
         engine.close()
 

@@ -2,7 +2,8 @@
 
 Kokoro's frame side has no finite receptive field (instance norms and a bi-LSTM over every frame, the
 harmonic source's running phase), so it cannot be windowed: `SentenceDecoder` decodes each piece of a
-sentence whole, padded to the smallest frame-count bucket that holds it, and cuts the audio after. A
+sentence whole (on an accelerator padded to the smallest frame-count bucket that holds it, the audio cut
+after, so streams batch; on a CPU at its own length). A
 sentence longer than the encoders' largest token bucket is cut into pieces first (after a punctuation
 mark, else between words), each spoken as a sentence of its own, as Kokoro's own pipeline does; so audio
 streams piece by piece.
@@ -148,7 +149,8 @@ class NeuronStyledEncoders(StyledEncoders):
 
 class SentenceDecoder(StreamableBlock):
     """Each piece of a sentence decoded whole (F0, energy, decoder, harmonic source), in order, one audio
-    chunk a piece; padded to the smallest frame bucket that holds it, so calls meet at a few shapes."""
+    chunk a piece; on an accelerator padded to the smallest frame bucket that holds it, so that calls of
+    different streams meet at a few shapes and batch, and on a CPU at its own length."""
 
     takes_rate = True
     """Honours the `rate` feature: durations are divided by it, as Kokoro's `speed`."""
@@ -165,7 +167,9 @@ class SentenceDecoder(StreamableBlock):
         compiled = cls is PaddedSentenceDecoder
         network = ctx.compiled(name) if compiled else ctx.network(name)
         per_frame = ctx.addon.network(name).samples_per_frame
-        table = _table(ctx, name, compiled)
+        # A dynamic CPU stack decodes each piece at its own length: a CPU row costs about the same alone as
+        # in a batch, so padding frames only to meet other streams would cost a quarter more for nothing.
+        table = _table(ctx, name, compiled) if compiled or ctx.device.type != "cpu" else None
         return construct(cls, params, ctx.path, network=network, samples_per_frame=per_frame, table=table)
 
     def stream(self, upstream: Iterator[Chunk] | None, features: Features) -> Iterator[Chunk]:
