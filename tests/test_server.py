@@ -132,8 +132,9 @@ def test_wav_sse_and_speed(url: str) -> None:
     assert audio[:4] == b"RIFF"  # SSE carries the requested format's bytes
     assert_same_pcm(audio[44:], expected_pcm(FASTSPEECH, TEXT))
 
-    fast = speech(url, input=TEXT, voice="fastspeech-en", speed=2.0, response_format="pcm", sample_rate=22050)
-    fast = fast.content
+    fast = speech(
+        url, input=TEXT, voice="fastspeech-en", speed=2.0, response_format="pcm", sample_rate=22050
+    ).content
     assert_same_pcm(fast, expected_pcm(FASTSPEECH, TEXT, speed=2.0))
     assert len(fast) < 0.7 * len(wav)
 

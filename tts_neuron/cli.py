@@ -15,7 +15,7 @@ import sys
 import time
 import wave
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 from tqdm import tqdm
@@ -207,9 +207,9 @@ def _synthesize(args: argparse.Namespace) -> int:
     return 0
 
 
-def _call_settings(args: argparse.Namespace) -> dict[str, object]:
+def _call_settings(args: argparse.Namespace) -> dict[str, Any]:
     """--speaker, --seed and each --set NAME=NUMBER as a call's settings (Voice.stream's keywords)."""
-    settings: dict[str, object] = {}
+    settings: dict[str, Any] = {}
     for item in args.set or []:
         name, sep, value = item.partition("=")
         try:
