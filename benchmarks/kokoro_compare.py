@@ -146,6 +146,9 @@ def compare(
     package_seconds = time.perf_counter() - started
     engine = Engine()
     try:
+        # the streams' voice runs its networks on the engine (a voice's runner is fixed when it is built)
+        served = tts_neuron.load(addon_dir, threads=None, runner=engine)
+        served.frontend = voice.frontend
         done, made = threading.Semaphore(0), [0]
 
         def sink(item: object) -> None:
@@ -154,7 +157,7 @@ def compare(
             elif item is END or isinstance(item, BaseException):
                 done.release()
 
-        view = voice.with_settings(speaker="af_heart", seed=0)
+        view = served.with_settings(speaker="af_heart", seed=0)
         for _ in engine.iterate(texts[0], view, paced=False):  # warm-up on the engine
             pass
         started = time.perf_counter()
