@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import platform
@@ -481,6 +482,8 @@ async def run_server(args: argparse.Namespace, log: Path) -> list[dict[str, Any]
                 start, first_sample = time.perf_counter(), len(rss)
                 _sample_now(server, rss)
                 print(f"{runner}: {streams} streams ...", file=sys.stderr, flush=True)
+                gc.collect()  # this process's own full collections (~100 ms with torch loaded) would stall
+                gc.freeze()  # its clients and read as the server's underruns
                 requests, wall = await closed_loop(
                     server.url,
                     streams,
