@@ -1,13 +1,13 @@
 """One stream's time to first audio over HTTP against the Python API's, interleaved in one run.
 
-    python benchmarks/serve_ttfa.py [--rounds 2] [--format pcm] [--out DIR]
+    python benchmarks/first_audio_http.py [--rounds 2] [--format pcm] [--out DIR]
 
 For each text and voice, one request to `tts-neuron serve` on 127.0.0.1 (time to the first body byte, the
 body read to its end) and then the same text through `tts_neuron.load(...).stream` in this process (time
 to the first chunk), one after the other, so both see the same host at the same moment: on a shared
 machine, figures from two separate runs differ by more than what HTTP adds. Texts are the first sentence
 and the first three sentences of benchmarks/run.py's paragraph, starting at each of its sentences. Writes
-results.json and results.md to `--out` (default benchmarks/results/serve_ttfa).
+results.json and results.md to `--out` (default benchmarks/results/first_audio_http).
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2, help="times each text is spoken")
     parser.add_argument("--format", default="pcm", help="response_format (pcm: OpenAI's 24 kHz)")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "serve_ttfa")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "first_audio_http")
     args = parser.parse_args()
     times = asyncio.run(measure(args.rounds, args.format))
     rows: list[dict[str, Any]] = [
@@ -85,7 +85,7 @@ def main() -> None:
         for key, row in times.items()
     ]
     result = {
-        "command": "python benchmarks/serve_ttfa.py " + " ".join(sys.argv[1:]),
+        "command": "python benchmarks/first_audio_http.py " + " ".join(sys.argv[1:]),
         "machine": machine(),
         "format": args.format,
         "rows": rows,
