@@ -30,6 +30,7 @@ import logging
 import math
 import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -49,6 +50,12 @@ T = TypeVar("T")
 _LOG = logging.getLogger("tts_neuron.engine")
 
 Clock = Callable[[], float]
+
+GIL_SWITCH_INTERVAL = 0.0005
+"""Seconds a thread may hold the GIL while another waits for it (Python's default is 0.005). A worker
+takes the GIL back after each torch operator, and the engine's thread needs it to hand out the next
+call: at 5 ms, each can wait that long behind the other or the HTTP side, and streams underrun with a
+core idle (docs/serving.md, *Threads*)."""
 BatchObserver = Callable[[str, int, int], None]
 
 
@@ -283,9 +290,11 @@ class Engine(Runner):
     ) -> None:
         """`workers`: threads that run batched calls side by side (default: one per core; one for a
         device that runs one call at a time, as a NeuronCore does), each with `threads` torch intra-op
-        threads. torch keeps that setting per process, so an engine owns it: one engine per process."""
+        threads. torch keeps that setting per process, so an engine owns it: one engine per process. It
+        sets the process's GIL switch interval too (`GIL_SWITCH_INTERVAL`)."""
         if max_batch < 1 or threads < 1 or (workers is not None and workers < 1):
             raise ValueError("max_batch, threads and workers must be at least 1")
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         self.schedule = schedule or Schedule()
         self.workers, self.threads = workers or usable_cores(), threads
         self.max_batch, self.observer, self.clock = max_batch, observer, clock
