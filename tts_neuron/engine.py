@@ -51,12 +51,14 @@ _LOG = logging.getLogger("tts_neuron.engine")
 
 Clock = Callable[[], float]
 
+BatchObserver = Callable[[str, int, int], None]
+"""Told (network, real rows, rows run) after every network call the engine runs: for metrics."""
+
 GIL_SWITCH_INTERVAL = 0.0005
 """Seconds a thread may hold the GIL while another waits for it (Python's default is 0.005). A worker
 takes the GIL back after each torch operator, and the engine's thread needs it to hand out the next
 call: at 5 ms, each can wait that long behind the other or the HTTP side, and streams underrun with a
 core idle (docs/serving.md, *Threads*)."""
-BatchObserver = Callable[[str, int, int], None]
 
 
 def usable_cores() -> int:
@@ -72,9 +74,6 @@ class Speaker(Protocol):
     def sample_rate(self) -> int: ...
 
     def stream(self, text: str, *, speed: float = 1.0) -> Iterator[np.ndarray]: ...
-
-
-"""Told (network, real rows, rows run) after every network call the engine runs: for metrics."""
 
 
 @dataclass(frozen=True)
