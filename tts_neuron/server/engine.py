@@ -178,7 +178,8 @@ class Engine:
             return False
         self.metrics.budget.set(self.budget)
         # Python's full collections walk every object: ~300,000 after loading (torch, the server, the
-        # voices), a 150 to 190 ms pause of every stream each time. Frozen, they are not walked again.
+        # voices), a pause of every stream of over 100 ms each time (benchmarks/gc_pause.py). Frozen, they
+        # are not walked again.
         gc.collect()
         gc.freeze()
         self.ready.set()
