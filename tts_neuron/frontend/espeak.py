@@ -272,7 +272,7 @@ class Espeak:
                 text = piece[own:stop].decode("utf-8", "ignore")
                 clauses.append((phonemes.decode("utf-8", "replace"), text))
                 own = stop
-                if pointer.value and ends_run is not None and ends_run(clauses[-1][1]):
+                if pointer.value and ends_run is not None and ends_run(text):
                     self._drop_read_ahead()
                     return clauses, offset + stop
         return clauses, len(raw)

@@ -55,7 +55,7 @@ def ipa_sentences_with_text(text: str, voice: str) -> Iterator[tuple[str, list[s
             phonemes += " "
         sentence.extend(unicodedata.normalize("NFD", phonemes))
         words.append(own)
-        if _ends_sentence(own):
+        if terminator and terminator in _SENTENCE_END:
             yield " ".join("".join(words).split()), sentence
             sentence, words = [], []
     if sentence:
