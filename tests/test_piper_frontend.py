@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from tts_neuron.errors import TextError
-from tts_neuron.frontend.espeak import Espeak, bound_text
-from tts_neuron.frontend.piper import _IPA, PiperFrontend, _ends_sentence, ipa_sentences, phoneme_ids
+from tts_neuron.frontend.piper import PiperFrontend, ipa_sentences, phoneme_ids
 
 espeak_piper = pytest.importorskip("piper.phonemize_espeak")
 piper_ids = pytest.importorskip("piper.phoneme_ids")
@@ -80,41 +77,3 @@ def test_vowel_clusters_merge_as_piper_merges_them() -> None:
     ours = merge_clusters(list("haɪ oʊ aɪə a"), clusters)
     theirs = espeak_piper._merge_known_vowel_clusters(list("haɪ oʊ aɪə a"), clusters)
     assert ours == theirs
-
-
-PIECES = [
-    *"abcdefghij ABCD .,;:!?'\"()-0123456789 äöü«»—\n",
-    "Dr. ",
-    "Mr. ",
-    "3. ",
-    "St. ",
-    "e.g. ",
-    "U.S.A. ",
-]
-
-
-@settings(max_examples=150, deadline=None)
-@given(st.lists(st.sampled_from(PIECES), max_size=60).map("".join), st.sampled_from(["en-us", "de", "fr"]))
-def test_reading_sentence_by_sentence_equals_reading_whole(text: str, voice: str) -> None:
-    """espeak-ng reads a text one sentence per run, each run a new read from the next clause's first
-    character; that gives the clauses, texts and phonemes one read of the whole text gives."""
-    espeak = Espeak.get()
-    whole = list(espeak.phoneme_clauses(text, voice, _IPA))
-    runs = list(espeak.phoneme_clauses(text, voice, _IPA, ends_run=_ends_sentence))
-    assert runs == whole
-    assert "".join(own for _, own in runs) == bound_text(text).split("\0")[0]  # each character once
-
-
-def test_a_long_texts_first_sentence_does_not_wait_for_the_rest(monkeypatch: pytest.MonkeyPatch) -> None:
-    runs = []
-    read = Espeak._clause_run
-
-    def counted(self: Espeak, raw: bytes, offset: int, *args: object) -> object:
-        runs.append(offset)
-        return read(self, raw, offset, *args)
-
-    monkeypatch.setattr(Espeak, "_clause_run", counted)
-    frontend = PiperFrontend("en-us", piper_ids.DEFAULT_PHONEME_ID_MAP)
-    sentences = frontend.sentences("This is the first sentence, of several. " * 200)
-    assert next(sentences).text == "This is the first sentence, of several."
-    assert len(runs) == 1 and len(list(sentences)) == 199 and len(runs) == 200

@@ -16,7 +16,6 @@ import ctypes
 import re
 import threading
 import unicodedata
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,14 +89,6 @@ _MARKS = "\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f"
 _NON_WORD_RUN = re.compile(rf"((?:[^\w{_MARKS}]|_)+)")
 """Spaces and punctuation; "_" among them, as libespeak-ng reads it as a space, but not combining marks,
 which it reads as letters."""
-
-
-def _last_char_start(data: bytes, end: int) -> int:
-    """The byte offset of the UTF-8 character that ends at byte `end` of `data`."""
-    start = end - 1
-    while start > 0 and data[start] & 0xC0 == 0x80:  # a continuation byte
-        start -= 1
-    return start
 
 
 def bound_text(text: str) -> str:
@@ -236,54 +227,24 @@ class Espeak:
                 raise EspeakError(f"espeak-ng has no voice '{voice}'")
             self._voice = voice
 
-    def phoneme_clauses(
-        self, text: str, voice: str, mode: int, ends_run: Callable[[str], bool] | None = None
-    ) -> Iterator[tuple[str, str]]:
+    def phoneme_clauses(self, text: str, voice: str, mode: int) -> list[tuple[str, str]]:
         """espeak-ng's transcription of `text` (bounded first) in `voice`, clause by clause, as
-        espeak_TextToPhonemes gives it with `mode` (IPA, ties, ...): each clause's phonemes and its own
-        text (from its first character to the next clause's first).
-
-        Clauses are read in runs, each under the lock, a run ending after a clause whose text `ends_run`
-        accepts (a sentence's end): the next run starts a new read at the next clause's first character,
-        so a long text's first sentence does not wait for the rest, and other callers may use espeak-ng
-        between runs. espeak-ng reads one character past a clause's end and starts the next clause with
-        it, which is why a run resumes there (and drops it from espeak-ng's state when it stops)."""
-        raw, offset = bound_text(text).encode("utf-8").split(b"\0", 1)[0], 0  # espeak-ng stops at a NUL
-        while offset < len(raw):
-            run, offset = self._clause_run(raw, offset, voice, mode, ends_run)
-            yield from run
-
-    def _clause_run(
-        self, raw: bytes, offset: int, voice: str, mode: int, ends_run: Callable[[str], bool] | None
-    ) -> tuple[list[tuple[str, str]], int]:
-        """The clauses of one run from byte `offset` of `raw`, and the offset the next run starts at
-        (len(raw) after the last clause)."""
-        piece = raw[offset:]
-        data = ctypes.create_string_buffer(piece)
-        base, own = ctypes.addressof(data), 0  # own: where the current clause's own text starts
+        espeak_TextToPhonemes gives it with `mode` (IPA, ties, ...): each clause's phonemes and the text it
+        read for it. espeak-ng reads one character past a clause's end (the next clause's first), so each
+        clause's text but the last ends with that character."""
+        data = ctypes.create_string_buffer(bound_text(text).encode("utf-8"))
+        base = ctypes.addressof(data)
         clauses = []
         with self._lock:
             self._set_voice(voice)
             pointer = ctypes.c_void_p(base)
             while pointer.value:
+                start = pointer.value - base
                 phonemes = self._lib.espeak_TextToPhonemes(ctypes.byref(pointer), _CHARS_UTF8, mode) or b""
-                # the next clause starts at the character read past this one's end (none after the last)
-                stop = _last_char_start(piece, pointer.value - base) if pointer.value else len(piece)
-                text = piece[own:stop].decode("utf-8", "ignore")
-                clauses.append((phonemes.decode("utf-8", "replace"), text))
-                own = stop
-                if pointer.value and ends_run is not None and ends_run(text):
-                    self._drop_read_ahead()
-                    return clauses, offset + stop
-        return clauses, len(raw)
-
-    def _drop_read_ahead(self) -> None:
-        """espeak-ng keeps the character it read past a clause's end for its next call, whoever makes
-        it; a read stopped before its text's end hands it an empty text, which takes that character."""
-        empty = ctypes.create_string_buffer(b"")
-        self._lib.espeak_TextToPhonemes(
-            ctypes.byref(ctypes.c_void_p(ctypes.addressof(empty))), _CHARS_UTF8, 0
-        )
+                end = pointer.value - base if pointer.value else len(data.value)
+                read = data.raw[start:end].decode("utf-8", "ignore")
+                clauses.append((phonemes.decode("utf-8", "replace"), read))
+        return clauses
 
     def synthesize(self, text: str, voice: str = "en-us") -> Synthesis:
         """Speak `text` (one sentence, already normalised) and return its audio and phoneme timings.

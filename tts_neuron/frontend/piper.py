@@ -18,7 +18,6 @@ import logging
 import re
 import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 from tts_neuron.errors import TextError
@@ -33,7 +32,7 @@ BOS, EOS, PAD = "^", "$", "_"
 _IPA = 0x02  # espeakPHONEMES_IPA
 _SENTENCE_END = ".!?"
 _CLAUSE_END = ",:;" + _SENTENCE_END
-_TERMINATOR = re.compile(r"([,:;.!?])[^\w,:;.!?]*$")
+_TERMINATOR = re.compile(r"([,:;.!?])[^\w,:;.!?]*\w?$")
 _LANGUAGE_SWITCH = re.compile(r"\([^)]+\)")  # "(en)" ... "(de)" around words of another language
 
 
@@ -44,34 +43,32 @@ def ipa_sentences(text: str, voice: str) -> Iterator[list[str]]:
 
 
 def ipa_sentences_with_text(text: str, voice: str) -> Iterator[tuple[str, list[str]]]:
-    """As `ipa_sentences`, each sentence with the text it was read from; each sentence is read by
-    espeak-ng when it is asked for, not the whole text first."""
+    """As `ipa_sentences`, each sentence with the text it was read from."""
+    read = Espeak.get().phoneme_clauses(text, voice, _IPA)
+    clauses: list[tuple[str, str, str]] = []
+    carry = ""  # the character espeak-ng read past a clause's end: the next clause's first
+    for index, (phonemes, segment) in enumerate(read):
+        last = index == len(read) - 1
+        # the terminator is the last clause mark followed by nothing but spaces, quotes or brackets and
+        # the one character of the next clause that espeak-ng read
+        mark = _TERMINATOR.search(segment)
+        terminator = mark.group(1) if mark else ""
+        own = carry + (segment if last else segment[:-1])
+        carry = "" if last else segment[-1:]
+        clauses.append((phonemes, terminator, own))
     sentence: list[str] = []
     words: list[str] = []
-    for phonemes, own in Espeak.get().phoneme_clauses(text, voice, _IPA, ends_run=_ends_sentence):
-        terminator = _terminator(own)
+    for phonemes, terminator, segment in clauses:
         phonemes = _LANGUAGE_SWITCH.sub("", phonemes) + terminator
         if terminator and terminator not in _SENTENCE_END:
             phonemes += " "
         sentence.extend(unicodedata.normalize("NFD", phonemes))
-        words.append(own)
+        words.append(segment)
         if terminator and terminator in _SENTENCE_END:
             yield " ".join("".join(words).split()), sentence
             sentence, words = [], []
     if sentence:
         yield " ".join("".join(words).split()), sentence
-
-
-def _terminator(clause: str) -> str:
-    """The clause mark that ends a clause's text: its last, followed by nothing but spaces, quotes or
-    brackets ("" for none)."""
-    mark = _TERMINATOR.search(clause)
-    return mark.group(1) if mark else ""
-
-
-def _ends_sentence(clause: str) -> bool:
-    terminator = _terminator(clause)
-    return bool(terminator) and terminator in _SENTENCE_END
 
 
 def phoneme_ids(
@@ -133,23 +130,17 @@ class PiperFrontend:
         return self._sentences(segments)
 
     def _sentences(self, segments: list[Segment]) -> Iterator[Sentence]:
-        """Each sentence as soon as espeak-ng has read it; where a segment has a `<break>` after it, its
-        sentences are held one behind, so the break can join its last."""
         spoken = False
         for segment in segments:
-            pending: Sentence | None = None
-            for text, phonemes in ipa_sentences_with_text(segment.text, self.voice):
-                if not any(p.strip() for p in phonemes):
-                    continue
-                spoken = True
-                if pending is not None:
-                    yield pending
-                pending = self.sentence(text, merge_clusters(phonemes, self.clusters), segment.rate)
-                if not segment.pause_after:
-                    yield pending
-                    pending = None
-            if pending is not None:
-                yield replace(pending, pause_after=segment.pause_after)
+            found = [
+                self.sentence(text, merge_clusters(phonemes, self.clusters), segment.rate)
+                for text, phonemes in ipa_sentences_with_text(segment.text, self.voice)
+                if any(p.strip() for p in phonemes)
+            ]
+            if found and segment.pause_after:
+                found[-1] = Sentence(**{**found[-1].__dict__, "pause_after": segment.pause_after})
+            spoken = spoken or bool(found)
+            yield from found
         if not spoken:
             raise TextError(f"the text has nothing espeak-ng voice '{self.voice}' can pronounce")
 
