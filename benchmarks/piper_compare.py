@@ -7,16 +7,20 @@ tensor perturbed, exported as Piper's export script does (no real voice can be d
 shapes, and so the costs, are a real medium voice's). The voice is imported with `tts-neuron import piper`
 and loaded with its `cpu` stack.
 
-Both sides get the same phoneme ids (our Piper frontend's, from benchmarks/hard_sentences.txt), the voice's
-`noise_scale` and `length_scale`, and `noise_w` 0 (so both make exactly the same number of frames; pass
-`--noise-w` to change it). Per sentence, interleaved (ours, then Piper's), after one warm-up each:
+Both sides get the same phoneme ids (our Piper frontend's, whole sentences of benchmarks/hard_sentences.txt),
+the voice's `noise_scale` and `length_scale`, and `noise_w` 0 (so both make exactly the same number of
+frames; pass `--noise-w` to change it). Per sentence, interleaved (ours, then Piper's), after one warm-up
+each:
 
 - ours: time to the first audio chunk, and to the last, of the voice's stream on those ids (the stack:
   encoder, Piper's durations, flow and HiFi-GAN in windows);
 - Piper's: one `InferenceSession.run` per sentence, as Piper speaks; its first audio is its total.
 
-Frontend time is left out of both. Run it on a quiet machine: figures taken while other work shares the
-cores are noise. Writes `results.json` and `results.md` to `--out`.
+Frontend time is left out of both. Then the first audio of texts (three lines of the file each, one per
+line, interleaved): ours is `voice.stream(text)`'s first chunk, frontend included (the first sentence is
+cut after its first long enough clause, as the frontend does for every text); Piper's is one run on the
+text's first whole sentence, frontend left out. Run it on a quiet machine: figures taken while other work
+shares the cores are noise. Writes `results.json` and `results.md` to `--out`.
 """
 
 from __future__ import annotations
@@ -67,13 +71,15 @@ def compare(
     import onnxruntime as ort
 
     import tts_neuron
+    from tts_neuron.frontend import Sentence
+    from tts_neuron.frontend.piper import PiperFrontend, ipa_sentences_with_text, merge_clusters
     from tts_neuron.voice import Voice
 
     voice: Voice = tts_neuron.load(addon_dir, threads=threads)
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-    settings = {
+    settings: dict[str, Any] = {
         "noise_scale": voice.addon.settings["noise_scale"].default,
         "length_scale": voice.addon.settings["length_scale"].default,
         "noise_w": noise_w,
@@ -83,8 +89,18 @@ def compare(
         [settings["noise_scale"], settings["length_scale"], noise_w], np.float32
     )  # Piper's order
     sid = voice.speaker_id(None) if voice.addon.speakers else None
-    sentences = [s for line in TEXT.splitlines() if line.strip() for s in voice.frontend.sentences(line)]
-    sentences = sentences[: n_sentences + 1]
+    lines = [line for line in TEXT.splitlines() if line.strip() and not line.startswith("#")]
+    frontend = voice.frontend
+    assert isinstance(frontend, PiperFrontend)
+
+    def whole_sentences(text: str) -> list[Sentence]:  # as the frontend reads them, none cut
+        return [
+            frontend.sentence(part, merge_clusters(phonemes, frontend.clusters))
+            for part, phonemes in ipa_sentences_with_text(text, frontend.voice)
+        ]
+
+    whole = [sentence for line in lines for sentence in whole_sentences(line)]
+    sentences = whole[: n_sentences + 1]
     call = voice.call_settings(settings)
 
     def ours(index: int) -> tuple[float, float, int]:
@@ -95,8 +111,7 @@ def compare(
             samples += chunk.data.shape[0]
         return first or 0.0, time.perf_counter() - started, samples
 
-    def piper(index: int) -> tuple[float, int]:
-        ids = sentences[index].tokens
+    def piper(ids: list[int]) -> tuple[float, int]:
         feeds = {
             "input": np.array([ids], np.int64),
             "input_lengths": np.array([len(ids)], np.int64),
@@ -108,7 +123,12 @@ def compare(
         audio = session.run(None, feeds)[0]
         return time.perf_counter() - started, int(audio.size)
 
-    ours(0), piper(0)  # warm-up: first calls allocate
+    def ours_text(text: str) -> float:
+        started = time.perf_counter()
+        next(iter(voice.stream(text, **settings)))
+        return time.perf_counter() - started
+
+    ours(0), piper(sentences[0].tokens)  # warm-up: first calls allocate
     rows: dict[str, dict[str, list[float]]] = {
         "tts_neuron_addon": {"first": [], "total": []},
         "piper_onnxruntime": {"first": [], "total": []},
@@ -118,17 +138,23 @@ def compare(
         first, total, samples = ours(index)
         rows["tts_neuron_addon"]["first"].append(first)
         rows["tts_neuron_addon"]["total"].append(total)
-        seconds, piper_samples = piper(index)
+        seconds, piper_samples = piper(sentences[index].tokens)
         rows["piper_onnxruntime"]["first"].append(seconds)
         rows["piper_onnxruntime"]["total"].append(seconds)
         if samples != piper_samples:
             raise RuntimeError(f"sentence {index}: we made {samples} samples, Piper {piper_samples}")
         audio_seconds += samples / voice.sample_rate
         tokens.append(len(sentences[index].tokens))
+    texts = [" ".join(lines[i : i + 3]) for i in range(min(n_sentences, len(lines) - 2))]
+    text_first: dict[str, list[float]] = {"tts_neuron_addon": [], "piper_onnxruntime": []}
+    for text in texts:
+        text_first["tts_neuron_addon"].append(ours_text(text))
+        text_first["piper_onnxruntime"].append(piper(whole_sentences(text)[0].tokens)[0])
     return {
         "voice": onnx_path.name,
         "sentences": len(tokens),
         "ids_per_sentence": {"min": min(tokens), "median": statistics.median(tokens), "max": max(tokens)},
+        "texts": len(texts),
         "audio_seconds": round(audio_seconds, 2),
         "threads": threads,
         "settings": {k: v for k, v in settings.items() if k != "seed"},
@@ -143,6 +169,8 @@ def compare(
                 "first_audio_p50_ms": round(1000 * statistics.median(times["first"]), 1),
                 "first_audio_p90_ms": round(1000 * percentile(times["first"], 90), 1),
                 "first_audio_max_ms": round(1000 * max(times["first"]), 1),
+                "text_first_audio_p50_ms": round(1000 * statistics.median(text_first[name]), 1),
+                "text_first_audio_p90_ms": round(1000 * percentile(text_first[name], 90), 1),
                 "total_s": round(sum(times["total"]), 3),
                 "rtf": round(sum(times["total"]) / audio_seconds, 4),
             }
@@ -160,14 +188,16 @@ def markdown(result: dict[str, Any]) -> str:
         f"{result['audio_seconds']} s of audio, {result['threads']} thread(s), "
         f"settings {result['settings']}.",
         "",
-        "| runtime | first audio p50 | p90 | max | total | RTF |",
-        "|---|---|---|---|---|---|",
+        "| runtime | sentence: first audio p50 | p90 | max | total | RTF | "
+        f"text ({result['texts']} of 3 lines): first audio p50 | p90 |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name in ("tts_neuron_addon", "piper_onnxruntime"):
         row = result[name]
         lines.append(
             f"| {name} | {row['first_audio_p50_ms']} ms | {row['first_audio_p90_ms']} ms | "
-            f"{row['first_audio_max_ms']} ms | {row['total_s']} s | {row['rtf']} |"
+            f"{row['first_audio_max_ms']} ms | {row['total_s']} s | {row['rtf']} | "
+            f"{row['text_first_audio_p50_ms']} ms | {row['text_first_audio_p90_ms']} ms |"
         )
     return "\n".join(lines) + "\n"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tts_neuron.errors import TextError
+from tts_neuron.frontend import FIRST_CLAUSE_PHONEMES
 from tts_neuron.frontend.piper import PiperFrontend, ipa_sentences, phoneme_ids
 
 espeak_piper = pytest.importorskip("piper.phonemize_espeak")
@@ -67,6 +68,30 @@ def test_layout_sentences_and_words() -> None:
         frontend.sentences('<speak>One.<break time="500ms"/><prosody rate="2">Two.</prosody></speak>')
     )
     assert [(s.pause_after, s.rate) for s in ssml] == [(0.5, 1.0), (0.0, 2.0)]
+
+
+@pytest.mark.parametrize("voice", sorted(SENTENCES))
+def test_the_first_sentence_is_cut_after_its_first_long_enough_clause(voice: str) -> None:
+    """The cut pieces are the whole sentence's phonemes, each in Piper's layout of its own; only a text's
+    first sentence is cut, only at a clause mark, and only with enough phonemes before it."""
+    id_map = piper_ids.DEFAULT_PHONEME_ID_MAP
+    frontend = PiperFrontend(voice, id_map)
+    texts = {
+        "en-us": "Well then, this first sentence goes on for quite a while, and longer. Then a second, one.",
+        "de": "Also gut, dieser erste Satz dauert eine ganze Weile, und länger. Dann ein zweiter, kurz.",
+    }
+    text = texts[voice]
+    whole = list(ipa_sentences(text, voice))
+    first, rest, *others = frontend.sentences(text)
+    assert len(others) == len(whole) - 1
+    spoken = [p for p in first.phonemes if p not in "^_$"]
+    assert spoken[-1] == "," and len(spoken) >= FIRST_CLAUSE_PHONEMES
+    assert spoken + [" "] + [p for p in rest.phonemes if p not in "^_$"] == whole[0]
+    assert first.tokens == phoneme_ids(spoken, id_map)
+    assert first.text.endswith(",") and text.startswith(f"{first.text} {rest.text}")
+    assert [s.tokens for s in others] == [phoneme_ids(p, id_map) for p in whole[1:]]  # later ones whole
+    (short,) = frontend.sentences("One, two.")  # too short a clause: no cut
+    assert short.tokens == phoneme_ids(next(ipa_sentences("One, two.", voice)), id_map)
 
 
 def test_vowel_clusters_merge_as_piper_merges_them() -> None:

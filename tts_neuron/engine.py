@@ -278,6 +278,8 @@ class Engine(Runner):
     engine stream (a warm-up, `voice.synthesize` from another thread) run at once in the caller's thread.
     """
 
+    batches = True
+
     def __init__(
         self,
         schedule: Schedule | None = None,

@@ -49,6 +49,10 @@ class NetworkHandle:
 class Runner:
     """Runs the calls of the handles it made."""
 
+    batches = False
+    """Whether calls of several streams can meet in one batch: blocks pad inputs to shared shapes only then
+    (padding a lone stream's call is work for nothing)."""
+
     def handle(self, name: str, network: Callable[..., Outputs]) -> NetworkHandle:
         return NetworkHandle(name, network, self)
 

@@ -94,8 +94,9 @@ class Encoders(SequenceBlockContainer):
     With `max_tokens`, a longer sentence is encoded in pieces cut after a pause (else between words),
     each as a sentence of its own: the pieces an attention decoder decodes one by one, and the ones
     fixed-shape encoders must make anyway. With a bucket `table` (the encoders' own buckets, when they
-    declare them), each piece that fits a bucket is padded to it and unpadded after: the networks mask
-    padding, so the output is the same, and the pieces of many streams meet at a few shapes and batch.
+    declare them) and `pad`, each piece that fits a bucket is padded to it and unpadded after: the
+    networks mask padding, so the output is the same, and the pieces of many streams meet at a few shapes
+    and batch. The dynamic stack pads only on a runner that batches; the pieces are cut alike either way.
     """
 
     def __init__(
@@ -104,13 +105,14 @@ class Encoders(SequenceBlockContainer):
         pauses: set[int],
         max_tokens: int | None = None,
         table: BucketTable | None = None,
+        pad: bool = True,
     ) -> None:
         super().__init__(blocks)
         if max_tokens is not None and max_tokens < 1:
             raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
         if table is not None and max_tokens is not None:
             max_tokens = min(max_tokens, table.largest)  # as the attention decoder cuts its segments
-        self.pauses, self.max_tokens, self.table = pauses, max_tokens, table
+        self.pauses, self.max_tokens, self.table, self.pad = pauses, max_tokens, table, pad
         self.outputs = [key for block in blocks for key in block.outputs]
 
     @classmethod
@@ -122,8 +124,9 @@ class Encoders(SequenceBlockContainer):
         buckets = {tuple(spec.buckets) for spec in specs}
         table = BucketTable(list(buckets.pop())) if len(buckets) == 1 and specs[0].buckets else None
         return construct(
-            cls, params, ctx.path, blocks=encoders, pauses=pause_ids(ctx.addon.symbols), table=table
-        )
+            cls, params, ctx.path, blocks=encoders, pauses=pause_ids(ctx.addon.symbols), table=table,
+            pad=ctx.runner.batches,
+        )  # fmt: skip
 
     def __call__(self, features: Features) -> Features:
         limit = self.max_tokens or features["tokens"].shape[1]
@@ -136,7 +139,7 @@ class Encoders(SequenceBlockContainer):
     def encode_piece(self, features: Features, start: int, stop: int) -> Features:
         """The encoders' outputs for tokens [start, stop), encoded as a sentence of their own, padded to
         their bucket when a bucket holds them."""
-        bucket = self.table.bucket_for(stop - start) if self.table else None
+        bucket = self.table.bucket_for(stop - start) if self.table and self.pad else None
         if bucket is None:
             return self.run({**features, **token_slice(features, start, stop)})
         piece = {key: pad_length(value, bucket) for key, value in token_slice(features, start, stop).items()}

@@ -154,6 +154,7 @@ class AttentionDecoder(StreamableBlock):
         prenet_channels: int,
         pause_ids: set[int],
         table: BucketTable | None = None,
+        pad: bool = True,
         max_tokens: int = 256,
         first_chunk_steps: int = 12,
         chunk_steps: int = 16,
@@ -170,7 +171,7 @@ class AttentionDecoder(StreamableBlock):
             raise ValueError(f"stop_threshold must be in [0, 1], got {stop_threshold}")
         if table is not None:
             max_tokens = min(max_tokens, table.largest)
-        self.name, self.network, self.table = name, network, table
+        self.name, self.network, self.table, self.pad = name, network, table, pad
         self.reduction, self.n_mels = reduction, n_mels
         self.state_size, self.prenet_channels = state_size, prenet_channels
         self.pause_ids, self.max_tokens = pause_ids, max_tokens
@@ -180,14 +181,16 @@ class AttentionDecoder(StreamableBlock):
 
     @classmethod
     def build(cls, params: dict[str, Any], ctx: BuildContext) -> AttentionDecoder:
-        """The step with dynamic shapes; a segment's memory is still padded to the step's token buckets
-        (when it declares them), so that the steps of streams of different lengths meet at a few shapes
-        and batch (the step masks padding: the frames are the same)."""
+        """The step with dynamic shapes; on a runner that batches, a segment's memory is still padded to
+        the step's token buckets (when it declares them), so that the steps of streams of different
+        lengths meet at a few shapes and batch (the step masks padding: the frames are the same)."""
         name = _network_by_role(ctx, "decoder", params.pop("network", None))
         buckets = ctx.addon.networks[name].buckets
         table = BucketTable(buckets) if buckets else None
         args = cls._network_args(ctx, name)
-        return construct(cls, params, ctx.path, **args, network=ctx.network(name), table=table)
+        return construct(
+            cls, params, ctx.path, **args, network=ctx.network(name), table=table, pad=ctx.runner.batches
+        )
 
     @staticmethod
     def _network_args(ctx: BuildContext, name: str) -> dict[str, Any]:
@@ -257,7 +260,7 @@ class AttentionDecoder(StreamableBlock):
         # memory: [1, n, C], keys: [1, n, A]
         n = memory.shape[1]
         mask = memory.new_ones(1, n)
-        if self.table is not None:
+        if self.table is not None and self.pad:
             bucket = self.table.bucket_for(n)
             assert bucket is not None  # segments are cut to fit the largest bucket
             memory, keys, mask = (pad_length(x, bucket) for x in (memory, keys, mask))

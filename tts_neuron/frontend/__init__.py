@@ -57,6 +57,12 @@ class Sentence:
     """Seconds of silence after the sentence (from SSML `<break>`)."""
 
 
+FIRST_CLAUSE_PHONEMES = 16
+"""Imported voices (Kokoro, Piper) cut a text's first sentence after its first clause mark with at least
+this many phonemes (about a second of speech) before it, so a stream's first audio waits for a clause
+rather than a whole sentence (their encoders attend over a whole sentence, so nothing of it can be spoken
+before all of it is encoded). The clause is then spoken as a sentence of its own."""
+
 SECONDS_PER_PHONEME = 0.073
 """Average length of a phoneme as espeak-ng (the voices' teacher) speaks en-us at its default rate, measured
 on the first 4,096 characters of the seed article (framework-article.txt): 3,052 phonemes, 221 seconds."""

@@ -20,7 +20,7 @@ import unicodedata
 from collections.abc import Iterator
 from dataclasses import replace
 
-from tts_neuron.frontend import Frontend, Sentence, prepare_text
+from tts_neuron.frontend import FIRST_CLAUSE_PHONEMES, Frontend, Sentence, prepare_text
 from tts_neuron.frontend.espeak import Espeak
 from tts_neuron.frontend.sentences import has_speakable
 
@@ -31,10 +31,6 @@ PUNCTUATION = ';:,.!?—…"()“”'
 _MARK_RUN = re.compile(rf"(\s*[{re.escape(PUNCTUATION)}]+\s*)")
 _QUOTES = str.maketrans({"«": "“", "»": "”", "‘": "“", "’": "”"})
 CLAUSE_MARKS = ",;:—"
-FIRST_CLAUSE_PHONEMES = 16
-"""A text's first sentence is cut after its first clause mark with at least this many phonemes (about a
-second of speech) before it, so a stream's first audio waits for a clause rather than a whole sentence
-(Kokoro's frame side runs a sentence whole). The clause is then spoken as a sentence of its own."""
 
 _ESPEAK_TO_MISAKI = sorted(
     {

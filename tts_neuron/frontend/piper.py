@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from tts_neuron.errors import TextError
-from tts_neuron.frontend import PAD_SYMBOL, Sentence
+from tts_neuron.frontend import FIRST_CLAUSE_PHONEMES, PAD_SYMBOL, Sentence
 from tts_neuron.frontend.espeak import Espeak
 from tts_neuron.frontend.sentences import has_speakable
 from tts_neuron.frontend.ssml import Segment, is_ssml, parse_ssml
@@ -31,7 +31,8 @@ _LOG = logging.getLogger(__name__)
 BOS, EOS, PAD = "^", "$", "_"
 _IPA = 0x02  # espeakPHONEMES_IPA
 _SENTENCE_END = ".!?"
-_CLAUSE_END = ",:;" + _SENTENCE_END
+_CLAUSE_MARK = ",:;"
+_CLAUSE_END = _CLAUSE_MARK + _SENTENCE_END
 _TERMINATOR = re.compile(r"([,:;.!?])[^\w,:;.!?]*\w?$")
 _LANGUAGE_SWITCH = re.compile(r"\([^)]+\)")  # "(en)" ... "(de)" around words of another language
 
@@ -42,10 +43,14 @@ def ipa_sentences(text: str, voice: str) -> Iterator[list[str]]:
         yield phonemes
 
 
-def ipa_sentences_with_text(text: str, voice: str) -> Iterator[tuple[str, list[str]]]:
-    """As `ipa_sentences`, each sentence with the text it was read from."""
+def ipa_sentences_with_text(
+    text: str, voice: str, first_clause_apart: bool = False
+) -> Iterator[tuple[str, list[str]]]:
+    """As `ipa_sentences`, each sentence with the text it was read from. With `first_clause_apart`, the
+    first sentence is cut after its first clause that ends in `,` `:` or `;` with FIRST_CLAUSE_PHONEMES
+    phonemes before the mark and words after it, and the two parts come as sentences of their own."""
     read = Espeak.get().phoneme_clauses(text, voice, _IPA)
-    clauses: list[tuple[str, str, str]] = []
+    sentences: list[list[tuple[list[str], str]]] = [[]]  # per sentence, its clauses: (phonemes, text)
     carry = ""  # the character espeak-ng read past a clause's end: the next clause's first
     for index, (phonemes, segment) in enumerate(read):
         last = index == len(read) - 1
@@ -55,20 +60,30 @@ def ipa_sentences_with_text(text: str, voice: str) -> Iterator[tuple[str, list[s
         terminator = mark.group(1) if mark else ""
         own = carry + (segment if last else segment[:-1])
         carry = "" if last else segment[-1:]
-        clauses.append((phonemes, terminator, own))
-    sentence: list[str] = []
-    words: list[str] = []
-    for phonemes, terminator, segment in clauses:
         phonemes = _LANGUAGE_SWITCH.sub("", phonemes) + terminator
-        if terminator and terminator not in _SENTENCE_END:
+        if terminator and terminator in _CLAUSE_MARK:
             phonemes += " "
-        sentence.extend(unicodedata.normalize("NFD", phonemes))
-        words.append(segment)
+        sentences[-1].append((list(unicodedata.normalize("NFD", phonemes)), own))
         if terminator and terminator in _SENTENCE_END:
-            yield " ".join("".join(words).split()), sentence
-            sentence, words = [], []
-    if sentence:
-        yield " ".join("".join(words).split()), sentence
+            sentences.append([])
+    if first_clause_apart and sentences[0]:
+        sentences[:1] = _first_clause_apart(sentences[0])
+    for clauses in sentences:
+        if clauses:
+            yield " ".join("".join(own for _, own in clauses).split()), [p for ps, _ in clauses for p in ps]
+
+
+def _first_clause_apart(clauses: list[tuple[list[str], str]]) -> list[list[tuple[list[str], str]]]:
+    """A sentence's clauses as two sentences, cut after the first clause mark with FIRST_CLAUSE_PHONEMES
+    phonemes before it and words after it; or the sentence alone."""
+    spoken = 0
+    for cut, (phonemes, own) in enumerate(clauses[:-1], start=1):
+        spoken += len(phonemes)
+        rest = [p for ps, _ in clauses[cut:] for p in ps]
+        ends_clause = len(phonemes) > 1 and phonemes[-2] in _CLAUSE_MARK and phonemes[-1] == " "
+        if ends_clause and spoken >= FIRST_CLAUSE_PHONEMES and any(p.isalpha() for p in rest):
+            return [[*clauses[: cut - 1], (phonemes[:-1], own)], clauses[cut:]]
+    return [clauses]
 
 
 def phoneme_ids(
@@ -134,7 +149,7 @@ class PiperFrontend:
         for segment in segments:
             found = [
                 self.sentence(text, merge_clusters(phonemes, self.clusters), segment.rate)
-                for text, phonemes in ipa_sentences_with_text(segment.text, self.voice)
+                for text, phonemes in ipa_sentences_with_text(segment.text, self.voice, not spoken)
                 if any(p.strip() for p in phonemes)
             ]
             if found and segment.pause_after:
