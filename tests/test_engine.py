@@ -26,7 +26,7 @@ import tts_neuron
 from tests.conftest import edit_addon_json, write_tiny_addon
 from tts_neuron.backends.executor import FixedShapeExecutor, ShapeError, TensorSpec
 from tts_neuron.engine import END, Cancelled, Engine, EngineStream, Schedule
-from tts_neuron.runners import DirectRunner, NetworkHandle
+from tts_neuron.runners import DirectRunner, NetworkHandle, TappedRunner
 from tts_neuron.voice import Voice, VoiceSet
 
 TEXTS = [
@@ -205,6 +205,49 @@ def test_the_stream_nearest_its_deadline_runs_first() -> None:
         gate.set()
         wait_until(lambda: len(order) == 4)
         assert order == [0.0, 1.0, 2.0, 3.0]
+    finally:
+        gate.set()
+        engine.close()
+
+
+def test_with_fill_a_short_batch_waits_for_rows_until_a_deadline_in_it_nears() -> None:
+    """fill=4: while other work is in flight, three waiting calls wait for a fourth and run as one call;
+    a lone call runs short once its stream's first-audio deadline is within `urgent`."""
+    clock = Clock()
+    engine = Engine(Schedule(fill=4, first_audio_budget=1.0, urgent=0.2), workers=2, clock=clock)
+    calls: list[int] = []
+    started, gate = threading.Event(), threading.Event()
+
+    def slow(x: torch.Tensor) -> torch.Tensor:
+        started.set()
+        gate.wait(timeout=10)
+        return x
+
+    def network(x: torch.Tensor) -> torch.Tensor:
+        calls.append(x.shape[0])
+        return x * 2
+
+    try:
+        slow_voice = Script(engine.handle("slow", slow))
+        with engine._cond:  # two streams in one turn: their call goes to a worker (a lone one runs inline)
+            for _ in range(2):
+                engine.submit(slow_voice, "0", Sink(), paced=False)  # type: ignore[arg-type]
+        assert started.wait(10)  # work in flight from here on
+        voice = Script(engine.handle("net", network))
+        sinks = [Sink() for _ in range(5)]
+        for i in range(3):
+            engine.submit(voice, str(i + 1), sinks[i], paced=False)  # type: ignore[arg-type]
+        time.sleep(0.2)
+        assert calls == []  # three rows wait for a fourth
+        engine.submit(voice, "4", sinks[3], paced=False)  # type: ignore[arg-type]
+        assert all(sink.done.wait(10) for sink in sinks[:4]) and calls == [4]
+        assert [float(sink.items[0][0]) for sink in sinks[:4]] == [2.0, 4.0, 6.0, 8.0]  # type: ignore[index]
+        engine.submit(voice, "5", sinks[4], paced=False)  # type: ignore[arg-type]
+        time.sleep(0.2)
+        assert calls == [4]
+        clock.now += 0.85  # its first audio is due in 0.15 s, within `urgent`
+        engine.wake()
+        assert sinks[4].done.wait(10) and calls == [4, 1]
     finally:
         gate.set()
         engine.close()
@@ -418,6 +461,47 @@ def test_the_direct_runner_is_the_default_and_calls_in_the_callers_thread(tiny_a
     network.register_forward_hook(lambda *_: threads.add(threading.current_thread().name))
     voice.synthesize(TEXTS[0])
     assert threads == {threading.current_thread().name}
+
+
+class Sharing(TappedRunner):
+    """A direct runner that says whether other streams' calls may join (as an engine with other streams in
+    it does) and records each call's token length."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda handle, inputs: self.lengths.append((handle.name, inputs[0].shape[1])))
+        self.lengths: list[tuple[str, int]] = []
+        self.sharing = False
+
+    def shares(self) -> bool:
+        return self.sharing
+
+
+@pytest.mark.parametrize("voice_dir", ["tiny", "tacotron-en"])
+def test_dynamic_stacks_pad_token_runs_only_when_other_streams_may_join(
+    voice_dir: str, tiny_addon_dir: Path
+) -> None:
+    """A lone stream's encoder (and attention step) runs at the sentence's own length; with other streams
+    to batch with, at the networks' token bucket; the audio is the same to float rounding."""
+    runner = Sharing()
+    shipped = Path(__file__).resolve().parent.parent / "addons"
+    voice = tts_neuron.load(tiny_addon_dir if voice_dir == "tiny" else shipped / voice_dir, runner=runner)
+    networks = voice.addon.networks.values()
+    token_networks = {spec.name for spec in networks if spec.role in ("encoder", "decoder")}
+    buckets = next(spec.buckets for spec in networks if spec.role == "encoder")
+    text = "Hello there."
+    n = len(next(iter(voice.frontend.sentences(text))).tokens)
+    assert n not in buckets
+
+    def token_lengths(sharing: bool) -> tuple[set[int], np.ndarray]:
+        runner.sharing, runner.lengths = sharing, []
+        audio = voice.synthesize(text, seed=3)
+        return {length for name, length in runner.lengths if name in token_networks}, audio
+
+    alone_lengths, alone_audio = token_lengths(False)
+    shared_lengths, shared_audio = token_lengths(True)
+    assert n in alone_lengths and min(b for b in buckets if b >= n) in shared_lengths
+    assert n not in shared_lengths
+    np.testing.assert_allclose(shared_audio, alone_audio, rtol=0, atol=1e-5)
 
 
 class Gain(tts_neuron.StreamableBlock):

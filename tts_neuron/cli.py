@@ -406,7 +406,7 @@ def _serve(args: argparse.Namespace) -> int:
             max_chars=args.max_chars,
             drain_timeout=args.drain_timeout,
         )
-        schedule = Schedule(horizon=args.horizon, idle_timeout=args.idle_timeout)
+        schedule = Schedule(horizon=args.horizon, idle_timeout=args.idle_timeout, fill=args.fill)
     except ValueError as err:
         raise TTSNeuronError(str(err)) from None
     api_key = os.environ.get("TTS_NEURON_API_KEY") or None
@@ -576,6 +576,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=2.0,
         help="seconds of audio a stream may run ahead of its listener before it is paused (default 2)",
+    )
+    srv.add_argument(
+        "--fill",
+        type=int,
+        default=1,
+        help="rows worth a network call: a smaller batch waits for other streams' calls while no deadline "
+        "in it is near (default 1, for a CPU; an accelerator's batch size there)",
     )
     srv.add_argument(
         "--drain-timeout",

@@ -97,10 +97,17 @@ class Schedule:
     """Seconds of audio a new stream holds back before its first chunk leaves, while other streams run
     and its first-audio deadline has not come: a first chunk of 0.2 s followed by a wait for the engine
     would play and then stall."""
+    fill: int = 1
+    """Rows worth a call: a smaller batch waits for more streams' calls while none of its deadlines is
+    within `urgent` and other work is in flight that can bring them. One on a CPU, where a row costs about
+    the same alone as in a batch; an accelerator's batch size there, where a call costs the same at any
+    fill."""
 
     def __post_init__(self) -> None:
         if self.horizon <= 0 or self.idle_timeout <= 0 or self.tick <= 0:
             raise ValueError("need horizon > 0, idle_timeout > 0 and tick > 0")
+        if self.fill < 1:
+            raise ValueError(f"fill must be at least 1 row, got {self.fill}")
         if min(self.first_audio_budget, self.margin, self.urgent, self.cushion) < 0:
             raise ValueError("first_audio_budget, margin, urgent and cushion must be >= 0")
 
@@ -278,8 +285,6 @@ class Engine(Runner):
     engine stream (a warm-up, `voice.synthesize` from another thread) run at once in the caller's thread.
     """
 
-    batches = True
-
     def __init__(
         self,
         schedule: Schedule | None = None,
@@ -321,6 +326,9 @@ class Engine(Runner):
             raise ValueError(f"{handle.name}: a stream calls its networks at batch 1")
         key = (id(handle), tuple(TensorSpec.of(x) for x in inputs))
         return self._pause(_Call(handle, inputs, key))
+
+    def shares(self) -> bool:
+        return self.streams > 1
 
     def ahead(self, items: Iterable[T]) -> Iterator[T]:
         """Items of `items` (a frontend's sentences): the first at once, each next one computed in the
@@ -472,6 +480,12 @@ class Engine(Runner):
         """Wait for an arrival, a listener, a frontend result or a paced stream's turn."""
         wakes = [w for s in self._streams if s.waiting is None and (w := s.wakes_at(self.schedule))]
         wakes += [s.deadline(self.schedule) for s in self._streams if s.held]
+        if len(self._batches) < self.workers:  # calls wait with a worker free: held back for `fill`
+            wakes += [  # until a deadline among them is within `urgent`
+                s.deadline(self.schedule) - self.schedule.urgent
+                for s in self._streams
+                if isinstance(s.waiting, _Call) and not s.waiting.running
+            ]
         timeout = max(0.0, min(wakes) - self.clock()) if wakes else None
         timeout = min(timeout, self.schedule.idle_timeout) if timeout is not None else 1.0
         with self._cond:
@@ -522,10 +536,12 @@ class Engine(Runner):
         """While a worker is free, give it one batch: the waiting calls of one network at one input
         signature, earliest deadlines first, up to the batch limit. Which batch: the one of the earliest
         deadline when that deadline is within `urgent` seconds; otherwise the one with the most rows, which
-        is where the engine gains most and lets streams that lag join the ones ahead. A batch takes no
-        more than its share of the free workers (those the other groups leave it), so a worker never idles
-        while another runs rows it could have taken: on a CPU a row costs about the same alone as in a
-        batch (docs/serving.md, *Batching shapes*); with one worker, as on a NeuronCore, nothing is split."""
+        is where the engine gains most and lets streams that lag join the ones ahead, unless it has fewer
+        than `fill` rows and work in flight may still bring more (then the engine waits for them). A batch
+        takes no more than its share of the free workers (those the other groups leave it) and no fewer
+        than `fill` rows, so on a CPU (fill 1) a worker never idles while another runs rows it could have
+        taken: a row costs about the same alone as in a batch (docs/serving.md, *Batching shapes*); with
+        one worker, as on a NeuronCore, nothing is split."""
         schedule, now = self.schedule, self.clock()
         groups: dict[tuple[int, tuple[TensorSpec, ...]], list[EngineStream]] = {}
         for stream in sorted(self._streams, key=lambda s: s.deadline(schedule)):
@@ -537,9 +553,13 @@ class Engine(Runner):
             key = earliest
             if limited[earliest][0].deadline(schedule) - now > schedule.urgent:
                 key = max(limited, key=lambda k: (len(limited[k]), -limited[k][0].deadline(schedule)))
+                short = len(limited[key]) < min(schedule.fill, self._limit(groups[key]))
+                if short and self._in_flight():
+                    return  # the largest batch is short of `fill`: wait for rows, at most until `urgent`
             free = self.workers - len(self._batches)
             share = max(1, free - (len(groups) - 1))  # workers this group may have: the others get one each
-            group = limited[key][: math.ceil(len(groups[key]) / share)]
+            rows = max(math.ceil(len(groups[key]) / share), schedule.fill)
+            group = limited[key][:rows]
             rest = groups.pop(key)[len(group) :]
             if rest:
                 groups[key] = rest
@@ -553,6 +573,10 @@ class Engine(Runner):
                 outputs = self._pool.submit(run_batch, calls[0].handle, inputs)
                 outputs.add_done_callback(lambda _: self.wake())
             self._batches.append(_Batch(calls[0].handle, group, outputs))
+
+    def _in_flight(self) -> bool:
+        """Whether a running batch, or a stream not waiting on a call, may still bring calls."""
+        return bool(self._batches) or any(not isinstance(s.waiting, _Call) for s in self._streams)
 
     def _limit(self, group: list[EngineStream]) -> int:
         """The most rows one call of this group's network may take."""

@@ -49,9 +49,10 @@ class NetworkHandle:
 class Runner:
     """Runs the calls of the handles it made."""
 
-    batches = False
-    """Whether calls of several streams can meet in one batch: blocks pad inputs to shared shapes only then
-    (padding a lone stream's call is work for nothing)."""
+    def shares(self) -> bool:
+        """Whether a call made now may meet other streams' calls in one batch: dynamic blocks pad their
+        inputs to shared shapes only then (padding a lone stream's call is work for nothing)."""
+        return False
 
     def handle(self, name: str, network: Callable[..., Outputs]) -> NetworkHandle:
         return NetworkHandle(name, network, self)
@@ -111,9 +112,14 @@ def _rows(outputs: Outputs, row: int) -> Outputs:
     return outputs[row : row + 1]
 
 
+def shares_batches(network: object) -> bool:
+    """Whether a call of `network` (a handle, or a bare callable that runs alone) may be batched now."""
+    return isinstance(network, NetworkHandle) and network.runner.shares()
+
+
 def handles(block: Any) -> Sequence[NetworkHandle]:
     """The network handles a block holds directly (not those of its children)."""
     return [value for value in vars(block).values() if isinstance(value, NetworkHandle)]
 
 
-__all__ = ["DirectRunner", "NetworkHandle", "Runner", "TappedRunner", "run_batch"]
+__all__ = ["DirectRunner", "NetworkHandle", "Runner", "TappedRunner", "run_batch", "shares_batches"]

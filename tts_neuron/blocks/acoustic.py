@@ -29,7 +29,7 @@ from tts_neuron.blocks.pieces import pause_ids, sentence_pieces
 from tts_neuron.blocks.windows import Window, bucket_cores, core_chunk, empty_chunk, pad_window, windows
 from tts_neuron.errors import StackError
 from tts_neuron.models.protocols import AudioNetwork, WindowedNetwork
-from tts_neuron.runners import NetworkHandle
+from tts_neuron.runners import NetworkHandle, shares_batches
 
 
 def _network_by_role(ctx: BuildContext, role: str, name: str | None) -> str:
@@ -94,9 +94,10 @@ class Encoders(SequenceBlockContainer):
     With `max_tokens`, a longer sentence is encoded in pieces cut after a pause (else between words),
     each as a sentence of its own: the pieces an attention decoder decodes one by one, and the ones
     fixed-shape encoders must make anyway. With a bucket `table` (the encoders' own buckets, when they
-    declare them) and `pad`, each piece that fits a bucket is padded to it and unpadded after: the
-    networks mask padding, so the output is the same, and the pieces of many streams meet at a few shapes
-    and batch. The dynamic stack pads only on a runner that batches; the pieces are cut alike either way.
+    declare them), each piece that fits a bucket is padded to it and unpadded after: the networks mask
+    padding, so the output is the same, and the pieces of many streams meet at a few shapes and batch.
+    Compiled encoders (`pad`) always pad; dynamic ones only when other streams' calls may join (on an
+    engine with other streams in it). The pieces are cut alike either way.
     """
 
     def __init__(
@@ -105,7 +106,7 @@ class Encoders(SequenceBlockContainer):
         pauses: set[int],
         max_tokens: int | None = None,
         table: BucketTable | None = None,
-        pad: bool = True,
+        pad: bool = False,
     ) -> None:
         super().__init__(blocks)
         if max_tokens is not None and max_tokens < 1:
@@ -114,6 +115,7 @@ class Encoders(SequenceBlockContainer):
             max_tokens = min(max_tokens, table.largest)  # as the attention decoder cuts its segments
         self.pauses, self.max_tokens, self.table, self.pad = pauses, max_tokens, table, pad
         self.outputs = [key for block in blocks for key in block.outputs]
+        self.first_network = blocks[0].network if blocks else None
 
     @classmethod
     def build(cls, params: dict[str, Any], ctx: BuildContext) -> Encoders:
@@ -124,9 +126,8 @@ class Encoders(SequenceBlockContainer):
         buckets = {tuple(spec.buckets) for spec in specs}
         table = BucketTable(list(buckets.pop())) if len(buckets) == 1 and specs[0].buckets else None
         return construct(
-            cls, params, ctx.path, blocks=encoders, pauses=pause_ids(ctx.addon.symbols), table=table,
-            pad=ctx.runner.batches,
-        )  # fmt: skip
+            cls, params, ctx.path, blocks=encoders, pauses=pause_ids(ctx.addon.symbols), table=table
+        )
 
     def __call__(self, features: Features) -> Features:
         limit = self.max_tokens or features["tokens"].shape[1]
@@ -139,7 +140,8 @@ class Encoders(SequenceBlockContainer):
     def encode_piece(self, features: Features, start: int, stop: int) -> Features:
         """The encoders' outputs for tokens [start, stop), encoded as a sentence of their own, padded to
         their bucket when a bucket holds them."""
-        bucket = self.table.bucket_for(stop - start) if self.table and self.pad else None
+        pad = self.pad or shares_batches(self.first_network)
+        bucket = self.table.bucket_for(stop - start) if self.table and pad else None
         if bucket is None:
             return self.run({**features, **token_slice(features, start, stop)})
         piece = {key: pad_length(value, bucket) for key, value in token_slice(features, start, stop).items()}

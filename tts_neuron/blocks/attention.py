@@ -23,6 +23,7 @@ from tts_neuron.blocks.context import BuildContext
 from tts_neuron.blocks.pieces import pause_ids, sentence_pieces
 from tts_neuron.errors import AttentionError, StackError
 from tts_neuron.models.protocols import AttentionStepNetwork
+from tts_neuron.runners import shares_batches
 
 StepNetwork = Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
 """(memory, keys, memory_mask, alignment, state, last_frame, prenet_masks)
@@ -154,7 +155,7 @@ class AttentionDecoder(StreamableBlock):
         prenet_channels: int,
         pause_ids: set[int],
         table: BucketTable | None = None,
-        pad: bool = True,
+        pad: bool = False,
         max_tokens: int = 256,
         first_chunk_steps: int = 12,
         chunk_steps: int = 16,
@@ -181,16 +182,15 @@ class AttentionDecoder(StreamableBlock):
 
     @classmethod
     def build(cls, params: dict[str, Any], ctx: BuildContext) -> AttentionDecoder:
-        """The step with dynamic shapes; on a runner that batches, a segment's memory is still padded to
-        the step's token buckets (when it declares them), so that the steps of streams of different
-        lengths meet at a few shapes and batch (the step masks padding: the frames are the same)."""
+        """The step with dynamic shapes; when other streams' steps may join (on an engine with other
+        streams in it), a segment's memory is still padded to the step's token buckets (when it declares
+        them), so that the steps of streams of different lengths meet at a few shapes and batch (the step
+        masks padding: the frames are the same)."""
         name = _network_by_role(ctx, "decoder", params.pop("network", None))
         buckets = ctx.addon.networks[name].buckets
         table = BucketTable(buckets) if buckets else None
         args = cls._network_args(ctx, name)
-        return construct(
-            cls, params, ctx.path, **args, network=ctx.network(name), table=table, pad=ctx.runner.batches
-        )
+        return construct(cls, params, ctx.path, **args, network=ctx.network(name), table=table)
 
     @staticmethod
     def _network_args(ctx: BuildContext, name: str) -> dict[str, Any]:
@@ -260,7 +260,7 @@ class AttentionDecoder(StreamableBlock):
         # memory: [1, n, C], keys: [1, n, A]
         n = memory.shape[1]
         mask = memory.new_ones(1, n)
-        if self.table is not None and self.pad:
+        if self.table is not None and (self.pad or shares_batches(self.network)):
             bucket = self.table.bucket_for(n)
             assert bucket is not None  # segments are cut to fit the largest bucket
             memory, keys, mask = (pad_length(x, bucket) for x in (memory, keys, mask))
@@ -302,4 +302,4 @@ class PaddedAttentionDecoder(AttentionDecoder):
         name = _network_by_role(ctx, "decoder", params.pop("network", None))
         table = BucketTable(ctx.addon.networks[name].buckets)
         args = cls._network_args(ctx, name)
-        return construct(cls, params, ctx.path, **args, network=ctx.compiled(name), table=table)
+        return construct(cls, params, ctx.path, **args, network=ctx.compiled(name), table=table, pad=True)

@@ -39,7 +39,7 @@ class NeuronEncoders(Encoders):
     compiles = "encoder"
 
     def __init__(self, blocks: list[Encoder], pauses: set[int], table: BucketTable) -> None:
-        super().__init__(blocks, pauses, max_tokens=table.largest, table=table)
+        super().__init__(blocks, pauses, max_tokens=table.largest, table=table, pad=True)
 
     @classmethod
     def build(cls, params: dict[str, Any], ctx: BuildContext) -> NeuronEncoders:
