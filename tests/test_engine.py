@@ -211,10 +211,11 @@ def test_the_stream_nearest_its_deadline_runs_first() -> None:
 
 
 def test_with_fill_a_short_batch_waits_for_rows_until_a_deadline_in_it_nears() -> None:
-    """fill=4: while other work is in flight, three waiting calls wait for a fourth and run as one call;
-    a lone call runs short once its stream's first-audio deadline is within `urgent`."""
+    """fill=4: while other work is in flight, three waiting calls of playing streams wait for a fourth
+    and run as one call; a lone call runs short once its stream's deadline is within `urgent`, and a
+    stream's first audio never waits."""
     clock = Clock()
-    engine = Engine(Schedule(fill=4, first_audio_budget=1.0, urgent=0.2), workers=2, clock=clock)
+    engine = Engine(Schedule(fill=4, urgent=0.2, margin=0.0), workers=2, clock=clock)
     calls: list[int] = []
     started, gate = threading.Event(), threading.Event()
 
@@ -227,6 +228,15 @@ def test_with_fill_a_short_batch_waits_for_rows_until_a_deadline_in_it_nears() -
         calls.append(x.shape[0])
         return x * 2
 
+    def start(values: list[str], playing: bool = True) -> list[Sink]:
+        sinks = [Sink() for _ in values]
+        with engine._cond:  # the engine takes arrivals under this lock: set them up before it does
+            for value, sink in zip(values, sinks, strict=True):
+                stream = engine.submit(voice, value, sink, paced=False)  # type: ignore[arg-type]
+                if playing:  # 5 s of audio made and none played: due at clock + 5
+                    stream.first_audio, stream.produced = clock.now, 5.0
+        return sinks
+
     try:
         slow_voice = Script(engine.handle("slow", slow))
         with engine._cond:  # two streams in one turn: their call goes to a worker (a lone one runs inline)
@@ -234,20 +244,20 @@ def test_with_fill_a_short_batch_waits_for_rows_until_a_deadline_in_it_nears() -
                 engine.submit(slow_voice, "0", Sink(), paced=False)  # type: ignore[arg-type]
         assert started.wait(10)  # work in flight from here on
         voice = Script(engine.handle("net", network))
-        sinks = [Sink() for _ in range(5)]
-        for i in range(3):
-            engine.submit(voice, str(i + 1), sinks[i], paced=False)  # type: ignore[arg-type]
+        three = start(["1", "2", "3"])
         time.sleep(0.2)
         assert calls == []  # three rows wait for a fourth
-        engine.submit(voice, "4", sinks[3], paced=False)  # type: ignore[arg-type]
-        assert all(sink.done.wait(10) for sink in sinks[:4]) and calls == [4]
-        assert [float(sink.items[0][0]) for sink in sinks[:4]] == [2.0, 4.0, 6.0, 8.0]  # type: ignore[index]
-        engine.submit(voice, "5", sinks[4], paced=False)  # type: ignore[arg-type]
+        four = three + start(["4"])
+        assert all(sink.done.wait(10) for sink in four) and calls == [4]
+        assert [float(sink.items[0][0]) for sink in four] == [2.0, 4.0, 6.0, 8.0]  # type: ignore[index]
+        (late,) = start(["5"])
         time.sleep(0.2)
         assert calls == [4]
-        clock.now += 0.85  # its first audio is due in 0.15 s, within `urgent`
+        clock.now += 4.85  # its deadline is 0.15 s away, within `urgent`
         engine.wake()
-        assert sinks[4].done.wait(10) and calls == [4, 1]
+        assert late.done.wait(10) and calls == [4, 1]
+        (new,) = start(["6"], playing=False)  # a first audio: runs at once, one row
+        assert new.done.wait(10) and calls == [4, 1, 1]
     finally:
         gate.set()
         engine.close()

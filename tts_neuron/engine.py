@@ -98,10 +98,10 @@ class Schedule:
     and its first-audio deadline has not come: a first chunk of 0.2 s followed by a wait for the engine
     would play and then stall."""
     fill: int = 1
-    """Rows worth a call: a smaller batch waits for more streams' calls while none of its deadlines is
-    within `urgent` and other work is in flight that can bring them. One on a CPU, where a row costs about
-    the same alone as in a batch; an accelerator's batch size there, where a call costs the same at any
-    fill."""
+    """Rows worth a call: a smaller batch of playing streams waits for more streams' calls while none of
+    its deadlines is within `urgent` and other work is in flight that can bring them. One on a CPU, where
+    a row costs about the same alone as in a batch; an accelerator's batch size there, where a call costs
+    the same at any fill."""
 
     def __post_init__(self) -> None:
         if self.horizon <= 0 or self.idle_timeout <= 0 or self.tick <= 0:
@@ -536,12 +536,12 @@ class Engine(Runner):
         """While a worker is free, give it one batch: the waiting calls of one network at one input
         signature, earliest deadlines first, up to the batch limit. Which batch: the one of the earliest
         deadline when that deadline is within `urgent` seconds; otherwise the one with the most rows, which
-        is where the engine gains most and lets streams that lag join the ones ahead, unless it has fewer
-        than `fill` rows and work in flight may still bring more (then the engine waits for them). A batch
-        takes no more than its share of the free workers (those the other groups leave it) and no fewer
-        than `fill` rows, so on a CPU (fill 1) a worker never idles while another runs rows it could have
-        taken: a row costs about the same alone as in a batch (docs/serving.md, *Batching shapes*); with
-        one worker, as on a NeuronCore, nothing is split."""
+        is where the engine gains most and lets streams that lag join the ones ahead. While work in flight
+        may bring more calls, a batch short of `fill` rows waits for them, unless a stream in it awaits
+        its first audio. A batch takes no more than its share of the free workers (those the other groups
+        leave it) and no fewer than `fill` rows, so on a CPU (fill 1) a worker never idles while another
+        runs rows it could have taken: a row costs about the same alone as in a batch (docs/serving.md,
+        *Batching shapes*); with one worker, as on a NeuronCore, nothing is split."""
         schedule, now = self.schedule, self.clock()
         groups: dict[tuple[int, tuple[TensorSpec, ...]], list[EngineStream]] = {}
         for stream in sorted(self._streams, key=lambda s: s.deadline(schedule)):
@@ -552,10 +552,10 @@ class Engine(Runner):
             earliest = min(limited, key=lambda key: limited[key][0].deadline(schedule))
             key = earliest
             if limited[earliest][0].deadline(schedule) - now > schedule.urgent:
-                key = max(limited, key=lambda k: (len(limited[k]), -limited[k][0].deadline(schedule)))
-                short = len(limited[key]) < min(schedule.fill, self._limit(groups[key]))
-                if short and self._in_flight():
-                    return  # the largest batch is short of `fill`: wait for rows, at most until `urgent`
+                ready = [k for k in limited if self._full(limited[k])] if self._in_flight() else list(limited)
+                if not ready:
+                    return  # every batch is short of `fill`: wait for rows, at most until `urgent`
+                key = max(ready, key=lambda k: (len(limited[k]), -limited[k][0].deadline(schedule)))
             free = self.workers - len(self._batches)
             share = max(1, free - (len(groups) - 1))  # workers this group may have: the others get one each
             rows = max(math.ceil(len(groups[key]) / share), schedule.fill)
@@ -573,6 +573,12 @@ class Engine(Runner):
                 outputs = self._pool.submit(run_batch, calls[0].handle, inputs)
                 outputs.add_done_callback(lambda _: self.wake())
             self._batches.append(_Batch(calls[0].handle, group, outputs))
+
+    def _full(self, group: list[EngineStream]) -> bool:
+        """Whether a batch need not wait for rows: it has `fill` (or its network's limit), or a stream in
+        it awaits its first audio."""
+        fill = min(self.schedule.fill, self._limit(group))
+        return len(group) >= fill or any(stream.first_audio is None for stream in group)
 
     def _in_flight(self) -> bool:
         """Whether a running batch, or a stream not waiting on a call, may still bring calls."""
