@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import json
 import time
 from collections.abc import Iterator
@@ -21,10 +22,12 @@ ray = pytest.importorskip("ray")
 serve = pytest.importorskip("ray.serve")
 
 import tts_neuron  # noqa: E402
+from tts_neuron.engine import Schedule  # noqa: E402
 from tts_neuron.server.app import SpeechOptions  # noqa: E402
-from tts_neuron.server.ray_app import build  # noqa: E402
+from tts_neuron.server.ray_app import app_builder, build  # noqa: E402
 
 MAX_SPEECH_SECONDS = 200.0  # above the long stream below (about 180 s), under the refused one (215 s)
+SCHEDULE = Schedule(horizon=1.5, fill=2, idle_timeout=20.0)  # not the defaults: they must reach the replicas
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +37,10 @@ def url() -> Iterator[str]:
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         options = SpeechOptions({"narrator": "fastspeech-en"}, None, MAX_SPEECH_SECONDS)
-        app = build([str(FASTSPEECH)], replicas=2, neuron_cores=1, engine_cpus=0.5, options=options)
+        app = build(
+            [str(FASTSPEECH)], replicas=2, neuron_cores=1, engine_cpus=0.5, options=options,
+            schedule=SCHEDULE, workers=1,
+        )  # fmt: skip
         serve.run(app, name="tts")
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 180
@@ -59,6 +65,21 @@ def engine_replicas() -> list[str]:
 def test_two_replicas_take_the_two_declared_neuron_cores(url: str) -> None:
     assert len(engine_replicas()) == 2
     assert ray.available_resources().get("neuron_cores", 0) == 0  # each replica holds one
+
+
+def test_the_replicas_engines_take_the_schedule_and_threads_they_were_given(url: str) -> None:
+    handle = serve.get_deployment_handle("TtsEngine", app_name="tts")
+    for _ in range(8):  # calls spread over the two replicas
+        settings = handle.settings.remote().result(timeout_s=30)
+        assert settings["schedule"] == dataclasses.asdict(SCHEDULE)
+        assert (settings["workers"], settings["threads"]) == (1, 1)
+
+
+def test_a_serve_configs_limits_and_schedule_mappings_become_their_settings() -> None:
+    with pytest.raises(ValueError, match="args.schedule.*horizn"):
+        app_builder({"addons": [str(FASTSPEECH)], "schedule": {"horizn": 1.0}, "capacity": 4})
+    with pytest.raises(ValueError, match="horizon > 0"):
+        app_builder({"addons": [str(FASTSPEECH)], "schedule": {"horizon": -1}, "capacity": 4})
 
 
 def test_streamed_audio_equals_the_single_process_servers(url: str) -> None:

@@ -431,8 +431,9 @@ def _serve(args: argparse.Namespace) -> int:
             ) from None
 
         serve_on_ray(
-            args.addon, args.replicas, args.host, args.port, args.stack, args.target, limits, api_key, options
-        )
+            args.addon, args.replicas, args.host, args.port, args.stack, args.target, limits, api_key,
+            options, schedule, args.workers, args.threads,
+        )  # fmt: skip
         return 0
     serve(
         args.addon,

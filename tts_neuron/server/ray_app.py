@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 from typing import Any, cast
 
 import numpy as np
@@ -23,6 +24,7 @@ from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
+from tts_neuron.engine import Schedule
 from tts_neuron.server.app import SpeechOptions, create_app
 from tts_neuron.server.engine import Busy, Engine, Limits, TimedStream
 from tts_neuron.server.metrics import Metrics
@@ -30,15 +32,26 @@ from tts_neuron.server.metrics import Metrics
 
 @serve.deployment(health_check_period_s=5, health_check_timeout_s=30)
 class TtsEngine:
-    """The voices of one replica, warmed up before it reports healthy."""
+    """The voices of one replica, warmed up before it reports healthy. `schedule`, `workers` and `threads`
+    are its device engine's, as `tts-neuron serve` gives them to its own."""
 
-    def __init__(self, addons: list[str], stack: str | None, target: str | None, limits: Limits) -> None:
-        self.engine = Engine(addons, stack, target, limits)
+    def __init__(
+        self, addons: list[str], stack: str | None, target: str | None, limits: Limits,
+        schedule: Schedule | None = None, workers: int | None = None, threads: int = 1,
+    ) -> None:  # fmt: skip
+        self.engine = Engine(
+            addons, stack, target, limits, schedule=schedule, workers=workers, threads=threads
+        )
         if not self.engine.load():
             raise RuntimeError(f"the voices did not load: {self.engine.load_error}")
 
     def voice_info(self) -> dict[str, dict[str, Any]]:
         return self.engine.voice_info()
+
+    def settings(self) -> dict[str, Any]:
+        """What this replica's device engine runs with: its schedule, worker threads and torch threads."""
+        device = self.engine.device
+        return {"schedule": asdict(device.schedule), "workers": device.workers, "threads": device.threads}
 
     async def stream(
         self, voice: str, text: str, speed: float, timestamps: bool = False
@@ -163,15 +176,19 @@ def build(
     api_key: str | None = None,
     capacity: int | None = None,
     options: SpeechOptions | None = None,
+    schedule: Schedule | None = None,
+    workers: int | None = None,
+    threads: int = 1,
 ) -> Any:
     """The application: a CPU ingress in front of `replicas` engine replicas (autoscaled between one and
     `replicas` by ongoing streams). `neuron_cores` per replica (default: 1 on the neuron target, none
     elsewhere) is a Ray resource, so placement follows it. `capacity`: streams a replica takes (Ray's
     `max_ongoing_requests`); by default measured here, by loading the voices once as a replica does (on a
-    cluster whose replicas run on other hardware than the driver, give it)."""
+    cluster whose replicas run on other hardware than the driver, give it). `schedule`, `workers` and
+    `threads` go to every replica's device engine (and to the probe)."""
     limits = limits or Limits()
     if capacity is None:
-        probe = Engine(addons, stack, target, limits)
+        probe = Engine(addons, stack, target, limits, schedule=schedule, workers=workers, threads=threads)
         try:
             if not probe.load():
                 raise RuntimeError(f"the voices did not load: {probe.load_error}")
@@ -190,12 +207,20 @@ def build(
         ray_actor_options=resources,
         max_ongoing_requests=capacity,
         max_queued_requests=limits.max_queue,
-    ).bind(addons, stack, target, limits)
+    ).bind(addons, stack, target, limits, schedule, workers, threads)
     return TtsIngress.bind(engine, limits, api_key, options or SpeechOptions())  # type: ignore[attr-defined]
 
 
 def app_builder(args: dict[str, Any]) -> Any:
-    """For `serve run serve_config.yaml`: the config's `args` are `build`'s arguments."""
+    """For `serve run serve_config.yaml`: the config's `args` are `build`'s arguments, with `limits` and
+    `schedule` as mappings of their fields (`schedule: {horizon: 1.5}`)."""
+    args = dict(args)
+    for key, settings in (("limits", Limits), ("schedule", Schedule)):
+        if isinstance(args.get(key), dict):
+            try:
+                args[key] = settings(**args[key])
+            except TypeError as err:
+                raise ValueError(f"serve config args.{key}: {err}") from None
     return build(**args)
 
 
@@ -209,6 +234,9 @@ def serve_on_ray(
     limits: Limits,
     api_key: str | None,
     options: SpeechOptions | None = None,
+    schedule: Schedule | None = None,
+    workers: int | None = None,
+    threads: int = 1,
 ) -> None:
     """Start a local Ray instance and Serve on host:port, run the application, and block until
     interrupted (on a cluster, use `serve run` or a RayService instead)."""
@@ -222,7 +250,10 @@ def serve_on_ray(
     # after ray.init, whose own SIGTERM handler exits with status 15 before Serve and Ray are shut down
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     serve.start(http_options={"host": host, "port": port})
-    app = build(addons, replicas, stack, target, limits, api_key=api_key, options=options)
+    app = build(
+        addons, replicas, stack, target, limits, api_key=api_key, options=options, schedule=schedule,
+        workers=workers, threads=threads,
+    )  # fmt: skip
     serve.run(app, name="tts", blocking=False)
     try:
         while True:
