@@ -295,20 +295,36 @@ class Server:
     def log_tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:]
 
-    def cpu_s(self) -> float:
-        """CPU seconds the server process has used (user and system, all its threads)."""
+    def pids(self) -> list[int]:
+        """The server process and all its descendants (`--processes`' servers, Ray's processes)."""
         assert self.process is not None
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+        found, todo = [], [self.process.pid]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            with contextlib.suppress(OSError):
+                todo += [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        return found
+
+    def cpu_s(self) -> float:
+        """CPU seconds the server's processes have used (user and system, all their threads)."""
+        ticks = 0
+        for pid in self.pids():
+            with contextlib.suppress(OSError):  # a process may end between listing and reading
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def rss_mb(self) -> float | None:
-        assert self.process is not None
-        try:
-            status = Path(f"/proc/{self.process.pid}/status").read_text()
-        except OSError:
-            return None
-        match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
-        return round(int(match.group(1)) / 1024, 1) if match else None
+        """The resident memory of the server's processes, summed; None once it has ended."""
+        total_kb = 0
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                match = re.search(
+                    r"^VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(), re.MULTILINE
+                )
+                total_kb += int(match.group(1)) if match else 0
+        return round(total_kb / 1024, 1) if total_kb else None
 
 
 def _sample_now(server: Server, into: list[tuple[float, float]]) -> None:

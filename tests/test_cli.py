@@ -244,6 +244,8 @@ def test_texts_of_any_length_stream_in_flat_memory(tmp_path: Path) -> None:
         (["--voice-alias", "alloy"], "--voice-alias takes NAME=VOICE"),
         (["--voice-alias", "alloy=nobody"], "no voice 'nobody' is served; it has fastspeech-en"),
         (["--max-speech-seconds", "0"], "--max-speech-seconds must be positive"),
+        (["--processes", "0"], "--workers, --threads and --processes must be at least 1"),
+        (["--processes", "2", "--ray"], "--processes serves HTTP only; --wyoming and --ray take one process"),
     ],
 )
 def test_serve_refuses_bad_voice_aliases_and_limits_before_it_listens(flags: list[str], message: str) -> None:

@@ -7,6 +7,7 @@ import base64
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -22,6 +24,7 @@ import pytest
 import uvicorn
 
 import tts_neuron
+from tests.conftest import replace_parameters
 from tts_neuron.addon import load_addon
 from tts_neuron.blocks.base import Chunk, Features, StreamableBlock
 from tts_neuron.errors import SynthesisError
@@ -40,9 +43,11 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def server(*args: str, env: dict[str, str] | None = None, wait_ready: bool = True) -> Iterator[str]:
-    """A `tts-neuron serve` process; yields its base URL once `/ready` says 200 (or, without
-    `wait_ready`, once it listens)."""
+def serving(
+    *args: str, env: dict[str, str] | None = None, wait_ready: bool = True
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """A `tts-neuron serve` process and its base URL, once `/ready` says 200 (or, without `wait_ready`,
+    once it listens); interrupted, then killed if it lingers, at the end."""
     port = free_port()
     command = [sys.executable, "-m", "tts_neuron.cli", "serve", "--port", str(port), *args]
     process = subprocess.Popen(
@@ -59,14 +64,22 @@ def server(*args: str, env: dict[str, str] | None = None, wait_ready: bool = Tru
                     break
             assert time.monotonic() < deadline, "the server did not become ready"
             time.sleep(0.2)
-        yield url
+        yield process, url
     finally:
-        process.send_signal(signal.SIGINT)
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
         try:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextlib.contextmanager
+def server(*args: str, env: dict[str, str] | None = None, wait_ready: bool = True) -> Iterator[str]:
+    """A `tts-neuron serve` process's base URL (see `serving`)."""
+    with serving(*args, env=env, wait_ready=wait_ready) as (_, url):
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -280,6 +293,57 @@ def test_readiness_waits_for_the_voices_and_a_bad_addon_is_refused_at_start(tmp_
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.startswith("tts-neuron: error: ") and "addon.json" in result.stderr
+
+
+def test_processes_share_the_port_and_their_metrics_and_a_voice_that_fails_stops_them(tmp_path: Path) -> None:
+    """`serve --processes 2`: concurrent requests, whichever process answers, get the Python API's audio;
+    `/metrics` sums the processes (their budgets, 1.5 workers' worth each); and a voice that no process
+    can load stops the server with one line and a non-zero exit, not a supervisor restarting forever."""
+    want = expected_pcm(FASTSPEECH, TEXT)
+    flags = ["--addon", str(FASTSPEECH), "--processes", "2", "--workers", "1", "--budget", "1.5"]
+    with server(*flags) as base, ThreadPoolExecutor(6) as pool:
+        responses = list(
+            pool.map(
+                lambda _: speech(
+                    base, input=TEXT, voice="fastspeech-en", response_format="pcm", sample_rate=22050
+                ),
+                range(6),
+            )
+        )
+        for response in responses:
+            assert response.status_code == 200
+            assert_same_pcm(response.content, want)
+        for _ in range(4):  # each scrape may reach either process; all say the same sums
+            assert metric(base, "tts_neuron_budget") == 3.0
+            assert metric(base, 'tts_neuron_requests_total{status="200"}') == 6
+
+    broken = tmp_path / "broken"
+    shutil.copytree(FASTSPEECH, broken)
+    replace_parameters(broken, "vocoder", b"not a safetensors file")  # its manifest passes; loading fails
+    command = [
+        sys.executable,
+        "-m",
+        "tts_neuron.cli",
+        "serve",
+        "--port",
+        str(free_port()),
+        "--processes",
+        "2",
+    ]
+    result = subprocess.run([*command, "--addon", str(broken)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[1:] == [
+        f"tts-neuron: error: the voices did not load: {broken}/networks/vocoder.safetensors: corrupt or not a"
+        " safetensors file: Error while deserializing header: header too large"
+    ]
+
+
+def metric(url: str, name: str) -> float:
+    """The first sample of the server's /metrics of that name (with its labels, if given)."""
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no metric {name}")
 
 
 class FailsAfterFirstChunk(StreamableBlock):

@@ -410,9 +410,10 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise TTSNeuronError(str(err)) from None
     api_key = os.environ.get("TTS_NEURON_API_KEY") or None
-    print(f"tts-neuron: serving {', '.join(args.addon)} on http://{args.host}:{args.port}", file=sys.stderr)
-    if args.threads < 1 or (args.workers is not None and args.workers < 1):
-        raise TTSNeuronError("--workers and --threads must be at least 1")
+    if args.threads < 1 or args.processes < 1 or (args.workers is not None and args.workers < 1):
+        raise TTSNeuronError("--workers, --threads and --processes must be at least 1")
+    if args.processes > 1 and (args.wyoming or args.ray):
+        raise TTSNeuronError("--processes serves HTTP only; --wyoming and --ray take one process")
     if args.wyoming:
         from tts_neuron.server.wyoming import check_uri
 
@@ -420,6 +421,7 @@ def _serve(args: argparse.Namespace) -> int:
             check_uri(args.wyoming)
         except ValueError as err:
             raise TTSNeuronError(str(err)) from None
+    print(f"tts-neuron: serving {', '.join(args.addon)} on http://{args.host}:{args.port}", file=sys.stderr)
     if args.ray:
         if args.replicas < 1:
             raise TTSNeuronError("--replicas must be at least 1")
@@ -448,6 +450,7 @@ def _serve(args: argparse.Namespace) -> int:
         schedule,
         options,
         args.threads,
+        args.processes,
     )
     return 0
 
@@ -616,6 +619,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="engine threads that run network calls side by side (default: one per core)",
     )
     srv.add_argument("--threads", type=int, default=1, help="torch threads of each engine worker (default 1)")
+    srv.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="server processes sharing the port, each with its own engine and its share of the cores",
+    )
     srv.add_argument("--ray", action="store_true", help="serve on a local Ray Serve (the `ray` extra)")
     srv.add_argument("--replicas", type=int, default=1, help="engine replicas with --ray (default 1)")
     srv.add_argument("--wyoming", metavar="tcp://HOST:PORT", help="also speak Wyoming (Home Assistant) there")

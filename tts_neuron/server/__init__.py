@@ -1,4 +1,4 @@
-"""`tts-neuron serve`: an OpenAI-compatible streaming speech server over one device engine.
+"""`tts-neuron serve`: an OpenAI-compatible streaming speech server over one device engine per process.
 
     tts-neuron serve --addon addons/fastspeech-en --addon addons/tacotron-en [--host 127.0.0.1] [--port 8000]
 
@@ -7,12 +7,24 @@ Needs the `serve` extra (FastAPI, uvicorn, prometheus-client, wyoming), which `m
 
 from __future__ import annotations
 
+import atexit
+import functools
+import logging
 import math
+import os
+import sys
+import tempfile
 from pathlib import Path
 
-from tts_neuron.engine import Schedule
+from fastapi import FastAPI
+from prometheus_client import multiprocess
+from uvicorn.supervisors import Multiprocess
+
+from tts_neuron.engine import Schedule, usable_cores
+from tts_neuron.errors import TTSNeuronError
 from tts_neuron.server.app import SpeechOptions, create_app
 from tts_neuron.server.engine import Engine, Limits
+from tts_neuron.server.metrics import MULTIPROCESS_DIR
 
 
 def serve(
@@ -28,21 +40,85 @@ def serve(
     schedule: Schedule | None = None,
     options: SpeechOptions | None = None,
     threads: int = 1,
+    processes: int = 1,
 ) -> None:
-    """Serve until SIGTERM or SIGINT; voices load and warm up after the port opens (`/ready` says when).
-    A shutdown stops taking requests, lets running streams finish up to the drain timeout, then exits."""
+    """Serve until SIGTERM or SIGINT. A shutdown stops taking requests, lets running streams finish up to
+    the drain timeout, then exits.
+
+    One process: voices load and warm up after the port opens (`/ready` says when). `processes` > 1: that
+    many server processes share the port, each with its own engine (its share of the cores as workers,
+    unless `workers` says) and its own interpreter lock; each loads its voices before it takes a
+    connection, and a supervisor (uvicorn's) passes signals on and replaces a process that dies. Their
+    metrics meet in a temporary folder, so that `/metrics` sums them whichever process answers."""
     import uvicorn
 
     limits = limits or Limits()
-    engine = Engine(addons, stack, target, limits, schedule=schedule, workers=workers, threads=threads)
-    app = create_app(engine, api_key, wyoming=wyoming, options=options)
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level="warning",
-        timeout_graceful_shutdown=math.ceil(limits.drain_timeout) + 1,
+    graceful = math.ceil(limits.drain_timeout) + 1
+    if processes == 1:
+        engine = Engine(addons, stack, target, limits, schedule=schedule, workers=workers, threads=threads)
+        app = create_app(engine, api_key, wyoming=wyoming, options=options)
+        uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=graceful)
+        return
+    workers = workers or max(1, usable_cores() // processes)
+    factory = functools.partial(
+        process_app, addons, stack, target, limits, api_key, workers, schedule, options, threads
     )
+    config = uvicorn.Config(
+        factory, host=host, port=port, factory=True, workers=processes, log_level="warning",
+        timeout_graceful_shutdown=graceful,
+    )  # fmt: skip
+    logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)  # the supervisor's; we say why, once
+    with tempfile.TemporaryDirectory(prefix="tts-neuron-") as shared:
+        os.environ[MULTIPROCESS_DIR] = shared  # the processes, spawned, start with it
+        supervisor = Supervisor(config, sockets=[config.bind_socket()])
+        supervisor.run()
+        failed = Path(shared, LOAD_ERROR)
+        if failed.exists():
+            raise TTSNeuronError(f"the voices did not load: {failed.read_text()}")
+
+
+class Supervisor(Multiprocess):
+    """uvicorn's supervisor, closing its copy of the listening socket at a shutdown signal: once the
+    processes have closed theirs, new connections are refused while they drain, not left in the backlog."""
+
+    def handle_int(self) -> None:
+        self.stop_listening()
+        super().handle_int()
+
+    def handle_term(self) -> None:
+        self.stop_listening()
+        super().handle_term()
+
+    def stop_listening(self) -> None:
+        for listening in self.sockets:
+            listening.close()
+
+
+LOAD_ERROR = "load-error"
+"""The file in the processes' shared folder where one that cannot load its voices says why."""
+
+
+def process_app(
+    addons: list[str | Path],
+    stack: str | None,
+    target: str | None,
+    limits: Limits,
+    api_key: str | None,
+    workers: int,
+    schedule: Schedule | None,
+    options: SpeechOptions | None,
+    threads: int,
+) -> FastAPI:
+    """One server process's app, its voices loaded and warm before it takes a connection (else it exits
+    with uvicorn's start-up failure status, which stops the supervisor instead of restarting it)."""
+    from uvicorn.config import STARTUP_FAILURE
+
+    engine = Engine(addons, stack, target, limits, schedule=schedule, workers=workers, threads=threads)
+    if not engine.load():
+        Path(os.environ[MULTIPROCESS_DIR], LOAD_ERROR).write_text(str(engine.load_error))
+        sys.exit(STARTUP_FAILURE)
+    atexit.register(multiprocess.mark_process_dead, os.getpid())  # its gauges leave the sums
+    return create_app(engine, api_key, load=False, options=options)
 
 
 __all__ = ["Engine", "Limits", "SpeechOptions", "create_app", "serve"]

@@ -1,8 +1,17 @@
-"""The server's Prometheus metrics: one registry per server, names prefixed `tts_neuron_`, base units."""
+"""The server's Prometheus metrics: one registry per server, names prefixed `tts_neuron_`, base units.
+
+Under `serve --processes N` every process writes its metrics to files in `PROMETHEUS_MULTIPROC_DIR`
+(prometheus_client's multiprocess mode, chosen by that variable when the process starts), and `/metrics`,
+whichever process answers, sums them: counters and histograms over every process that has run, gauges
+over the live ones."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
@@ -43,21 +52,33 @@ class Metrics:
             buckets=SHARE_BUCKETS,
             registry=r,
         )
-        self.running = Gauge("tts_neuron_streams_running", "Streams being synthesised", registry=r)
-        self.waiting = Gauge("tts_neuron_streams_waiting", "Requests waiting for a stream slot", registry=r)
+        self.running = Gauge(
+            "tts_neuron_streams_running", "Streams being synthesised", registry=r, multiprocess_mode="livesum"
+        )
+        self.waiting = Gauge(
+            "tts_neuron_streams_waiting",
+            "Requests waiting for a stream slot",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.budget = Gauge(
-            "tts_neuron_budget", "Worker seconds per second the admitted streams may need", registry=r
+            "tts_neuron_budget",
+            "Worker seconds per second the admitted streams may need",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.voice_cost = Gauge(
             "tts_neuron_voice_cost",
             "Worker seconds per second of audio of a voice alone, measured at warm-up",
             ["voice"],
             registry=r,
+            multiprocess_mode="livemax",
         )
         self.budget_used = Gauge(
             "tts_neuron_budget_used",
             "Worker seconds per second the running streams need, each at its voice's cost alone",
             registry=r,
+            multiprocess_mode="livesum",
         )
         self.audio_seconds = Counter(
             "tts_neuron_audio_seconds", "Audio sent; its rate is the RTFX", ["voice"], registry=r
@@ -74,6 +95,14 @@ class Metrics:
         self.cancelled = Counter(
             "tts_neuron_cancelled", "Streams cancelled before their end", ["reason"], registry=r
         )
+
+    def exposition(self) -> bytes:
+        """The text `/metrics` answers: this server's metrics, or every server process's, summed."""
+        if MULTIPROCESS_DIR not in os.environ:
+            return generate_latest(self.registry)
+        summed = CollectorRegistry()
+        multiprocess.MultiProcessCollector(summed)
+        return generate_latest(summed)
 
     def batch(self, network: str, rows: int, size: int) -> None:
         """The device engine's observer of every network call."""
