@@ -296,12 +296,19 @@ def test_readiness_waits_for_the_voices_and_a_bad_addon_is_refused_at_start(tmp_
 
 
 def test_processes_share_the_port_and_their_metrics_and_a_voice_that_fails_stops_them(tmp_path: Path) -> None:
-    """`serve --processes 2`: concurrent requests, whichever process answers, get the Python API's audio;
-    `/metrics` sums the processes (their budgets, 1.5 workers' worth each); and a voice that no process
-    can load stops the server with one line and a non-zero exit, not a supervisor restarting forever."""
+    """`serve --processes 2`: `/ready` says 200 once both processes have loaded their voices; concurrent
+    requests, whichever process answers, get the Python API's audio; `/metrics` sums the processes (their
+    budgets, 1.5 workers' worth each); and a voice that no process can load stops the server with one line
+    and a non-zero exit, not a supervisor restarting forever."""
     want = expected_pcm(FASTSPEECH, TEXT)
     flags = ["--addon", str(FASTSPEECH), "--processes", "2", "--workers", "1", "--budget", "1.5"]
-    with server(*flags) as base, ThreadPoolExecutor(6) as pool:
+    with server(*flags, wait_ready=False) as base, ThreadPoolExecutor(6) as pool:
+        deadline = time.monotonic() + 120
+        while (answer := httpx.get(base + "/ready", timeout=30)).status_code != 200:
+            assert answer.json()["status"].startswith("loading"), answer.text
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert metric(base, "tts_neuron_budget") == 3.0  # ready means both processes are
         responses = list(
             pool.map(
                 lambda _: speech(
@@ -314,7 +321,6 @@ def test_processes_share_the_port_and_their_metrics_and_a_voice_that_fails_stops
             assert response.status_code == 200
             assert_same_pcm(response.content, want)
         for _ in range(4):  # each scrape may reach either process; all say the same sums
-            assert metric(base, "tts_neuron_budget") == 3.0
             assert metric(base, 'tts_neuron_requests_total{status="200"}') == 6
 
     broken = tmp_path / "broken"

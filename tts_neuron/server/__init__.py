@@ -61,7 +61,7 @@ def serve(
         return
     workers = workers or max(1, usable_cores() // processes)
     factory = functools.partial(
-        process_app, addons, stack, target, limits, api_key, workers, schedule, options, threads
+        process_app, addons, stack, target, limits, api_key, workers, schedule, options, threads, processes
     )
     config = uvicorn.Config(
         factory, host=host, port=port, factory=True, workers=processes, log_level="warning",
@@ -96,6 +96,8 @@ class Supervisor(Multiprocess):
 
 LOAD_ERROR = "load-error"
 """The file in the processes' shared folder where one that cannot load its voices says why."""
+READY = "ready-{pid}"
+"""The files there of the processes that have loaded their voices and take connections."""
 
 
 def process_app(
@@ -108,17 +110,29 @@ def process_app(
     schedule: Schedule | None,
     options: SpeechOptions | None,
     threads: int,
+    processes: int,
 ) -> FastAPI:
     """One server process's app, its voices loaded and warm before it takes a connection (else it exits
-    with uvicorn's start-up failure status, which stops the supervisor instead of restarting it)."""
+    with uvicorn's start-up failure status, which stops the supervisor instead of restarting it). Its
+    `/ready` waits for all `processes`: a client that came at the first one's would hold all its
+    connections to it."""
     from uvicorn.config import STARTUP_FAILURE
 
+    shared = Path(os.environ[MULTIPROCESS_DIR])
     engine = Engine(addons, stack, target, limits, schedule=schedule, workers=workers, threads=threads)
     if not engine.load():
-        Path(os.environ[MULTIPROCESS_DIR], LOAD_ERROR).write_text(str(engine.load_error))
+        (shared / LOAD_ERROR).write_text(str(engine.load_error))
         sys.exit(STARTUP_FAILURE)
+    ready = shared / READY.format(pid=os.getpid())
+    ready.touch()
+    atexit.register(ready.unlink, missing_ok=True)
     atexit.register(multiprocess.mark_process_dead, os.getpid())  # its gauges leave the sums
-    return create_app(engine, api_key, load=False, options=options)
+
+    def peers() -> str | None:
+        loaded = len(list(shared.glob(READY.format(pid="*"))))
+        return None if loaded >= processes else f"loading: {loaded} of {processes} processes ready"
+
+    return create_app(engine, api_key, load=False, options=options, peers=peers)
 
 
 __all__ = ["Engine", "Limits", "SpeechOptions", "create_app", "serve"]

@@ -13,7 +13,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from importlib import resources
@@ -210,10 +210,11 @@ def create_app(
     load: bool = True,
     wyoming: str | None = None,
     options: SpeechOptions | None = None,
+    peers: Callable[[], str | None] = lambda: None,
 ) -> FastAPI:
     """The app over an engine. With `load`, the voices load and warm up in a thread when the app starts,
-    and `/ready` answers 503 until they have; with `wyoming` (tcp://HOST:PORT), the same engine also
-    speaks Wyoming there."""
+    and `/ready` answers 503 until they have (and until `peers`, the other server processes, say nothing
+    is still loading); with `wyoming` (tcp://HOST:PORT), the same engine also speaks Wyoming there."""
     settings = options or SpeechOptions()
 
     @asynccontextmanager
@@ -254,9 +255,10 @@ def create_app(
 
     @app.get("/ready")
     async def ready() -> JSONResponse:
-        if engine.is_ready():
+        waiting = peers()
+        if engine.is_ready() and not waiting:
             return JSONResponse({"status": "ready", "voices": sorted(engine.voice_info())})
-        status = "failed: " + engine.load_error if engine.load_error else "loading"
+        status = "failed: " + engine.load_error if engine.load_error else waiting or "loading"
         return JSONResponse({"status": status}, status_code=503)
 
     @app.get("/metrics")
