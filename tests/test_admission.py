@@ -84,7 +84,7 @@ def children(pid: int) -> list[int]:
     return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
-@pytest.mark.parametrize("processes", [1, 2])
+@pytest.mark.parametrize("processes", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_sigterm_lets_running_streams_finish_then_exits(processes: int) -> None:
     """A stream started before SIGTERM plays to its end (paced, about eleven seconds), no new connection
     is taken meanwhile, and the server exits soon after: threads and, with `--processes`, processes."""
