@@ -617,8 +617,8 @@ def load_markdown(result: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v}" for k, v in result["capacity"].items())
         + ".",
         "",
-        "Server CPU per second of audio sent (user and system time of the server's processes; what a format's "
-        "encoding adds to synthesis):",
+        "Server CPU per second of audio sent (user and system time of the server's processes; what a "
+        "format's encoding adds to synthesis):",
         "",
         *(cpu_lines or ["- none recorded"]),
         "",
