@@ -16,6 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import uvicorn
 from fastapi import FastAPI
 from prometheus_client import multiprocess
 from uvicorn.supervisors import Multiprocess
@@ -49,9 +50,10 @@ def serve(
     many server processes share the port, each with its own engine (its share of the cores as workers,
     unless `workers` says) and its own interpreter lock; each loads its voices before it takes a
     connection, and a supervisor (uvicorn's) passes signals on and replaces a process that dies. Their
-    metrics meet in a temporary folder, so that `/metrics` sums them whichever process answers."""
-    import uvicorn
-
+    metrics meet in a temporary folder, so that `/metrics` sums them whichever process answers. Wyoming
+    takes one process."""
+    if processes > 1 and wyoming:
+        raise ValueError("Wyoming takes one server process")
     limits = limits or Limits()
     graceful = math.ceil(limits.drain_timeout) + 1
     if processes == 1:
