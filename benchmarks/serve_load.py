@@ -495,6 +495,7 @@ async def run_server(args: argparse.Namespace, log: Path) -> list[dict[str, Any]
                 streams, fmt = queue.pop(0)
                 runner = "server" if fmt == "pcm" else f"server {fmt}"
                 before, cpu_before = await scrape(server.url), server.cpu_s()
+                client_before = time.process_time()  # the clients share the host's cores with the server
                 start, first_sample = time.perf_counter(), len(rss)
                 _sample_now(server, rss)
                 print(f"{runner}: {streams} streams ...", file=sys.stderr, flush=True)
@@ -514,9 +515,10 @@ async def run_server(args: argparse.Namespace, log: Path) -> list[dict[str, Any]
                 )
                 _sample_now(server, rss)
                 server.check()
+                client = time.process_time() - client_before
                 after, cpu = await scrape(server.url), server.cpu_s() - cpu_before
                 record = summarise(runner, streams, requests, wall, rss[first_sample:], start, before, after)
-                record["server_cpu_s"] = round(cpu, 2)
+                record["server_cpu_s"], record["client_cpu_s"] = round(cpu, 2), round(client, 2)
                 record["cpu_ms_per_audio_s"] = (
                     round(1000 * cpu / record["audio_s"], 2) if record["audio_s"] else None
                 )
@@ -583,7 +585,8 @@ def load_markdown(result: dict[str, Any]) -> str:
             row.append(f"{ratio:.2f}" if ratio is not None else "-")
         lines.append("| " + " | ".join(row) + " |")
     cpu_lines = [
-        f"- {r['runner']} x{r['streams']}: {r['cpu_ms_per_audio_s']} ms"
+        f"- {r['runner']} x{r['streams']}: {r['cpu_ms_per_audio_s']} ms; cores used over the level: server "
+        f"{r['server_cpu_s'] / r['wall_s']:.2f}, load client {r['client_cpu_s'] / r['wall_s']:.2f}"
         for r in result["records"]
         if r.get("cpu_ms_per_audio_s") is not None
     ]

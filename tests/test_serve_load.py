@@ -200,6 +200,7 @@ def test_a_tiny_real_run_records_every_field(tmp_path: Path) -> None:
         "batch",
         "meets",
         "server_cpu_s",
+        "client_cpu_s",
         "cpu_ms_per_audio_s",
     }
     assert (record["runner"], record["streams"], record["requests"], record["ok"]) == ("server", 1, 1, 1)
