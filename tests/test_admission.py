@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 import tts_neuron
-from tests.test_server import FASTSPEECH, metric, server, serving
+from tests.test_server import FASTSPEECH, children, metric, server, serving
 
 LONG_TEXT = (
     "This sentence is the first of several. The engine paces it to its listener. "
@@ -78,10 +78,6 @@ def test_a_client_that_leaves_frees_its_share_of_the_budget_at_once() -> None:
             assert time.monotonic() < deadline, "the stream of a client that left still runs"
             time.sleep(0.05)
         assert httpx.post(url + "/v1/audio/speech", json={**body, "input": "Hi."}).status_code == 200
-
-
-def children(pid: int) -> list[int]:
-    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
 @pytest.mark.parametrize("processes", [1, pytest.param(2, marks=pytest.mark.slow)])

@@ -298,11 +298,12 @@ def test_readiness_waits_for_the_voices_and_a_bad_addon_is_refused_at_start(tmp_
 def test_processes_share_the_port_and_their_metrics_and_a_voice_that_fails_stops_them(tmp_path: Path) -> None:
     """`serve --processes 2`: `/ready` says 200 once both processes have loaded their voices; concurrent
     requests, whichever process answers, get the Python API's audio; `/metrics` sums the processes (their
-    budgets, 1.5 workers' worth each); and a voice that no process can load stops the server with one line
-    and a non-zero exit, not a supervisor restarting forever."""
+    budgets, 1.5 workers' worth each); a process that dies is replaced and its budget leaves the sum; and a
+    voice that no process can load stops the server with one line and a non-zero exit, not a supervisor
+    restarting forever."""
     want = expected_pcm(FASTSPEECH, TEXT)
     flags = ["--addon", str(FASTSPEECH), "--processes", "2", "--workers", "1", "--budget", "1.5"]
-    with server(*flags, wait_ready=False) as base, ThreadPoolExecutor(6) as pool:
+    with serving(*flags, wait_ready=False) as (process, base), ThreadPoolExecutor(6) as pool:
         deadline = time.monotonic() + 120
         while (answer := httpx.get(base + "/ready", timeout=30)).status_code != 200:
             assert answer.json()["status"].startswith("loading"), answer.text
@@ -323,6 +324,27 @@ def test_processes_share_the_port_and_their_metrics_and_a_voice_that_fails_stops
         for _ in range(4):  # each scrape may reach either process; all say the same sums
             assert metric(base, 'tts_neuron_requests_total{status="200"}') == 6
 
+        spawned = set(children(process.pid))
+        killed = next(pid for pid in spawned if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes())
+        os.kill(killed, signal.SIGKILL)  # a server process dies; the supervisor starts another
+        deadline = time.monotonic() + 120
+        while not (started := set(children(process.pid)) - spawned):
+            assert time.monotonic() < deadline, "the dead process was not replaced"
+            time.sleep(0.2)
+        (replacement,) = started
+        environ = dict(
+            item.split(b"=", 1)
+            for item in Path(f"/proc/{replacement}/environ").read_bytes().split(b"\0")
+            if item
+        )
+        ready = Path(environ[b"PROMETHEUS_MULTIPROC_DIR"].decode(), f"ready-{replacement}")
+        while not ready.exists():
+            assert time.monotonic() < deadline, "the new process did not load its voices"
+            time.sleep(0.2)
+        for _ in range(4):
+            assert metric(base, "tts_neuron_budget") == 3.0  # the dead process's budget no longer counts
+        assert metric(base, 'tts_neuron_requests_total{status="200"}') == 6  # counters keep the dead's part
+
     broken = tmp_path / "broken"
     shutil.copytree(FASTSPEECH, broken)
     replace_parameters(broken, "vocoder", b"not a safetensors file")  # its manifest passes; loading fails
@@ -342,6 +364,10 @@ def test_processes_share_the_port_and_their_metrics_and_a_voice_that_fails_stops
         f"tts-neuron: error: the voices did not load: {broken}/networks/vocoder.safetensors: corrupt or not a"
         " safetensors file: Error while deserializing header: header too large"
     ]
+
+
+def children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
 def metric(url: str, name: str) -> float:

@@ -80,8 +80,16 @@ def serve(
 
 
 class Supervisor(Multiprocess):
-    """uvicorn's supervisor, closing its copy of the listening socket at a shutdown signal: once the
-    processes have closed theirs, new connections are refused while they drain, not left in the backlog."""
+    """uvicorn's supervisor, closing its copy of the listening socket at a shutdown signal (once the
+    processes have closed theirs, new connections are refused while they drain, not left in the backlog),
+    and taking the gauges of a process that died out of the sums when it starts another."""
+
+    def keep_subprocess_alive(self) -> None:
+        before = {process.pid for process in self.processes}
+        super().keep_subprocess_alive()
+        for pid in before - {process.pid for process in self.processes}:
+            if pid is not None:
+                multiprocess.mark_process_dead(pid)
 
     def handle_int(self) -> None:
         self.stop_listening()
