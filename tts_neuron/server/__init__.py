@@ -19,6 +19,7 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 from prometheus_client import multiprocess
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
 from tts_neuron.engine import Schedule, usable_cores
@@ -107,7 +108,8 @@ class Supervisor(Multiprocess):
 LOAD_ERROR = "load-error"
 """The file in the processes' shared folder where one that cannot load its voices says why."""
 READY = "ready-{pid}"
-"""The files there of the processes that have loaded their voices and take connections."""
+"""The files there of the processes that have loaded their voices and take connections. One that dies
+keeps its file, so that `/ready` stays 200 while the others serve and its replacement loads."""
 
 
 def process_app(
@@ -126,8 +128,6 @@ def process_app(
     with uvicorn's start-up failure status, which stops the supervisor instead of restarting it). Its
     `/ready` waits for all `processes`: a client that came at the first one's would hold all its
     connections to it."""
-    from uvicorn.config import STARTUP_FAILURE
-
     shared = Path(os.environ[MULTIPROCESS_DIR])
     engine = Engine(addons, stack, target, limits, schedule=schedule, workers=workers, threads=threads)
     if not engine.load():
