@@ -428,6 +428,11 @@ def summarise(
         "rss_mb": [[round(t - start, 1), mb] for t, mb in rss],
         "error_times_s": [[round(r.ended - start, 1), r.error] for r in requests if r.error is not None],
         "batch": batch_histogram(metrics_before, metrics_after),
+        "admission": {  # what the server admits by: its budget and each voice's cost measured at start
+            (dict(labels).get("voice") or "budget"): round(value, 4)
+            for (name, labels), value in metrics_after.items()
+            if name in ("tts_neuron_budget", "tts_neuron_voice_cost")
+        },
     }
     record["meets"] = meets(record)
     return record
@@ -590,6 +595,7 @@ def load_markdown(result: dict[str, Any]) -> str:
         for r in result["records"]
         if r.get("cpu_ms_per_audio_s") is not None
     ]
+    admission: dict[str, float] = next((r["admission"] for r in result["records"] if r.get("admission")), {})
     batch_lines = []
     for r in result["records"]:
         if r["batch"]:
@@ -618,6 +624,11 @@ def load_markdown(result: dict[str, Any]) -> str:
         "",
         "Capacity (most streams with no error, no underrun and TTFA p99 <= 500 ms, here and below): "
         + ", ".join(f"{k} {v}" for k, v in result["capacity"].items())
+        + ".",
+        "",
+        "Admission (the server's budget in worker-seconds a second, and each voice's cost alone in "
+        "worker-seconds per audio second, measured when it started): "
+        + (", ".join(f"{k} {v}" for k, v in admission.items()) or "-")
         + ".",
         "",
         "Server CPU per second of audio sent (user and system time of the server's processes; what a "

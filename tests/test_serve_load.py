@@ -198,6 +198,7 @@ def test_a_tiny_real_run_records_every_field(tmp_path: Path) -> None:
         "rss_mb",
         "error_times_s",
         "batch",
+        "admission",
         "meets",
         "server_cpu_s",
         "client_cpu_s",
