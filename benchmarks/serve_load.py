@@ -298,12 +298,15 @@ class Server:
     def pids(self) -> list[int]:
         """The server process and all its descendants (`--processes`' servers, Ray's processes)."""
         assert self.process is not None
+        parents = {}  # pid -> parent pid, of every process (a process may end while this reads)
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
         found, todo = [], [self.process.pid]
         while todo:
             pid = todo.pop()
             found.append(pid)
-            with contextlib.suppress(OSError):
-                todo += [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+            todo += [child for child, parent in parents.items() if parent == pid]
         return found
 
     def cpu_s(self) -> float:
