@@ -16,11 +16,13 @@ each:
   encoder, Piper's durations, flow and HiFi-GAN in windows);
 - Piper's: one `InferenceSession.run` per sentence, as Piper speaks; its first audio is its total.
 
-Frontend time is left out of both. Then the first audio of texts (three lines of the file each, one per
-line, interleaved): ours is `voice.stream(text)`'s first chunk, frontend included (the first sentence is
-cut after its first long enough clause, as the frontend does for every text); Piper's is one run on the
-text's first whole sentence, frontend left out. Run it on a quiet machine: figures taken while other work
-shares the cores are noise. Writes `results.json` and `results.md` to `--out`.
+Frontend time is left out of both; each side's minor page faults and system time are counted. Then the
+first audio of texts (three lines of the file each, one per line, interleaved): ours is
+`voice.stream(text)`'s first chunk, frontend included (the first sentence is cut after its first long
+enough clause, as the frontend does for every text); Piper's is one run on the text's first whole
+sentence, frontend left out. Run it on a quiet machine: figures taken while other work shares the cores
+are noise. `TTS_NEURON_MALLOC=system` runs ours with glibc's default allocator settings
+(tts_neuron.allocator). Writes `results.json` and `results.md` to `--out`.
 """
 
 from __future__ import annotations
@@ -28,10 +30,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import resource
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +75,7 @@ def compare(
     import onnxruntime as ort
 
     import tts_neuron
+    from tts_neuron.allocator import hold_freed_memory
     from tts_neuron.frontend import Sentence
     from tts_neuron.frontend.piper import PiperFrontend, ipa_sentences_with_text, merge_clusters
     from tts_neuron.voice import Voice
@@ -133,12 +138,22 @@ def compare(
         "tts_neuron_addon": {"first": [], "total": []},
         "piper_onnxruntime": {"first": [], "total": []},
     }
+    host_cost = {name: {"minor_faults": 0, "system_s": 0.0} for name in rows}  # the kernel's share
+
+    def counted(name: str, call: Callable[..., Any], *args: Any) -> Any:
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        result = call(*args)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        host_cost[name]["minor_faults"] += after.ru_minflt - before.ru_minflt
+        host_cost[name]["system_s"] += after.ru_stime - before.ru_stime
+        return result
+
     audio_seconds, tokens = 0.0, []
     for index in range(1, len(sentences)):
-        first, total, samples = ours(index)
+        first, total, samples = counted("tts_neuron_addon", ours, index)
         rows["tts_neuron_addon"]["first"].append(first)
         rows["tts_neuron_addon"]["total"].append(total)
-        seconds, piper_samples = piper(sentences[index].tokens)
+        seconds, piper_samples = counted("piper_onnxruntime", piper, sentences[index].tokens)
         rows["piper_onnxruntime"]["first"].append(seconds)
         rows["piper_onnxruntime"]["total"].append(seconds)
         if samples != piper_samples:
@@ -158,6 +173,7 @@ def compare(
         "audio_seconds": round(audio_seconds, 2),
         "threads": threads,
         "settings": {k: v for k, v in settings.items() if k != "seed"},
+        "malloc": "held" if hold_freed_memory() else "system",
         "host": {
             "machine": platform.machine(),
             "processor": platform.processor(),
@@ -173,6 +189,8 @@ def compare(
                 "text_first_audio_p90_ms": round(1000 * percentile(text_first[name], 90), 1),
                 "total_s": round(sum(times["total"]), 3),
                 "rtf": round(sum(times["total"]) / audio_seconds, 4),
+                "minor_faults": host_cost[name]["minor_faults"],
+                "system_s": round(host_cost[name]["system_s"], 3),
             }
             for name, times in rows.items()
         },
@@ -186,18 +204,19 @@ def markdown(result: dict[str, Any]) -> str:
         f"{result['sentences']} sentences ({result['ids_per_sentence']['min']} to "
         f"{result['ids_per_sentence']['max']} ids, median {result['ids_per_sentence']['median']}), "
         f"{result['audio_seconds']} s of audio, {result['threads']} thread(s), "
-        f"settings {result['settings']}.",
+        f"settings {result['settings']}, freed host memory {result['malloc']} (tts_neuron.allocator).",
         "",
         "| runtime | sentence: first audio p50 | p90 | max | total | RTF | "
-        f"text ({result['texts']} of 3 lines): first audio p50 | p90 |",
-        "|---|---|---|---|---|---|---|---|",
+        f"text ({result['texts']} of 3 lines): first audio p50 | p90 | page faults | system time |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in ("tts_neuron_addon", "piper_onnxruntime"):
         row = result[name]
         lines.append(
             f"| {name} | {row['first_audio_p50_ms']} ms | {row['first_audio_p90_ms']} ms | "
             f"{row['first_audio_max_ms']} ms | {row['total_s']} s | {row['rtf']} | "
-            f"{row['text_first_audio_p50_ms']} ms | {row['text_first_audio_p90_ms']} ms |"
+            f"{row['text_first_audio_p50_ms']} ms | {row['text_first_audio_p90_ms']} ms | "
+            f"{row['minor_faults']} | {row['system_s']} s |"
         )
     return "\n".join(lines) + "\n"
 
