@@ -14,8 +14,10 @@ import torch
 import tts_neuron
 from tests.conftest import REPO
 from tts_neuron.blocks.acoustic import durations_to_frames
+from tts_neuron.blocks.base import CONTINUES
 from tts_neuron.errors import AddonError, StackError, TargetUnavailableError, TextError
 from tts_neuron.frontend.espeak import Espeak
+from tts_neuron.runners import TappedRunner
 
 SENTENCE = "The quick brown fox jumps over the lazy dog."
 
@@ -109,6 +111,28 @@ def test_long_text_streams_sentence_by_sentence(
     text = ("This is one sentence of a very long text. " * 2500)[:100_000]
     first = list(itertools.islice(voice.stream(text), 3))
     assert len(first) == 3 and len(calls) == 1, "the first audio needed only the first sentence"
+
+
+@pytest.mark.parametrize("addon", ["tiny", "tacotron-en"])
+def test_a_later_sentence_starts_at_full_chunks_and_says_the_same(addon: str, tiny_addon_dir: Path) -> None:
+    """A call's first sentence starts with small chunks (early audio); a later one, whose call already has
+    audio playing, starts at full size: fewer network calls, the same audio."""
+    calls: list[str] = []
+    runner = TappedRunner(lambda handle, inputs: calls.append(handle.name))
+    voice = tts_neuron.load(tiny_addon_dir if addon == "tiny" else REPO / "addons" / addon, runner=runner)
+    (sentence,) = voice.frontend.sentences(SENTENCE)
+    call = voice.call_settings({})
+    spoken: dict[bool, list[np.ndarray]] = {}
+    counts: dict[bool, int] = {}
+    for later in (False, True):
+        calls.clear()
+        settings = {**call.sentence(0), CONTINUES: torch.tensor(later)}
+        spoken[later] = [chunk.data.numpy() for chunk in voice.sentence_chunks(sentence, settings=settings)]
+        counts[later] = len(calls)
+    assert [chunk.shape[0] for chunk in spoken[True]][0] > [chunk.shape[0] for chunk in spoken[False]][0]
+    assert counts[True] < counts[False], counts
+    np.testing.assert_allclose(np.concatenate(spoken[True]), np.concatenate(spoken[False]), atol=1e-4)
+    assert not call.sentence(0)[CONTINUES] and call.sentence(1)[CONTINUES]
 
 
 def test_targets_without_a_runtime_are_refused(tiny_addon_dir: Path) -> None:

@@ -17,7 +17,7 @@ import torch
 from tts_neuron.addon import FRONTENDS, Addon, load_addon
 from tts_neuron.allocator import hold_freed_memory
 from tts_neuron.backends import TARGETS, get_target
-from tts_neuron.blocks.base import Block, Chunk, StreamableStack
+from tts_neuron.blocks.base import CONTINUES, Block, Chunk, StreamableStack
 from tts_neuron.errors import AddonError, AttentionError, SettingError, StackError, UnknownSpeakerError
 from tts_neuron.frontend import Frontend, Sentence
 from tts_neuron.runners import DirectRunner, Runner, handles
@@ -41,9 +41,14 @@ class CallSettings:
     seed: int
 
     def sentence(self, index: int) -> dict[str, torch.Tensor]:
-        """The features of the call's `index`-th sentence: the settings and that sentence's own seed."""
+        """The features of the call's `index`-th sentence: the settings, that sentence's own seed, and
+        whether audio of the call plays before it (CONTINUES: every sentence but the first)."""
         seed = (self.seed + index * _SENTENCE_STEP) % (1 << 63)
-        return {**self.features, "seed": torch.tensor(seed, dtype=torch.int64)}
+        return {
+            **self.features,
+            "seed": torch.tensor(seed, dtype=torch.int64),
+            CONTINUES: torch.tensor(index > 0),
+        }
 
 
 def make_frontend(addon: Addon) -> Any:

@@ -22,6 +22,7 @@ from tts_neuron.blocks.base import (
     SequenceBlockContainer,
     StreamableBlock,
     construct,
+    continues,
     place_tokens,
 )
 from tts_neuron.blocks.context import BuildContext
@@ -213,10 +214,14 @@ class Upsampler(StreamableBlock):
         if FRAME_TOKENS in features:  # each frame's phoneme, then the end mark N (word timestamps)
             frame_tokens = torch.searchsorted(ends, torch.arange(total + 1, device=ends.device), right=True)
             place_tokens(features, 0, frame_tokens)
-        return self._chunks(encodings, ends, total)
+        return self._chunks(encodings, ends, total, self.first_size(features))
 
-    def _chunks(self, encodings: torch.Tensor, ends: torch.Tensor, total: int) -> Iterator[Chunk]:
-        start, size = 0, self.first_chunk_frames
+    def first_size(self, features: Features) -> int:
+        """The first chunk's frames: small for early audio, full when the call's audio plays before it."""
+        return self.chunk_frames if continues(features) else self.first_chunk_frames
+
+    def _chunks(self, encodings: torch.Tensor, ends: torch.Tensor, total: int, first: int) -> Iterator[Chunk]:
+        start, size = 0, first
         while True:
             stop = min(start + size, total)
             yield Chunk(upsample(encodings, ends, start, stop), start, stop == total)
@@ -284,10 +289,14 @@ class Decoder(StreamableBlock):
     def stream(self, upstream: Iterator[Chunk] | None, features: Features) -> Iterator[Chunk]:
         if upstream is None:
             raise StackError(f"{type(self).__name__} needs a block before it that makes frames")
-        return self._run(upstream, conditions(self, features))
+        first = self.chunk_frames if continues(features) else self.first_chunk_frames
+        return self._run(upstream, conditions(self, features), first)
 
-    def _run(self, upstream: Iterator[Chunk], extra: tuple[torch.Tensor, ...]) -> Iterator[Chunk]:
-        for window in windows(upstream, self.radius, self.chunk_frames, self.first_chunk_frames):
+    def _run(
+        self, upstream: Iterator[Chunk], extra: tuple[torch.Tensor, ...], first: int | None
+    ) -> Iterator[Chunk]:
+        """Windows whose first core is `first` frames, then doubling up to `chunk_frames`."""
+        for window in windows(upstream, self.radius, self.chunk_frames, first):
             if not len(window.frames):
                 yield empty_chunk(window, self.per_frame)
                 continue

@@ -18,7 +18,15 @@ import torch
 
 from tts_neuron.backends.executor import BucketTable, pad_length
 from tts_neuron.blocks.acoustic import _network_by_role
-from tts_neuron.blocks.base import FRAME_TOKENS, Chunk, Features, StreamableBlock, construct, place_tokens
+from tts_neuron.blocks.base import (
+    FRAME_TOKENS,
+    Chunk,
+    Features,
+    StreamableBlock,
+    construct,
+    continues,
+    place_tokens,
+)
 from tts_neuron.blocks.context import BuildContext
 from tts_neuron.blocks.pieces import pause_ids, sentence_pieces
 from tts_neuron.errors import AttentionError, StackError
@@ -223,6 +231,7 @@ class AttentionDecoder(StreamableBlock):
         generator = torch.Generator().manual_seed(self.seed)
         pending: list[torch.Tensor] = []
         emitted = made = 0
+        first_steps = self.chunk_steps if continues(features) else self.first_chunk_steps
         for index, (a, b) in enumerate(segments):
             last_segment = index == len(segments) - 1
             memory, keys = features["memory"][:, a:b], features["keys"][:, a:b]
@@ -235,7 +244,7 @@ class AttentionDecoder(StreamableBlock):
                     place_tokens(features, made, torch.full((len(frames),), a + monitor.focus))
                 pending.append(frames)
                 made += len(frames)
-                due = self.first_chunk_steps if emitted == 0 else self.chunk_steps
+                due = first_steps if emitted == 0 else self.chunk_steps
                 if (stop and last_segment) or len(pending) >= due:
                     final = stop and last_segment
                     if final and FRAME_TOKENS in features:

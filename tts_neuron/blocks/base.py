@@ -33,7 +33,19 @@ frames (the Upsampler from durations, the attention decoder from its focus) fill
 index as it places it, and the frame after the last with the token count N (the sentence is placed).
 One tensor per call, shared by the copies of the features dict."""
 
+CONTINUES = "continues"
+"""A 0-d bool feature, true for every sentence of a call but its first: that call's audio plays before
+this sentence's, so nobody waits for its first chunk. A block that cuts its first chunk small to make the
+first audio early starts at its full size instead (`continues`): fewer, larger windows recompute less
+context (docs/writing-blocks.md)."""
+
 B = TypeVar("B", bound="Block")
+
+
+def continues(features: Features) -> bool:
+    """Whether audio of the same call plays before this sentence (the CONTINUES feature; absent: no)."""
+    value = features.get(CONTINUES)
+    return bool(value) if value is not None else False
 
 
 def place_tokens(features: Features, start: int, tokens: torch.Tensor) -> None:

@@ -111,13 +111,13 @@ class VitsUpsampler(Upsampler):
         else:
             noise = torch.randn(total, channels, generator=noise_generator(features, PRIOR_NOISE))
             noise = (noise * noise_scale).to(prior.device)
-        return self._prior_chunks(prior, noise, ends, total)
+        return self._prior_chunks(prior, noise, ends, total, self.first_size(features))
 
     def _prior_chunks(
-        self, prior: torch.Tensor, noise: torch.Tensor | None, ends: torch.Tensor, total: int
+        self, prior: torch.Tensor, noise: torch.Tensor | None, ends: torch.Tensor, total: int, first: int
     ) -> Iterator[Chunk]:
         channels = prior.shape[1] // 2
-        for chunk in self._chunks(prior, ends, total):
+        for chunk in self._chunks(prior, ends, total, first):
             m, logs = chunk.data[:, :channels], chunk.data[:, channels:]  # [T, C] each
             z_p = m if noise is None else m + noise[chunk.start : chunk.end] * torch.exp(logs)
             yield Chunk(z_p, chunk.start, chunk.final)
