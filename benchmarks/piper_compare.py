@@ -12,8 +12,10 @@ the voice's `noise_scale` and `length_scale`, and `noise_w` 0 (so both make exac
 frames; pass `--noise-w` to change it). Per sentence, interleaved (ours, then Piper's), after one warm-up
 each:
 
-- ours: time to the first audio chunk, and to the last, of the voice's stream on those ids (the stack:
-  encoder, Piper's durations, flow and HiFi-GAN in windows);
+- ours: time to the first audio chunk of the sentence spoken as a text's first (small windows for early
+  audio; only that chunk is made), then the time to speak the whole sentence as the voice speaks it after
+  the sentence before (full windows from the start: that sentence's audio plays meanwhile). The stack:
+  encoder, Piper's durations, flow and HiFi-GAN in windows;
 - Piper's: one `InferenceSession.run` per sentence, as Piper speaks; its first audio is its total.
 
 Frontend time is left out of both; each side's minor page faults and system time are counted. Then the
@@ -76,6 +78,7 @@ def compare(
 
     import tts_neuron
     from tts_neuron.allocator import hold_freed_memory
+    from tts_neuron.blocks.base import CONTINUES
     from tts_neuron.frontend import Sentence
     from tts_neuron.frontend.piper import PiperFrontend, ipa_sentences_with_text, merge_clusters
     from tts_neuron.voice import Voice
@@ -109,12 +112,16 @@ def compare(
     call = voice.call_settings(settings)
 
     def ours(index: int) -> tuple[float, float, int]:
+        """First audio of the sentence as a text's first (small windows; its first chunk only), then the
+        whole sentence as the voice speaks it after the one before (full windows from the start)."""
         started = time.perf_counter()
-        first, samples = None, 0
+        first_only = {**call.sentence(index), CONTINUES: torch.tensor(False)}
+        next(iter(voice.sentence_chunks(sentences[index], settings=first_only)))
+        first = time.perf_counter() - started
+        started, samples = time.perf_counter(), 0
         for chunk in voice.sentence_chunks(sentences[index], settings=call.sentence(index)):
-            first = time.perf_counter() - started if first is None else first
             samples += chunk.data.shape[0]
-        return first or 0.0, time.perf_counter() - started, samples
+        return first, time.perf_counter() - started, samples
 
     def piper(ids: list[int]) -> tuple[float, int]:
         feeds = {
