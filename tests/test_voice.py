@@ -15,6 +15,7 @@ import tts_neuron
 from tests.conftest import REPO
 from tts_neuron.blocks.acoustic import durations_to_frames
 from tts_neuron.blocks.base import CONTINUES
+from tts_neuron.engine import Engine
 from tts_neuron.errors import AddonError, StackError, TargetUnavailableError, TextError
 from tts_neuron.frontend.espeak import Espeak
 from tts_neuron.runners import TappedRunner
@@ -115,8 +116,8 @@ def test_long_text_streams_sentence_by_sentence(
 
 @pytest.mark.parametrize("addon", ["tiny", "tacotron-en"])
 def test_a_later_sentence_starts_at_full_chunks_and_says_the_same(addon: str, tiny_addon_dir: Path) -> None:
-    """A call's first sentence starts with small chunks (early audio); a later one, whose call already has
-    audio playing, starts at full size: fewer network calls, the same audio."""
+    """In a direct run a call's first sentence starts with small chunks (early audio); a later one, whose
+    call already has audio playing, starts at full size: fewer network calls, the same audio."""
     calls: list[str] = []
     runner = TappedRunner(lambda handle, inputs: calls.append(handle.name))
     voice = tts_neuron.load(tiny_addon_dir if addon == "tiny" else REPO / "addons" / addon, runner=runner)
@@ -133,6 +134,17 @@ def test_a_later_sentence_starts_at_full_chunks_and_says_the_same(addon: str, ti
     assert counts[True] < counts[False], counts
     np.testing.assert_allclose(np.concatenate(spoken[True]), np.concatenate(spoken[False]), atol=1e-4)
     assert not call.sentence(0)[CONTINUES] and call.sentence(1)[CONTINUES]
+
+
+def test_an_engine_keeps_small_first_chunks_in_later_sentences(tiny_addon_dir: Path) -> None:
+    """An engine paces its streams to a horizon of queued audio on a shared host: every sentence starts
+    small there."""
+    engine = Engine(workers=1)
+    try:
+        call = tts_neuron.load(tiny_addon_dir, runner=engine).call_settings({})
+        assert not any(bool(call.sentence(index)[CONTINUES]) for index in range(3))
+    finally:
+        engine.close()
 
 
 def test_targets_without_a_runtime_are_refused(tiny_addon_dir: Path) -> None:

@@ -330,6 +330,9 @@ class Engine(Runner):
     def shares(self) -> bool:
         return self.streams > 1
 
+    def paces(self) -> bool:
+        return True
+
     def ahead(self, items: Iterable[T]) -> Iterator[T]:
         """Items of `items` (a frontend's sentences): the first at once, each next one computed in the
         frontend thread while the stream works on the one before."""

@@ -54,6 +54,14 @@ class Runner:
         inputs to shared shapes only then (padding a lone stream's call is work for nothing)."""
         return False
 
+    def paces(self) -> bool:
+        """Whether streams are paced to a horizon of queued audio and share the host (an engine). Then a
+        call's later sentences keep small first chunks: the audio before them is at most the horizon, and
+        under load a full window may not be ready when it runs out (measured: most streams underran at 80
+        where small first chunks kept most in time). A direct run makes audio as fast as its consumer pulls,
+        so later sentences start at full size (the CONTINUES feature) and recompute less context."""
+        return False
+
     def handle(self, name: str, network: Callable[..., Outputs]) -> NetworkHandle:
         return NetworkHandle(name, network, self)
 

@@ -34,20 +34,22 @@ _SENTENCE_STEP = 0xD1B54A32D192ED03
 
 @dataclass(frozen=True)
 class CallSettings:
-    """One call's validated per-call settings as features (Piper's noise_scale, a speaker id, ...) and the
-    seed its sentences' noise is drawn from: the caller's, else a fresh one."""
+    """One call's validated per-call settings as features (Piper's noise_scale, a speaker id, ...), the
+    seed its sentences' noise is drawn from (the caller's, else a fresh one), and whether its later
+    sentences start at full chunk sizes (`Runner.paces`)."""
 
     features: dict[str, torch.Tensor]
     seed: int
+    later_full: bool = True
 
     def sentence(self, index: int) -> dict[str, torch.Tensor]:
         """The features of the call's `index`-th sentence: the settings, that sentence's own seed, and
-        whether audio of the call plays before it (CONTINUES: every sentence but the first)."""
+        CONTINUES for every sentence but the first when later sentences start at full size."""
         seed = (self.seed + index * _SENTENCE_STEP) % (1 << 63)
         return {
             **self.features,
             "seed": torch.tensor(seed, dtype=torch.int64),
-            CONTINUES: torch.tensor(index > 0),
+            CONTINUES: torch.tensor(self.later_full and index > 0),
         }
 
 
@@ -148,7 +150,8 @@ class Voice:
         seed = given.get("seed")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise SettingError(f"seed must be an integer, got {seed!r}")
-        return CallSettings(features, secrets.randbits(63) if seed is None else seed % (1 << 63))
+        seed = secrets.randbits(63) if seed is None else seed % (1 << 63)
+        return CallSettings(features, seed, later_full=not self.runner.paces())
 
     def speaker_features(self, speaker: str | int | None) -> dict[str, torch.Tensor]:
         """A call's speaker as features: its id `speaker` [1]; for a blend `a+b+...` (a voice that
