@@ -22,7 +22,7 @@ from tts_neuron.blocks.base import (
     SequenceBlockContainer,
     StreamableBlock,
     construct,
-    continues,
+    first_chunk,
     place_tokens,
 )
 from tts_neuron.blocks.context import BuildContext
@@ -214,11 +214,8 @@ class Upsampler(StreamableBlock):
         if FRAME_TOKENS in features:  # each frame's phoneme, then the end mark N (word timestamps)
             frame_tokens = torch.searchsorted(ends, torch.arange(total + 1, device=ends.device), right=True)
             place_tokens(features, 0, frame_tokens)
-        return self._chunks(encodings, ends, total, self.first_size(features))
-
-    def first_size(self, features: Features) -> int:
-        """The first chunk's frames: small for early audio, full when the call's audio plays before it."""
-        return self.chunk_frames if continues(features) else self.first_chunk_frames
+        first = first_chunk(features, self.first_chunk_frames, self.chunk_frames)
+        return self._chunks(encodings, ends, total, first)
 
     def _chunks(self, encodings: torch.Tensor, ends: torch.Tensor, total: int, first: int) -> Iterator[Chunk]:
         start, size = 0, first
@@ -289,7 +286,7 @@ class Decoder(StreamableBlock):
     def stream(self, upstream: Iterator[Chunk] | None, features: Features) -> Iterator[Chunk]:
         if upstream is None:
             raise StackError(f"{type(self).__name__} needs a block before it that makes frames")
-        first = self.chunk_frames if continues(features) else self.first_chunk_frames
+        first = first_chunk(features, self.first_chunk_frames, self.chunk_frames)
         return self._run(upstream, conditions(self, features), first)
 
     def _run(

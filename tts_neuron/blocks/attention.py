@@ -24,7 +24,7 @@ from tts_neuron.blocks.base import (
     Features,
     StreamableBlock,
     construct,
-    continues,
+    first_chunk,
     place_tokens,
 )
 from tts_neuron.blocks.context import BuildContext
@@ -231,7 +231,7 @@ class AttentionDecoder(StreamableBlock):
         generator = torch.Generator().manual_seed(self.seed)
         pending: list[torch.Tensor] = []
         emitted = made = 0
-        first_steps = self.chunk_steps if continues(features) else self.first_chunk_steps
+        first_steps = first_chunk(features, self.first_chunk_steps, self.chunk_steps)
         for index, (a, b) in enumerate(segments):
             last_segment = index == len(segments) - 1
             memory, keys = features["memory"][:, a:b], features["keys"][:, a:b]

@@ -36,16 +36,18 @@ One tensor per call, shared by the copies of the features dict."""
 CONTINUES = "continues"
 """A 0-d bool feature, true for every sentence of a call but its first: that call's audio plays before
 this sentence's, so nobody waits for its first chunk. A block that cuts its first chunk small to make the
-first audio early starts at its full size instead (`continues`): fewer, larger windows recompute less
+first audio early starts at its full size instead (`first_chunk`): fewer, larger windows recompute less
 context (docs/writing-blocks.md)."""
 
 B = TypeVar("B", bound="Block")
+T = TypeVar("T")
 
 
-def continues(features: Features) -> bool:
-    """Whether audio of the same call plays before this sentence (the CONTINUES feature; absent: no)."""
+def first_chunk(features: Features, first: T, full: T) -> T:
+    """A block's first chunk size: `first` (small, for early audio), or `full` when audio of the same
+    call plays before this sentence (the CONTINUES feature; absent: it does not)."""
     value = features.get(CONTINUES)
-    return bool(value) if value is not None else False
+    return full if value is not None and bool(value) else first
 
 
 def place_tokens(features: Features, start: int, tokens: torch.Tensor) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import torch
 
 from tts_neuron.blocks.acoustic import Upsampler
-from tts_neuron.blocks.base import FRAME_TOKENS, Chunk, Features, SequenceBlock, place_tokens
+from tts_neuron.blocks.base import FRAME_TOKENS, Chunk, Features, SequenceBlock, first_chunk, place_tokens
 from tts_neuron.errors import StackError
 
 _STREAM_STEP = 0x9E3779B97F4A7C15
@@ -111,7 +111,8 @@ class VitsUpsampler(Upsampler):
         else:
             noise = torch.randn(total, channels, generator=noise_generator(features, PRIOR_NOISE))
             noise = (noise * noise_scale).to(prior.device)
-        return self._prior_chunks(prior, noise, ends, total, self.first_size(features))
+        first = first_chunk(features, self.first_chunk_frames, self.chunk_frames)
+        return self._prior_chunks(prior, noise, ends, total, first)
 
     def _prior_chunks(
         self, prior: torch.Tensor, noise: torch.Tensor | None, ends: torch.Tensor, total: int, first: int
