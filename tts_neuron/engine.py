@@ -331,9 +331,9 @@ class Engine(Runner):
 
     def _run_alone(self, handle: NetworkHandle, inputs: tuple[torch.Tensor, ...]) -> Outputs:
         """A lone stream's call, in its own greenlet on the engine's thread: no turn of the loop and no
-        thread hand-off per call (a lone tacotron-en stream's first audio came 1.75 ms later through the
-        engine than through the Python API). Pacing still applies at each chunk; an arrival waits for
-        this call, and joins from the next."""
+        thread hand-off per call, which held back the first audio of a lone attention stream by its dozens
+        of decoder steps (docs/serving.md, *One stream's first audio over HTTP*). Pacing still applies at
+        each chunk; an arrival waits for this call, and joins from the next."""
         (outputs,), size = run_batch(handle, [inputs])
         if self.observer:
             self.observer(handle.name, 1, size)
