@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,15 +32,20 @@ print(json.dumps({"applied": applied, "faults": faults}))
 """
 
 
-def faults(malloc: str | None) -> dict[str, int | bool]:
+def run_fresh(program: str, malloc: str | None, *args: str) -> Any:
+    """What a fresh Python process running `program` prints last, as JSON."""
     env = {k: v for k, v in os.environ.items() if k != "TTS_NEURON_MALLOC" and not k.startswith("MALLOC_")}
     if malloc is not None:
         env["TTS_NEURON_MALLOC"] = malloc
     done = subprocess.run(
-        [sys.executable, "-c", PROGRAM], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", program, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.splitlines()[-1])
+
+
+def faults(malloc: str | None) -> dict[str, int | bool]:
+    return run_fresh(PROGRAM, malloc)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
@@ -48,3 +55,18 @@ def test_freed_memory_is_reused_without_page_faults() -> None:
     # glibc's defaults hand the activations back and fault them in again on every call
     assert system["faults"] > 5000, system  # 28 MB of 4 kB pages is 7,168
     assert held["faults"] < 100, held
+
+
+LOADS = """
+import json, sys
+import tts_neuron, tts_neuron.allocator as allocator
+before = allocator._applied
+tts_neuron.load(sys.argv[1])
+print(json.dumps([before, allocator._applied]))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_loading_a_voice_holds_freed_memory_unless_told_not_to(tiny_addon_dir: Path) -> None:
+    assert run_fresh(LOADS, None, str(tiny_addon_dir)) == [None, True]
+    assert run_fresh(LOADS, "system", str(tiny_addon_dir)) == [None, False]
