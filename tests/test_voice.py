@@ -130,7 +130,7 @@ def test_a_later_sentence_starts_at_full_chunks_and_says_the_same(addon: str, ti
         settings = {**call.sentence(0), CONTINUES: torch.tensor(later)}
         spoken[later] = [chunk.data.numpy() for chunk in voice.sentence_chunks(sentence, settings=settings)]
         counts[later] = len(calls)
-    assert [chunk.shape[0] for chunk in spoken[True]][0] > [chunk.shape[0] for chunk in spoken[False]][0]
+    assert len(spoken[True][0]) > len(spoken[False][0])
     assert counts[True] < counts[False], counts
     np.testing.assert_allclose(np.concatenate(spoken[True]), np.concatenate(spoken[False]), atol=1e-4)
     assert not call.sentence(0)[CONTINUES] and call.sentence(1)[CONTINUES]

@@ -1,11 +1,12 @@
 """Keep freed host memory for the next network call instead of handing it back to the kernel (glibc).
 
 A vocoder call allocates and frees activations of megabytes dozens of times (a medium Piper HiFi-GAN at
-152 frames: 5 MB each). By default glibc serves large blocks with fresh mappings and returns the top of its
-heap to the kernel once more than a few hundred kB are free, so the next call faults every page in again:
-on an imported Piper medium voice, 1.6 to 1.8 million minor faults and 2 to 2.4 s of system time in about
-20 s of synthesis, against 0.1 million and 0.17 s held (docs/architecture.md, "Host memory"). The price: a
-process keeps its peak heap; freed memory is reused by the next call, not returned.
+152 frames: 5 MB each). By default glibc serves large blocks with fresh mappings and returns the top of
+its heap to the kernel once more than its trim threshold (128 kB at first) is free, so the next call
+faults every page in again: on an imported Piper medium voice, 1.6 to 1.8 million minor faults and 2 to
+2.4 s of system time in about 20 s of synthesis, against 0.1 million and 0.17 s held
+(docs/architecture.md, "Host memory"). The price: a process keeps its peak heap; freed memory is reused by
+the next call, not returned.
 
 Applied once per process by `tts_neuron.load`; `TTS_NEURON_MALLOC=system` leaves glibc's defaults. On
 other C libraries (musl, macOS) it does nothing.

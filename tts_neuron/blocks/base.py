@@ -34,8 +34,9 @@ index as it places it, and the frame after the last with the token count N (the 
 One tensor per call, shared by the copies of the features dict."""
 
 CONTINUES = "continues"
-"""A 0-d bool feature, true for every sentence of a call but its first: that call's audio plays before
-this sentence's, so nobody waits for its first chunk. A block that cuts its first chunk small to make the
+"""A 0-d bool feature, true in a direct run for every sentence of a call but its first (an engine, which
+paces its streams, leaves it false: `Runner.paces`): that call's audio plays before this sentence's, so
+nobody waits for its first chunk. A block that cuts its first chunk small to make the
 first audio early starts at its full size instead (`first_chunk`): fewer, larger windows recompute less
 context (docs/writing-blocks.md)."""
 
@@ -46,8 +47,7 @@ T = TypeVar("T")
 def first_chunk(features: Features, first: T, full: T) -> T:
     """A block's first chunk size: `first` (small, for early audio), or `full` when audio of the same
     call plays before this sentence (the CONTINUES feature; absent: it does not)."""
-    value = features.get(CONTINUES)
-    return full if value is not None and bool(value) else first
+    return full if bool(features.get(CONTINUES, False)) else first
 
 
 def place_tokens(features: Features, start: int, tokens: torch.Tensor) -> None:

@@ -34,8 +34,9 @@ COST_TEXT = (
     "The quick brown fox jumps over the lazy dog. How vexingly quick daft zebras jump! "
     "Would you, could you, on a boat?"
 )
-COST_RUNS = 3
 """Spoken alone at warm-up to measure what a voice costs per second of audio (about 6 s of speech)."""
+COST_RUNS = 3
+"""Timed runs of COST_TEXT; their median is the voice's cost."""
 
 
 class Busy(Exception):
