@@ -15,6 +15,7 @@ import torch
 from tts_neuron.backends import load_executor
 from tts_neuron.blocks.base import Block, SequenceBlock, StreamableBlock
 from tts_neuron.errors import StackError
+from tts_neuron.models.protocols import cpu_form
 from tts_neuron.registry import resolve_block
 from tts_neuron.runners import DirectRunner, NetworkHandle, Runner
 
@@ -47,9 +48,12 @@ class BuildContext:
     """Runs the calls of the networks blocks get from `network` and `compiled`."""
 
     def network(self, name: str) -> NetworkHandle:
-        """A handle on a network with dynamic shapes, on this context's device."""
+        """A handle on a network with dynamic shapes, on this context's device (its `cpu_form` on a CPU)."""
         self._check(name)
-        return self.runner.handle(name, self.addon.network(name).to(self.device))
+        network = self.addon.network(name)
+        if self.device.type == "cpu":
+            network = cpu_form(network)
+        return self.runner.handle(name, network.to(self.device))
 
     def compiled(self, name: str) -> NetworkHandle:
         """A handle on a network's fixed-shape executor for this context's target (artifacts checked and

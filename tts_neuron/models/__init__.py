@@ -7,6 +7,7 @@ parameters: no pickled code, and the module code stays traceable at any shape on
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -98,6 +99,54 @@ class ChannelNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = nn.functional.layer_norm(x.transpose(1, 2), (x.shape[1],), self.gamma, self.beta, 1e-5)
         return y.transpose(1, 2)
+
+
+class ChannelsLastConv1d(nn.Module):
+    """A Conv1d or ConvTranspose1d (zero padding) run as its 2-D form over [B, C, 1, T] in channels-last
+    layout, for CPUs. oneDNN runs a 1-D convolution of the plain [B, C, T] layout through im2col and a GEMM,
+    but a channels-last one with its direct kernels: 2.8x faster for HiFi-GAN's 32-channel layers at 5,120
+    samples on an AVX2 host. Its output stays channels-last, and so do elementwise layers after it, so a
+    network of convolutions pays the change of layout once. The parameters are the original's (shared);
+    the weight is kept once more in the 2-D channels-last layout."""
+
+    weight_2d: torch.Tensor
+
+    def __init__(self, conv: nn.Conv1d | nn.ConvTranspose1d) -> None:
+        super().__init__()
+        if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            raise ValueError(f"only zero padding of a fixed size runs channels-last, not {conv}")
+        self.conv = conv
+        weight = conv.weight.detach().unsqueeze(2)  # [O, I, 1, K] (ConvTranspose: [I, O, 1, K])
+        self.register_buffer("weight_2d", weight.contiguous(memory_format=torch.channels_last), False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [B, C, T] in any layout -> [B, C', T'] channels-last ([B, T', C'] in memory)
+        c = self.conv
+        stride, dilation, padding = (1, c.stride[0]), (1, c.dilation[0]), (0, int(c.padding[0]))
+        if isinstance(c, nn.ConvTranspose1d):
+            out = nn.functional.conv_transpose2d(
+                x.unsqueeze(2), self.weight_2d, c.bias, stride, padding, (0, c.output_padding[0]),
+                c.groups, dilation,
+            )  # fmt: skip
+        else:
+            out = nn.functional.conv2d(
+                x.unsqueeze(2), self.weight_2d, c.bias, stride, padding, dilation, c.groups
+            )
+        return out.squeeze(2)
+
+
+def channels_last(network: nn.Module) -> nn.Module:
+    """`network` with every Conv1d and ConvTranspose1d run by a `ChannelsLastConv1d`: a new module tree
+    where it differs (containers copied, parameters shared), so the original, which the compiler and
+    `check` read, is left as it was."""
+    if type(network) is nn.Conv1d or type(network) is nn.ConvTranspose1d:
+        return ChannelsLastConv1d(network)
+    children = {name: channels_last(child) for name, child in network._modules.items() if child is not None}
+    if all(children[name] is child for name, child in network._modules.items() if child is not None):
+        return network
+    twin = copy.copy(network)
+    twin._modules = {**network._modules, **children}
+    return twin
 
 
 class LSTMCell(nn.LSTMCell):

@@ -44,6 +44,14 @@ class HasCompiledForm(Protocol):
 
 
 @runtime_checkable
+class HasCpuForm(Protocol):
+    """A network that runs faster in another form on a CPU with dynamic shapes (the VITS generator's
+    channels-last convolutions). Compiled artifacts are made from the network itself."""
+
+    def cpu_form(self) -> nn.Module: ...
+
+
+@runtime_checkable
 class AttentionStepNetwork(Protocol):
     """One step of an attention decoder: `reduction` frames of `n_mels` a step, from a flat state."""
 
@@ -58,11 +66,18 @@ def compiled_form(network: nn.Module) -> nn.Module:
     return network.compiled_form() if isinstance(network, HasCompiledForm) else network
 
 
+def cpu_form(network: nn.Module) -> nn.Module:
+    """The form a network runs in on a CPU with dynamic shapes: its `cpu_form()` where it has one."""
+    return network.cpu_form() if isinstance(network, HasCpuForm) else network
+
+
 __all__ = [
     "AttentionStepNetwork",
     "AudioNetwork",
     "CompilableNetwork",
     "HasCompiledForm",
+    "HasCpuForm",
     "WindowedNetwork",
     "compiled_form",
+    "cpu_form",
 ]

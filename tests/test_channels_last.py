@@ -1,0 +1,94 @@
+"""Channels-last convolutions (the CPU form of convolution-heavy networks) equal the plain ones, share their
+parameters and leave the original network as it was."""
+
+from __future__ import annotations
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from tts_neuron.models import ChannelsLastConv1d, channels_last
+from tts_neuron.models.protocols import cpu_form
+from tts_neuron.models.vits import VitsFlow, VitsGenerator
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    transposed=st.booleans(),
+    channels=st.sampled_from([(1, 1), (4, 8), (8, 4), (6, 6)]),
+    kernel=st.integers(1, 7),
+    stride=st.integers(1, 4),
+    dilation=st.integers(1, 3),
+    grouped=st.booleans(),
+    length=st.integers(1, 40),
+    batch=st.integers(1, 3),
+    layout=st.sampled_from(["plain", "channels_last", "sliced"]),
+)
+def test_a_channels_last_convolution_equals_the_plain_one(
+    transposed: bool, channels: tuple[int, int], kernel: int, stride: int, dilation: int, grouped: bool,
+    length: int, batch: int, layout: str,
+) -> None:  # fmt: skip
+    cin, cout = channels
+    groups = 2 if grouped and cin % 2 == 0 and cout % 2 == 0 else 1
+    padding = dilation * (kernel - 1) // 2
+    if transposed:
+        padding = min(padding, (kernel - 1) * dilation)
+        output_padding = stride - 1 if stride > dilation else 0
+        conv: nn.Module = nn.ConvTranspose1d(
+            cin, cout, kernel, stride, padding, output_padding, groups, dilation=dilation
+        )
+    else:
+        if length + 2 * padding < dilation * (kernel - 1) + 1:
+            length = dilation * (kernel - 1) + 1
+        conv = nn.Conv1d(cin, cout, kernel, stride, padding, dilation, groups)
+    x = torch.randn(batch, cin, length + 3)
+    if layout == "channels_last":  # [B, C, T] viewed from [B, T, C] memory, as a channels-last layer makes
+        x = x.transpose(1, 2).contiguous().transpose(1, 2)
+    x = x[..., 3:] if layout == "sliced" else x[..., :length]
+    with torch.no_grad():
+        torch.testing.assert_close(ChannelsLastConv1d(conv)(x), conv(x), atol=1e-5, rtol=1e-5)
+
+
+def test_channels_last_copies_containers_shares_parameters_and_leaves_the_original() -> None:
+    inner = nn.Sequential(nn.Conv1d(4, 4, 3, padding=1), nn.ReLU(), nn.ConvTranspose1d(4, 2, 4, 2, padding=1))
+    network = nn.Sequential(nn.Identity(), inner)
+    twin = channels_last(network)
+    assert isinstance(network[1][0], nn.Conv1d) and isinstance(network[1][2], nn.ConvTranspose1d)
+    assert isinstance(twin[1][0], ChannelsLastConv1d) and isinstance(twin[1][2], ChannelsLastConv1d)
+    assert twin[0] is network[0] and twin[1][1] is network[1][1]  # nothing to change: the same module
+    assert {p.data_ptr() for p in twin.parameters()} == {p.data_ptr() for p in network.parameters()}
+    x = torch.randn(2, 4, 9)
+    with torch.no_grad():
+        torch.testing.assert_close(twin(x), network(x), atol=1e-6, rtol=1e-5)
+    no_convolution = nn.Sequential(nn.Linear(3, 3))
+    assert channels_last(no_convolution) is no_convolution
+
+
+def test_refuses_padding_it_cannot_keep() -> None:
+    try:
+        ChannelsLastConv1d(nn.Conv1d(2, 2, 3, padding=1, padding_mode="reflect"))
+    except ValueError as err:
+        assert "zero padding" in str(err)
+    else:
+        raise AssertionError("no error")
+
+
+def test_the_vits_generator_runs_channels_last_on_cpu_and_gives_the_same_audio() -> None:
+    """Both HiFi-GAN residual kinds, every tensor random: the CPU form is the same function. Networks
+    without a CPU form (the flow) are themselves."""
+    torch.manual_seed(0)
+    for kind, kernels, dilations in (("2", [3, 5], [[1, 2], [2, 6]]), ("1", [3, 7], [[1, 3], [1, 3]])):
+        generator = VitsGenerator(
+            inter_channels=16, resblock=kind, resblock_kernel_sizes=kernels,
+            resblock_dilation_sizes=dilations, upsample_rates=[4, 4], upsample_initial_channel=32,
+            upsample_kernel_sizes=[8, 8],
+        )  # fmt: skip
+        fast = cpu_form(generator)
+        assert any(isinstance(m, ChannelsLastConv1d) for m in fast.modules())
+        assert not any(isinstance(m, ChannelsLastConv1d) for m in generator.modules())
+        z, mask = torch.randn(2, 13, 16), torch.ones(2, 13)
+        with torch.no_grad():
+            torch.testing.assert_close(fast(z, mask), generator(z, mask), atol=1e-5, rtol=1e-4)
+    flow = VitsFlow(inter_channels=8, hidden_channels=8)
+    assert cpu_form(flow) is flow
