@@ -197,3 +197,14 @@ def test_tiny_run_lists_absent_targets_as_skipped(tiny_run: tuple[Path, list[Any
     except Exception:  # noqa: BLE001 - PyPI's placeholder raises a plain Exception on import
         assert "Neuron SDK" in skipped["neuron"]
     assert "## Skipped" in (tiny_run[0] / "results.md").read_text()
+
+
+def test_conv_layout_compares_both_forms_of_every_convolutional_network() -> None:
+    """One round at one length: a row per network with a convolution, both forms agreeing (the script
+    raises where they do not)."""
+    from conv_layout import compare
+
+    rows = compare(Path(__file__).resolve().parent.parent / "addons" / "fastspeech-en", [12], 1, 1)
+    names = [row.split(" | ")[1] for row in rows]
+    assert names == ["text_encoder", "duration_predictor", "decoder", "vocoder"]
+    assert all(float(row.rstrip(" |").rsplit("| ", 1)[1]) > 0 for row in rows)

@@ -58,6 +58,7 @@ def test_channels_last_copies_containers_shares_parameters_and_leaves_the_origin
     assert isinstance(twin[1][0], ChannelsLastConv1d) and isinstance(twin[1][2], ChannelsLastConv1d)
     assert twin[0] is network[0] and twin[1][1] is network[1][1]  # nothing to change: the same module
     assert {p.data_ptr() for p in twin.parameters()} == {p.data_ptr() for p in network.parameters()}
+    assert twin[1][0].weight is network[1][0].weight
     x = torch.randn(2, 4, 9)
     with torch.no_grad():
         torch.testing.assert_close(twin(x), network(x), atol=1e-6, rtol=1e-5)

@@ -119,6 +119,11 @@ class ChannelsLastConv1d(nn.Module):
         weight = conv.weight.detach().unsqueeze(2)  # [O, I, 1, K] (ConvTranspose: [I, O, 1, K])
         self.register_buffer("weight_2d", weight.contiguous(memory_format=torch.channels_last), False)
 
+    @property
+    def weight(self) -> torch.Tensor:
+        """The original's weight, for code that reads it (its dtype, its device)."""
+        return self.conv.weight
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: [B, C, T] in any layout -> [B, C', T'] channels-last ([B, T', C'] in memory)
         c = self.conv
