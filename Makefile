@@ -35,9 +35,9 @@ test-all: setup browser
 	$(PY) -m pytest -q -m ""
 
 # The torch an inf2 host has (the Neuron SDK's torch-xla line pins 2.9), on CPU, in a second venv: the
-# fixed-shape, check, voice, channels-last and hardware-kit tests. The CPU index's build first (small); PyPI's Linux wheel
-# of 2.9 is the CUDA build (6.6 GB installed with its nvidia packages), the fallback where that index is not
-# reachable.
+# fixed-shape, check, voice, channels-last and hardware-kit tests. The CPU index's build first (small);
+# PyPI's Linux wheel of 2.9 is the CUDA build (6.6 GB installed with its nvidia packages), the fallback
+# where that index is not reachable.
 VENV29 := build/venv-torch29
 TORCH29_SPEC ?= torch==2.9.1
 TORCH29_TESTS ?= tests/test_fixed_shapes.py tests/test_check.py tests/test_voice.py tests/test_neuron_sdk.py \
