@@ -22,6 +22,7 @@ import torch
 from tts_neuron.addon import load_addon
 from tts_neuron.allocator import hold_freed_memory
 from tts_neuron.models import channels_last
+from tts_neuron.models.protocols import CompilableNetwork
 
 
 def cpu_model() -> str:
@@ -32,10 +33,10 @@ def cpu_model() -> str:
     return names[0] if names else platform.processor() or platform.machine()
 
 
-def inputs(network: torch.nn.Module, length: int, batch: int) -> tuple[torch.Tensor, ...]:
+def inputs(network: CompilableNetwork, length: int, batch: int) -> tuple[torch.Tensor, ...]:
     """The network's example inputs at `length`, features random, ids small, masks all ones."""
     out = []
-    for example in network.example_inputs(length):  # type: ignore[operator]
+    for example in network.example_inputs(length):
         if example.is_floating_point() and example.dim() > 2:
             example = torch.randn_like(example)
         elif not example.is_floating_point() and example.dim() == 2:
@@ -52,7 +53,7 @@ def compare(root: Path, lengths: list[int], batch: int, rounds: int) -> list[str
     addon, rows = load_addon(root), []
     for name in addon.networks:
         stored = addon.network(name)
-        if not hasattr(stored, "example_inputs"):
+        if not isinstance(stored, CompilableNetwork):
             continue
         fast = channels_last(stored)
         if fast is stored:

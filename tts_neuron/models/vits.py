@@ -607,7 +607,7 @@ class VitsGenerator(_Speakers):
         return twin
 
     def cpu_form(self) -> nn.Module:
-        """Channels-last convolutions: 1.4-1.9x faster on CPU (docs/importing.md, "Benchmark")."""
+        """Channels-last convolutions: 1.2-1.8x faster on CPU (docs/importing.md, "Benchmark")."""
         return channels_last(self)
 
     def forward(
