@@ -16,6 +16,7 @@ import ctypes
 import re
 import threading
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -227,14 +228,22 @@ class Espeak:
                 raise EspeakError(f"espeak-ng has no voice '{voice}'")
             self._voice = voice
 
-    def phoneme_clauses(self, text: str, voice: str, mode: int) -> list[tuple[str, str]]:
+    def phoneme_clauses(
+        self, text: str, voice: str, mode: int, stop: Callable[[str], bool] | None = None
+    ) -> tuple[list[tuple[str, str]], str]:
         """espeak-ng's transcription of `text` (bounded first) in `voice`, clause by clause, as
         espeak_TextToPhonemes gives it with `mode` (IPA, ties, ...): each clause's phonemes and the text it
-        read for it. espeak-ng reads one character past a clause's end (the next clause's first), so each
-        clause's text but the last ends with that character."""
-        data = ctypes.create_string_buffer(bound_text(text).encode("utf-8"))
+        read for it, and the text left unread. espeak-ng reads one character past a clause's end (the next
+        clause's first), so each clause's text but the last ends with that character.
+
+        With `stop`, reading ends after the first clause whose text `stop` accepts: the text left then
+        starts at the character read past that clause, and espeak-ng forgets it, so reading the rest next
+        gives what one pass would. A text can so be read a sentence at a time, each in one locked call, and
+        its first sentence costs the same however long the text is."""
+        bounded = bound_text(text)
+        data = ctypes.create_string_buffer(bounded.encode("utf-8"))
         base = ctypes.addressof(data)
-        clauses = []
+        clauses, read_bytes = [], len(data.value)
         with self._lock:
             self._set_voice(voice)
             pointer = ctypes.c_void_p(base)
@@ -244,7 +253,18 @@ class Espeak:
                 end = pointer.value - base if pointer.value else len(data.value)
                 read = data.raw[start:end].decode("utf-8", "ignore")
                 clauses.append((phonemes.decode("utf-8", "replace"), read))
-        return clauses
+                if pointer.value and stop is not None and stop(read):
+                    read_bytes = end - len(read[-1:].encode("utf-8"))  # the character read past the end
+                    self._discard_read_ahead(mode)
+                    break
+        return clauses, data.value[read_bytes:].decode("utf-8", "ignore")
+
+    def _discard_read_ahead(self, mode: int) -> None:
+        """Drop the character espeak-ng read past the last clause (it keeps it for its next call, whatever
+        text that call reads) by reading an empty text (call with the lock held)."""
+        empty = ctypes.create_string_buffer(b"")
+        pointer = ctypes.c_void_p(ctypes.addressof(empty))
+        self._lib.espeak_TextToPhonemes(ctypes.byref(pointer), _CHARS_UTF8, mode)
 
     def synthesize(self, text: str, voice: str = "en-us") -> Synthesis:
         """Speak `text` (one sentence, already normalised) and return its audio and phoneme timings.

@@ -18,6 +18,7 @@ import logging
 import re
 import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from tts_neuron.errors import TextError
@@ -48,29 +49,46 @@ def ipa_sentences_with_text(
 ) -> Iterator[tuple[str, list[str]]]:
     """As `ipa_sentences`, each sentence with the text it was read from. With `first_clause_apart`, the
     first sentence is cut after its first clause that ends in `,` `:` or `;` with FIRST_CLAUSE_PHONEMES
-    phonemes before the mark and words after it, and the two parts come as sentences of their own."""
-    read = Espeak.get().phoneme_clauses(text, voice, _IPA)
-    sentences: list[list[tuple[list[str], str]]] = [[]]  # per sentence, its clauses: (phonemes, text)
-    carry = ""  # the character espeak-ng read past a clause's end: the next clause's first
+    phonemes before the mark and words after it, and the two parts come as sentences of their own.
+
+    espeak-ng reads one sentence per call, restarting at the character it read past the sentence's end, so
+    the first sentence comes as soon as it is read however long the text, and other streams' calls go in
+    between. The phonemes are those of one pass over the whole text (the tests compare with Piper's
+    phonemizer, which reads it in one pass)."""
+    rest, first = text, first_clause_apart
+    while rest:
+        read, rest = Espeak.get().phoneme_clauses(rest, voice, _IPA, stop=_ends_sentence)
+        clauses = _sentence_clauses(read, read_past_end=bool(rest))
+        for part in _first_clause_apart(clauses) if first else [clauses]:
+            yield " ".join("".join(own for _, own in part).split()), [p for ps, _ in part for p in ps]
+        first = False
+
+
+def _ends_sentence(read: str) -> bool:
+    """Whether a clause espeak-ng read ends a sentence: its terminator (the last clause mark followed by
+    nothing but spaces, quotes or brackets and the one character of the next clause that espeak-ng read)
+    is `.` `!` or `?`."""
+    mark = _TERMINATOR.search(read)
+    return bool(mark) and mark.group(1) in _SENTENCE_END
+
+
+def _sentence_clauses(read: list[tuple[str, str]], read_past_end: bool) -> list[tuple[list[str], str]]:
+    """One sentence's clauses as espeak-ng read them: each clause's phonemes (language switches dropped,
+    its terminator kept, a space after `,` `:` `;`) and its own text. Each clause's text but the last ends
+    with the next clause's first character (and so does the last one, `read_past_end`), which is moved to
+    the clause it belongs to or, at the end, left to the next sentence."""
+    clauses, carry = [], ""
     for index, (phonemes, segment) in enumerate(read):
-        last = index == len(read) - 1
-        # the terminator is the last clause mark followed by nothing but spaces, quotes or brackets and
-        # the one character of the next clause that espeak-ng read
+        past_end = read_past_end or index < len(read) - 1
         mark = _TERMINATOR.search(segment)
         terminator = mark.group(1) if mark else ""
-        own = carry + (segment if last else segment[:-1])
-        carry = "" if last else segment[-1:]
+        own = carry + (segment[:-1] if past_end else segment)
+        carry = segment[-1:] if past_end else ""
         phonemes = _LANGUAGE_SWITCH.sub("", phonemes) + terminator
         if terminator and terminator in _CLAUSE_MARK:
             phonemes += " "
-        sentences[-1].append((list(unicodedata.normalize("NFD", phonemes)), own))
-        if terminator and terminator in _SENTENCE_END:
-            sentences.append([])
-    if first_clause_apart and sentences[0]:
-        sentences[:1] = _first_clause_apart(sentences[0])
-    for clauses in sentences:
-        if clauses:
-            yield " ".join("".join(own for _, own in clauses).split()), [p for ps, _ in clauses for p in ps]
+        clauses.append((list(unicodedata.normalize("NFD", phonemes)), own))
+    return clauses
 
 
 def _first_clause_apart(clauses: list[tuple[list[str], str]]) -> list[list[tuple[list[str], str]]]:
@@ -147,15 +165,22 @@ class PiperFrontend:
     def _sentences(self, segments: list[Segment]) -> Iterator[Sentence]:
         spoken = False
         for segment in segments:
-            found = [
+            found = (
                 self.sentence(text, merge_clusters(phonemes, self.clusters), segment.rate)
                 for text, phonemes in ipa_sentences_with_text(segment.text, self.voice, not spoken)
                 if any(p.strip() for p in phonemes)
-            ]
-            if found and segment.pause_after:
-                found[-1] = Sentence(**{**found[-1].__dict__, "pause_after": segment.pause_after})
-            spoken = spoken or bool(found)
-            yield from found
+            )
+            held = None  # with a pause after the segment, its last sentence waits until it is known last
+            for sentence in found:
+                spoken = True
+                if not segment.pause_after:
+                    yield sentence
+                    continue
+                if held is not None:
+                    yield held
+                held = sentence
+            if held is not None:
+                yield replace(held, pause_after=segment.pause_after)
         if not spoken:
             raise TextError(f"the text has nothing espeak-ng voice '{self.voice}' can pronounce")
 

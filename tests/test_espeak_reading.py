@@ -1,0 +1,83 @@
+"""espeak-ng reads a Piper voice's text a sentence at a time, and gives what one pass over the text gives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tts_neuron.frontend.espeak import Espeak
+from tts_neuron.frontend.piper import _IPA, _ends_sentence, ipa_sentences_with_text
+
+LINES = [
+    line
+    for line in (Path(__file__).parent.parent / "benchmarks" / "hard_sentences.txt")
+    .read_text("utf-8")
+    .splitlines()
+    if line.strip() and not line.startswith("#")
+]
+GERMAN = [
+    "Guten Morgen, Herr Müller. Wie geht es Ihnen heute? Das Wetter ist schön, nicht wahr!",
+    "Die Straße ist 1.200 m lang. Dr. Schmidt wohnt in der Hauptstr. 5, z. B. neben der Bäckerei.",
+    "„Komm!“, rief sie. (Wirklich?) Ja... vielleicht. Nr. 7 ist frei!!! Ende",
+]
+
+
+def one_pass(text: str, voice: str) -> list[str]:
+    clauses, rest = Espeak.get().phoneme_clauses(text, voice, _IPA)
+    assert rest == ""
+    return [phonemes for phonemes, _ in clauses]
+
+
+def sentence_at_a_time(text: str, voice: str) -> tuple[list[str], int]:
+    """Every clause's phonemes, read a sentence per call; and the number of calls."""
+    phonemes, rest, calls = [], text, 0
+    while rest:
+        clauses, rest = Espeak.get().phoneme_clauses(rest, voice, _IPA, stop=_ends_sentence)
+        phonemes += [p for p, _ in clauses]
+        calls += 1
+    return phonemes, calls
+
+
+@pytest.mark.parametrize("voice, text", [("en-us", " ".join(LINES)), *[("de", text) for text in GERMAN]])
+def test_reading_a_sentence_at_a_time_equals_one_pass(voice: str, text: str) -> None:
+    phonemes, calls = sentence_at_a_time(text, voice)
+    assert phonemes == one_pass(text, voice)
+    assert calls == len(list(ipa_sentences_with_text(text, voice)))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.sampled_from(LINES), min_size=1, max_size=6), st.sampled_from(["\n", " ", "  "]))
+def test_any_sentences_read_one_at_a_time_equal_one_pass(lines: list[str], gap: str) -> None:
+    text = gap.join(lines)
+    assert sentence_at_a_time(text, "en-us")[0] == one_pass(text, "en-us")
+
+
+def test_a_stopped_read_leaves_nothing_behind_for_the_next_text() -> None:
+    """espeak-ng keeps the character it read past a clause for its next call: a read stopped after the first
+    sentence must not hand it to whatever text is read next."""
+    other = "Nothing else is read here."
+    before = one_pass(other, "en-us")
+    clauses, rest = Espeak.get().phoneme_clauses(
+        "Then it stopped. Trailing words follow.", "en-us", _IPA, _ends_sentence
+    )
+    assert len(clauses) == 1 and rest == "Trailing words follow."
+    assert one_pass(other, "en-us") == before
+
+
+def test_the_first_sentence_is_read_alone_however_long_the_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    espeak, calls = Espeak.get(), []
+    real = espeak.phoneme_clauses
+
+    def spy(*args: object, **kwargs: object) -> tuple[list[tuple[str, str]], str]:
+        calls.append(real(*args, **kwargs))  # type: ignore[arg-type]
+        return calls[-1]
+
+    text = " ".join(LINES * 20)
+    monkeypatch.setattr(espeak, "phoneme_clauses", spy)
+    first_text, _ = next(ipa_sentences_with_text(text, "en-us"))
+    ((clauses, rest),) = calls  # one call, which read the first sentence's clauses and left the rest
+    assert first_text == LINES[0].strip() and text.startswith(LINES[0]) and text.endswith(rest)
+    assert len(rest) > len(text) - 2 * len(LINES[0])
