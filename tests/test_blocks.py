@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from tts_neuron.audio import AudioConfig, GriffinLim, spectral_convergence
 from tts_neuron.blocks.acoustic import Decoder, Upsampler, durations_to_frames, upsample
 from tts_neuron.blocks.base import (
+    CONTINUES,
     Chunk,
     Features,
     SequenceBlock,
@@ -24,6 +25,7 @@ from tts_neuron.blocks.base import (
 from tts_neuron.blocks.buffer import FrameBuffer
 from tts_neuron.blocks.fixed import PaddedGriffinLim
 from tts_neuron.blocks.vocoder import GriffinLimVocoder
+from tts_neuron.blocks.windows import CONTINUING_GROWTH
 from tts_neuron.errors import StackError
 from tts_neuron.models.fastspeech import MelDecoder
 
@@ -117,6 +119,28 @@ def test_decoder_streamed_equals_offline(length: int, sizes: list[int]) -> None:
     assert out.shape == (length, 5)
     with torch.inference_mode():
         offline = decoder.network(frames[None], torch.ones(1, length))[0]
+    torch.testing.assert_close(out, offline, rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=30, deadline=None)
+@given(length=st.integers(1, 300), continuing=st.booleans(), arrivals=st.integers(1, 40))
+def test_windows_of_a_continuing_sentence_start_full_and_grow_past_it(
+    length: int, continuing: bool, arrivals: int
+) -> None:
+    """A text's first sentence: cores of 4, doubling up to 16. A continuing one (audio of the call plays
+    before it): 16, doubling up to CONTINUING_GROWTH times 16. The output is the same either way."""
+    net = make_decoder().network
+    decoder = Decoder("decoder", net, net.receptive_radius, first_chunk_frames=4, chunk_frames=16)
+    frames = torch.randn(length, 4)
+    features = {CONTINUES: torch.tensor(continuing)}
+    out, chunks = joined(decoder.stream(split(frames, [arrivals]), features))
+    size, largest = (16, 16 * CONTINUING_GROWTH) if continuing else (4, 16)
+    for chunk in chunks[:-1]:
+        assert len(chunk.data) == size
+        size = min(2 * size, largest)
+    assert len(chunks[-1].data) <= size
+    with torch.inference_mode():
+        offline = net(frames[None], torch.ones(1, length))[0]
     torch.testing.assert_close(out, offline, rtol=1e-5, atol=1e-5)
 
 

@@ -22,12 +22,21 @@ from tts_neuron.blocks.base import (
     SequenceBlockContainer,
     StreamableBlock,
     construct,
+    continues,
     first_chunk,
     place_tokens,
 )
 from tts_neuron.blocks.context import BuildContext
 from tts_neuron.blocks.pieces import pause_ids, sentence_pieces
-from tts_neuron.blocks.windows import Window, bucket_cores, core_chunk, empty_chunk, pad_window, windows
+from tts_neuron.blocks.windows import (
+    CONTINUING_GROWTH,
+    Window,
+    bucket_cores,
+    core_chunk,
+    empty_chunk,
+    pad_window,
+    windows,
+)
 from tts_neuron.errors import StackError
 from tts_neuron.models.protocols import AudioNetwork, WindowedNetwork
 from tts_neuron.runners import NetworkHandle, shares_batches
@@ -287,13 +296,20 @@ class Decoder(StreamableBlock):
         if upstream is None:
             raise StackError(f"{type(self).__name__} needs a block before it that makes frames")
         first = first_chunk(features, self.first_chunk_frames, self.chunk_frames)
-        return self._run(upstream, conditions(self, features), first)
+        largest = self.chunk_frames
+        if largest is not None and self.table is None and continues(features):
+            largest *= CONTINUING_GROWTH  # no bucket bounds it, and audio of the call plays before it
+        return self._run(upstream, conditions(self, features), first, largest)
 
     def _run(
-        self, upstream: Iterator[Chunk], extra: tuple[torch.Tensor, ...], first: int | None
+        self,
+        upstream: Iterator[Chunk],
+        extra: tuple[torch.Tensor, ...],
+        first: int | None,
+        largest: int | None,
     ) -> Iterator[Chunk]:
-        """Windows whose first core is `first` frames, then doubling up to `chunk_frames`."""
-        for window in windows(upstream, self.radius, self.chunk_frames, first):
+        """Windows whose first core is `first` frames, then doubling up to `largest`."""
+        for window in windows(upstream, self.radius, largest, first):
             if not len(window.frames):
                 yield empty_chunk(window, self.per_frame)
                 continue

@@ -44,10 +44,15 @@ B = TypeVar("B", bound="Block")
 T = TypeVar("T")
 
 
+def continues(features: Features) -> bool:
+    """Whether audio of the same call plays before this sentence (the CONTINUES feature; absent: no)."""
+    return bool(features.get(CONTINUES, False))
+
+
 def first_chunk(features: Features, first: T, full: T) -> T:
     """A block's first chunk size: `first` (small, for early audio), or `full` when audio of the same
-    call plays before this sentence (the CONTINUES feature; absent: it does not)."""
-    return full if bool(features.get(CONTINUES, False)) else first
+    call plays before this sentence."""
+    return full if continues(features) else first
 
 
 def place_tokens(features: Features, start: int, tokens: torch.Tensor) -> None:
