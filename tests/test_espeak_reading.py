@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tts_neuron.frontend.espeak import Espeak
@@ -55,16 +55,35 @@ def test_any_sentences_read_one_at_a_time_equal_one_pass(lines: list[str], gap: 
     assert sentence_at_a_time(text, "en-us")[0] == one_pass(text, "en-us")
 
 
-def test_a_stopped_read_leaves_nothing_behind_for_the_next_text() -> None:
-    """espeak-ng keeps the character it read past a clause for its next call: a read stopped after the first
-    sentence must not hand it to whatever text is read next."""
-    other = "Nothing else is read here."
-    before = one_pass(other, "en-us")
-    clauses, rest = Espeak.get().phoneme_clauses(
-        "Then it stopped. Trailing words follow.", "en-us", _IPA, _ends_sentence
-    )
-    assert len(clauses) == 1 and rest == "Trailing words follow."
-    assert one_pass(other, "en-us") == before
+NASTY = [
+    *"abc xyz XYZ ... !? ,;: 0123 \"'()[]-…\n.",
+    "U.S.A.",
+    "e.g.",
+    "Dr.",
+    "3.14",
+    "file.txt",
+    " . ",
+    "!!",
+]
+NASTY += ["?!", ".a", "a.", ". A", "<", "&", "#", "/", "_", "~", "é", "ü", "ß", "日本", "😀", "½", "%", "€"]
+
+
+@settings(max_examples=150, deadline=None)
+@example(["U.S.A.", "."], "en-us")
+@example(["abc", ".", "."], "de")
+@given(st.lists(st.sampled_from(NASTY), min_size=1, max_size=40), st.sampled_from(["en-us", "de"]))
+def test_any_text_leaves_nothing_behind_for_the_next_one(pieces: list[str], voice: str) -> None:
+    """libespeak-ng keeps state for its next call, whatever text that reads: the character it read past a
+    clause it stopped after, and a pending "dot" after a text that ends in two dots (measured: "U.S.A.."
+    made the next text start with "dot"). No read, stopped or whole, may change the next text's phonemes,
+    and reading a sentence at a time still equals one pass."""
+    text, probe = "".join(pieces), "Nothing else is read here, said the probe."
+    before = one_pass(probe, "en-us")
+    Espeak.get().phoneme_clauses(text, voice, _IPA, stop=_ends_sentence)
+    assert one_pass(probe, "en-us") == before
+    one_pass(text, voice)
+    assert one_pass(probe, "en-us") == before
+    assert sentence_at_a_time(text, voice)[0] == one_pass(text, voice)
 
 
 def test_the_first_sentence_is_read_alone_however_long_the_text(monkeypatch: pytest.MonkeyPatch) -> None:
