@@ -74,14 +74,16 @@ NASTY += ["?!", ".a", "a.", ". A", "<", "&", "#", "/", "_", "~", "é", "ü", "ß
 @given(st.lists(st.sampled_from(NASTY), min_size=1, max_size=40), st.sampled_from(["en-us", "de"]))
 def test_any_text_leaves_nothing_behind_for_the_next_one(pieces: list[str], voice: str) -> None:
     """libespeak-ng keeps state for its next call, whatever text that reads: the character it read past a
-    clause it stopped after, and a pending "dot" after a text that ends in two dots (measured: "U.S.A.."
-    made the next text start with "dot"). No read, stopped or whole, may change the next text's phonemes,
-    and reading a sentence at a time still equals one pass."""
+    clause it stopped after, and a pending "dot" after a text read or spoken that ends in two dots
+    (measured: "U.S.A.." made the next text start with "dot"). No earlier call may change a text's
+    phonemes, and reading a sentence at a time still equals one pass."""
     text, probe = "".join(pieces), "Nothing else is read here, said the probe."
     before = one_pass(probe, "en-us")
     Espeak.get().phoneme_clauses(text, voice, _IPA, stop=_ends_sentence)
     assert one_pass(probe, "en-us") == before
     one_pass(text, voice)
+    assert one_pass(probe, "en-us") == before
+    Espeak.get().synthesize(text, voice)  # the English frontend's path shares libespeak-ng's state
     assert one_pass(probe, "en-us") == before
     assert sentence_at_a_time(text, voice)[0] == one_pass(text, voice)
 

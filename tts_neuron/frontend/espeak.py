@@ -237,8 +237,8 @@ class Espeak:
         clause's first), so each clause's text but the last ends with that character.
 
         With `stop`, reading ends after the first clause whose text `stop` accepts: the text left then
-        starts at the character read past that clause, and espeak-ng forgets it (every read ends with
-        `_clear_carried_state`), so reading the rest next gives what one pass would. A text can so be
+        starts at the character read past that clause, which espeak-ng keeps but the next read clears
+        first (`_clear_carried_state`), so reading the rest next gives what one pass would. A text can so be
         read a sentence at a time, each in one locked call, and its first sentence costs the same however
         long the text is."""
         bounded = bound_text(text)
@@ -247,6 +247,7 @@ class Espeak:
         clauses, read_bytes = [], len(data.value)
         with self._lock:
             self._set_voice(voice)
+            self._clear_carried_state(mode)
             pointer = ctypes.c_void_p(base)
             while pointer.value:
                 start = pointer.value - base
@@ -257,14 +258,13 @@ class Espeak:
                 if pointer.value and stop is not None and stop(read):
                     read_bytes = end - len(read[-1:].encode("utf-8"))  # the character read past the end
                     break
-            self._clear_carried_state(mode)
         return clauses, data.value[read_bytes:].decode("utf-8", "ignore")
 
     def _clear_carried_state(self, mode: int) -> None:
-        """Clear what libespeak-ng keeps for its next call, whatever text that call reads: the character it
-        read past a clause a read stopped after, and a pending "dot" after a text that ends in two dots
-        ("U.S.A.." made the next text start with "dot"). An empty read takes both (call with the lock
-        held; tests/test_espeak_reading.py)."""
+        """Clear what libespeak-ng keeps from its last call for the next one, whatever text that reads: the
+        character it read past a clause a read stopped after, and a pending "dot" after a text, read or
+        synthesised, that ends in two dots ("U.S.A.." made the next text start with "dot"). An empty read
+        takes both (call with the lock held; tests/test_espeak_reading.py)."""
         empty = ctypes.create_string_buffer(b"")
         pointer = ctypes.c_void_p(ctypes.addressof(empty))
         self._lib.espeak_TextToPhonemes(ctypes.byref(pointer), _CHARS_UTF8, mode)
