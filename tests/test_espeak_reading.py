@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import example, given, settings
@@ -25,26 +26,23 @@ GERMAN = [
 ]
 
 
-def one_pass(text: str, voice: str) -> list[str]:
-    clauses, rest = Espeak.get().phoneme_clauses(text, voice, _IPA)
-    assert rest == ""
-    return [phonemes for phonemes, _ in clauses]
+def one_pass(text: str, voice: str) -> list[tuple[str, str]]:
+    """Every clause of the text (phonemes, own text) from one read."""
+    runs = list(Espeak.get().clause_runs(text, voice, _IPA))
+    assert len(runs) <= 1
+    return [clause for run in runs for clause in run]
 
 
-def sentence_at_a_time(text: str, voice: str) -> tuple[list[str], int]:
-    """Every clause's phonemes, read a sentence per call; and the number of calls."""
-    phonemes, rest, calls = [], text, 0
-    while rest:
-        clauses, rest = Espeak.get().phoneme_clauses(rest, voice, _IPA, stop=_ends_sentence)
-        phonemes += [p for p, _ in clauses]
-        calls += 1
-    return phonemes, calls
+def sentence_at_a_time(text: str, voice: str) -> tuple[list[tuple[str, str]], int]:
+    """Every clause of the text, read a sentence per call; and the number of calls."""
+    runs = list(Espeak.get().clause_runs(text, voice, _IPA, stop=_ends_sentence))
+    return [clause for run in runs for clause in run], len(runs)
 
 
 @pytest.mark.parametrize("voice, text", [("en-us", " ".join(LINES)), *[("de", text) for text in GERMAN]])
 def test_reading_a_sentence_at_a_time_equals_one_pass(voice: str, text: str) -> None:
-    phonemes, calls = sentence_at_a_time(text, voice)
-    assert phonemes == one_pass(text, voice)
+    clauses, calls = sentence_at_a_time(text, voice)
+    assert clauses == one_pass(text, voice)
     assert calls == len(list(ipa_sentences_with_text(text, voice)))
 
 
@@ -79,7 +77,7 @@ def test_any_text_leaves_nothing_behind_for_the_next_one(pieces: list[str], voic
     phonemes, and reading a sentence at a time still equals one pass."""
     text, probe = "".join(pieces), "Nothing else is read here, said the probe."
     before = one_pass(probe, "en-us")
-    Espeak.get().phoneme_clauses(text, voice, _IPA, stop=_ends_sentence)
+    next(Espeak.get().clause_runs(text, voice, _IPA, stop=_ends_sentence))  # a read that stops early
     assert one_pass(probe, "en-us") == before
     one_pass(text, voice)
     assert one_pass(probe, "en-us") == before
@@ -89,16 +87,16 @@ def test_any_text_leaves_nothing_behind_for_the_next_one(pieces: list[str], voic
 
 
 def test_the_first_sentence_is_read_alone_however_long_the_text(monkeypatch: pytest.MonkeyPatch) -> None:
-    espeak, calls = Espeak.get(), []
-    real = espeak.phoneme_clauses
+    espeak, reads = Espeak.get(), []
+    real = espeak._clause_run
 
-    def spy(*args: object, **kwargs: object) -> tuple[list[tuple[str, str]], str]:
-        calls.append(real(*args, **kwargs))  # type: ignore[arg-type]
-        return calls[-1]
+    def spy(*args: Any) -> tuple[list[tuple[str, str]], int]:
+        reads.append(real(*args))
+        return reads[-1]
 
     text = " ".join(LINES * 20)
-    monkeypatch.setattr(espeak, "phoneme_clauses", spy)
+    monkeypatch.setattr(espeak, "_clause_run", spy)
     first_text, _ = next(ipa_sentences_with_text(text, "en-us"))
-    ((clauses, rest),) = calls  # one call, which read the first sentence's clauses and left the rest
-    assert first_text == LINES[0].strip() and text.startswith(LINES[0]) and text.endswith(rest)
-    assert len(rest) > len(text) - 2 * len(LINES[0])
+    ((clauses, offset),) = reads  # one read, which stopped after the first sentence
+    assert first_text == LINES[0].strip() == "".join(own for _, own in clauses).strip()
+    assert offset == len("".join(own for _, own in clauses).encode())  # where the second sentence starts

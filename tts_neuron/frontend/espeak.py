@@ -16,7 +16,7 @@ import ctypes
 import re
 import threading
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,6 +90,14 @@ _MARKS = "\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f"
 _NON_WORD_RUN = re.compile(rf"((?:[^\w{_MARKS}]|_)+)")
 """Spaces and punctuation; "_" among them, as libespeak-ng reads it as a space, but not combining marks,
 which it reads as letters."""
+
+
+def _char_start(data: bytes, end: int) -> int:
+    """The offset of the first byte of the UTF-8 character that ends at byte `end` of `data`."""
+    start = end - 1
+    while start > 0 and data[start] & 0xC0 == 0x80:  # a continuation byte
+        start -= 1
+    return start
 
 
 def bound_text(text: str) -> str:
@@ -228,37 +236,50 @@ class Espeak:
                 raise EspeakError(f"espeak-ng has no voice '{voice}'")
             self._voice = voice
 
-    def phoneme_clauses(
+    def clause_runs(
         self, text: str, voice: str, mode: int, stop: Callable[[str], bool] | None = None
-    ) -> tuple[list[tuple[str, str]], str]:
+    ) -> Iterator[list[tuple[str, str]]]:
         """espeak-ng's transcription of `text` (bounded first) in `voice`, clause by clause, as
-        espeak_TextToPhonemes gives it with `mode` (IPA, ties, ...): each clause's phonemes and the text it
-        read for it, and the text left unread. espeak-ng reads one character past a clause's end (the next
-        clause's first), so each clause's text but the last ends with that character.
+        espeak_TextToPhonemes gives it with `mode` (IPA, ties, ...): each clause's phonemes and its own text
+        (from its first character to the next clause's first).
 
-        With `stop`, reading ends after the first clause whose text `stop` accepts: the text left then
-        starts at the character read past that clause, which espeak-ng keeps but the next read clears
-        first (`_clear_carried_state`), so reading the rest next gives what one pass would. A text can so be
-        read a sentence at a time, each in one locked call, and its first sentence costs the same however
-        long the text is."""
-        bounded = bound_text(text)
-        data = ctypes.create_string_buffer(bounded.encode("utf-8"))
-        base = ctypes.addressof(data)
-        clauses, read_bytes = [], len(data.value)
+        Without `stop`, one run holds every clause. With it, a run ends after a clause whose text `stop`
+        accepts (a sentence's end), and each run is read in its own locked call, from the character
+        espeak-ng read past the run before (which it keeps, and each call clears first), so the runs give
+        what one pass would, the first run costs the same however long the text, and other callers use
+        espeak-ng in between."""
+        raw = bound_text(text).encode("utf-8").split(b"\0", 1)[0]  # espeak-ng stops at a NUL
+        data, offset = ctypes.create_string_buffer(raw), 0
+        while offset < len(raw):
+            run, offset = self._clause_run(data, raw, offset, voice, mode, stop)
+            yield run
+
+    def _clause_run(
+        self,
+        data: ctypes.Array[ctypes.c_char],
+        raw: bytes,
+        offset: int,
+        voice: str,
+        mode: int,
+        stop: Callable[[str], bool] | None,
+    ) -> tuple[list[tuple[str, str]], int]:
+        """The clauses read from byte `offset` of `raw` (held in `data`) up to the first that `stop`
+        accepts, and the byte offset of the clause after them (len(raw) at the text's end)."""
+        base, start, clauses = ctypes.addressof(data), offset, []
         with self._lock:
             self._set_voice(voice)
             self._clear_carried_state(mode)
-            pointer = ctypes.c_void_p(base)
+            pointer = ctypes.c_void_p(base + offset)
             while pointer.value:
-                start = pointer.value - base
                 phonemes = self._lib.espeak_TextToPhonemes(ctypes.byref(pointer), _CHARS_UTF8, mode) or b""
-                end = pointer.value - base if pointer.value else len(data.value)
-                read = data.raw[start:end].decode("utf-8", "ignore")
-                clauses.append((phonemes.decode("utf-8", "replace"), read))
-                if pointer.value and stop is not None and stop(read):
-                    read_bytes = end - len(read[-1:].encode("utf-8"))  # the character read past the end
+                # the next clause starts at the character espeak-ng read past this one's end
+                end = _char_start(raw, pointer.value - base) if pointer.value else len(raw)
+                own = raw[offset:end].decode("utf-8", "ignore")
+                clauses.append((phonemes.decode("utf-8", "replace"), own))
+                offset = end
+                if pointer.value and stop is not None and end > start and stop(own):
                     break
-        return clauses, data.value[read_bytes:].decode("utf-8", "ignore")
+        return clauses, offset
 
     def _clear_carried_state(self, mode: int) -> None:
         """Clear what libespeak-ng keeps from its last call for the next one, whatever text that reads: the

@@ -78,8 +78,8 @@ def misaki_symbols(ipa: str, british: bool) -> str:
 
 def espeak_ipa(text: str, voice: str) -> str:
     """espeak-ng's IPA of a run of text without punctuation, words separated by spaces, ties as `^`."""
-    clauses, _ = Espeak.get().phoneme_clauses(text, voice, _IPA_WITH_TIES)
-    return " ".join(clause for clause in (phonemes.strip() for phonemes, _ in clauses) if clause)
+    runs = Espeak.get().clause_runs(text, voice, _IPA_WITH_TIES)
+    return " ".join(clause for run in runs for clause in (phonemes.strip() for phonemes, _ in run) if clause)
 
 
 def kokoro_phonemes(text: str, language: str = "en-us") -> str:

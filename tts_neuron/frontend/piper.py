@@ -34,7 +34,7 @@ _IPA = 0x02  # espeakPHONEMES_IPA
 _SENTENCE_END = ".!?"
 _CLAUSE_MARK = ",:;"
 _CLAUSE_END = _CLAUSE_MARK + _SENTENCE_END
-_TERMINATOR = re.compile(r"([,:;.!?])[^\w,:;.!?]*\w?$")
+_TERMINATOR = re.compile(r"([,:;.!?])[^\w,:;.!?]*$")
 _LANGUAGE_SWITCH = re.compile(r"\([^)]+\)")  # "(en)" ... "(de)" around words of another language
 
 
@@ -55,40 +55,33 @@ def ipa_sentences_with_text(
     the first sentence comes as soon as it is read however long the text, and other streams' calls go in
     between. The phonemes are those of one pass over the whole text (the tests compare with Piper's
     phonemizer, which reads it in one pass)."""
-    rest, first = text, first_clause_apart
-    while rest:
-        read, rest = Espeak.get().phoneme_clauses(rest, voice, _IPA, stop=_ends_sentence)
-        clauses = _sentence_clauses(read, read_past_end=bool(rest))
+    first = first_clause_apart
+    for run in Espeak.get().clause_runs(text, voice, _IPA, stop=_ends_sentence):
+        clauses = [_clause(phonemes, own) for phonemes, own in run]
         for part in _first_clause_apart(clauses) if first else [clauses]:
             yield " ".join("".join(own for _, own in part).split()), [p for ps, _ in part for p in ps]
         first = False
 
 
-def _ends_sentence(read: str) -> bool:
-    """Whether a clause espeak-ng read ends a sentence: its terminator (the last clause mark followed by
-    nothing but spaces, quotes or brackets and the one character of the next clause that espeak-ng read)
-    is `.` `!` or `?`."""
-    mark = _TERMINATOR.search(read)
-    return bool(mark) and mark.group(1) in _SENTENCE_END
+def _terminator(own: str) -> str:
+    """A clause's terminator: its last clause mark, followed by nothing but spaces, quotes or brackets."""
+    mark = _TERMINATOR.search(own)
+    return mark.group(1) if mark else ""
 
 
-def _sentence_clauses(read: list[tuple[str, str]], read_past_end: bool) -> list[tuple[list[str], str]]:
-    """One sentence's clauses as espeak-ng read them: each clause's phonemes (language switches dropped,
-    its terminator kept, a space after `,` `:` `;`) and its own text. Each clause's text but the last ends
-    with the next clause's first character (and so does the last one, `read_past_end`), which is moved to
-    the clause it belongs to or, at the end, left to the next sentence."""
-    clauses, carry = [], ""
-    for index, (phonemes, segment) in enumerate(read):
-        past_end = read_past_end or index < len(read) - 1
-        mark = _TERMINATOR.search(segment)
-        terminator = mark.group(1) if mark else ""
-        own = carry + (segment[:-1] if past_end else segment)
-        carry = segment[-1:] if past_end else ""
-        phonemes = _LANGUAGE_SWITCH.sub("", phonemes) + terminator
-        if terminator and terminator in _CLAUSE_MARK:
-            phonemes += " "
-        clauses.append((list(unicodedata.normalize("NFD", phonemes)), own))
-    return clauses
+def _ends_sentence(own: str) -> bool:
+    terminator = _terminator(own)
+    return bool(terminator) and terminator in _SENTENCE_END
+
+
+def _clause(phonemes: str, own: str) -> tuple[list[str], str]:
+    """A clause's phonemes (language switches dropped, its terminator kept, a space after `,` `:` `;`) as
+    NFD codepoints, and its own text."""
+    terminator = _terminator(own)
+    phonemes = _LANGUAGE_SWITCH.sub("", phonemes) + terminator
+    if terminator and terminator in _CLAUSE_MARK:
+        phonemes += " "
+    return list(unicodedata.normalize("NFD", phonemes)), own
 
 
 def _first_clause_apart(clauses: list[tuple[list[str], str]]) -> list[list[tuple[list[str], str]]]:
