@@ -14,7 +14,8 @@ each:
 
 - ours: time to the first audio chunk of the sentence spoken as a text's first (small windows for early
   audio; only that chunk is made), then the time to speak the whole sentence as the voice speaks it after
-  the sentence before (full windows from the start: that sentence's audio plays meanwhile). The stack:
+  the sentence before (full windows from the start, growing past it: that sentence's audio plays
+  meanwhile). The stack:
   encoder, Piper's durations, flow and HiFi-GAN in windows;
 - Piper's: one `InferenceSession.run` per sentence, as Piper speaks; its first audio is its total.
 
@@ -22,9 +23,10 @@ Frontend time is left out of both; each side's minor page faults and system time
 first audio of texts (three lines of the file each, one per line, interleaved): ours is
 `voice.stream(text)`'s first chunk, frontend included (the first sentence is cut after its first long
 enough clause, as the frontend does for every text); Piper's is one run on the text's first whole
-sentence, frontend left out. Run it on a quiet machine: figures taken while other work shares the cores
-are noise. `TTS_NEURON_MALLOC=system` runs ours with glibc's default allocator settings
-(tts_neuron.allocator). Writes `results.json` and `results.md` to `--out`.
+sentence, frontend left out. Last, our first audio of single texts of 1, 10, 100 and 400 lines (the
+file's lines cycled): it should not grow with the text. Run it on a quiet machine: figures taken while
+other work shares the cores are noise. `TTS_NEURON_MALLOC=system` runs ours with glibc's default
+allocator settings (tts_neuron.allocator). Writes `results.json` and `results.md` to `--out`.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ MEDIUM = {
     "upsample_kernel_sizes": (16, 16, 8),
 }
 """Piper's "medium" generator (`piper.train.vits`'s defaults)."""
+TEXT_LINES = (1, 10, 100, 400)
+"""Lengths, in lines of the file (cycled), of the texts whose first audio is timed by length."""
 
 
 def fixture_voice(folder: Path, generator: dict[str, Any] = MEDIUM, hidden: int = 192) -> Path:
@@ -113,7 +117,7 @@ def compare(
 
     def ours(index: int) -> tuple[float, float, int]:
         """First audio of the sentence as a text's first (small windows; its first chunk only), then the
-        whole sentence as the voice speaks it after the one before (full windows from the start)."""
+        whole sentence as the voice speaks it after the one before (full windows from the start, growing)."""
         started = time.perf_counter()
         first_only = {**call.sentence(index), CONTINUES: torch.tensor(False)}
         next(iter(voice.sentence_chunks(sentences[index], settings=first_only)))
@@ -172,6 +176,10 @@ def compare(
     for text in texts:
         text_first["tts_neuron_addon"].append(ours_text(text))
         text_first["piper_onnxruntime"].append(piper(whole_sentences(text)[0].tokens)[0])
+    by_length = {}  # ours only: Piper's first audio is one run on the first sentence, whatever follows it
+    for n_lines in TEXT_LINES:
+        text = " ".join(lines[i % len(lines)] for i in range(n_lines))
+        by_length[n_lines] = round(1000 * statistics.median(ours_text(text) for _ in range(7)), 1)
     return {
         "voice": onnx_path.name,
         "sentences": len(tokens),
@@ -179,6 +187,7 @@ def compare(
         "texts": len(texts),
         "audio_seconds": round(audio_seconds, 2),
         "threads": threads,
+        "text_first_audio_p50_ms_by_lines": by_length,
         "settings": {k: v for k, v in settings.items() if k != "seed"},
         "malloc": "held" if hold_freed_memory() else "system",
         "host": {
@@ -225,6 +234,13 @@ def markdown(result: dict[str, Any]) -> str:
             f"{row['text_first_audio_p50_ms']} ms | {row['text_first_audio_p90_ms']} ms | "
             f"{row['minor_faults']} | {row['system_s']} s |"
         )
+    by_length = result["text_first_audio_p50_ms_by_lines"]
+    lines += [
+        "",
+        "Our first audio of one text of N lines (p50 of 7, frontend included): "
+        + ", ".join(f"{n} lines {ms} ms" for n, ms in by_length.items())
+        + ".",
+    ]
     return "\n".join(lines) + "\n"
 
 

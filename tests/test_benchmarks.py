@@ -208,3 +208,16 @@ def test_conv_layout_compares_both_forms_of_every_convolutional_network() -> Non
     names = [row.split(" | ")[1] for row in rows]
     assert names == ["text_encoder", "duration_predictor", "decoder", "vocoder"]
     assert all(float(row.rstrip(" |").rsplit("| ", 1)[1]) > 0 for row in rows)
+
+
+def test_window_growth_times_both_schedules_and_they_agree() -> None:
+    """One round of two sentences: the held and grown windows both spoken (the script raises where their
+    audio differs), and the module's growth put back."""
+    from window_growth import compare
+
+    from tts_neuron.blocks import acoustic
+    from tts_neuron.blocks.windows import CONTINUING_GROWTH
+
+    ((held, grown),) = compare(Path(__file__).resolve().parent.parent / "addons" / "fastspeech-en", 2, 1, 1)
+    assert held > 0 and grown > 0
+    assert acoustic.CONTINUING_GROWTH == CONTINUING_GROWTH

@@ -22,9 +22,9 @@ CONTINUING_GROWTH = 4
 """A windowed block on dynamic shapes lets a continuing sentence's windows (CONTINUES: a direct run's
 sentence after its first) start at their full core and keep doubling to this many times it: 512 frames
 for a core of 128, so most sentences take one or two windows and recompute little context (Piper's
-medium voice: 0.84-0.91x the time of 128-frame windows, docs/importing.md). Doubling is the schedule a
-text's first sentence already keeps in real time; the bound keeps a window's activations to tens of
-megabytes."""
+medium voice in 0.92 to 1.0x the time of 128-frame windows, fastspeech-en in 0.89x:
+benchmarks/window_growth.py). Doubling is the schedule a text's first sentence already keeps in real
+time; the bound keeps a window's activations to tens of megabytes."""
 
 
 @dataclass(frozen=True)
