@@ -68,6 +68,13 @@ def test_layout_sentences_and_words() -> None:
         frontend.sentences('<speak>One.<break time="500ms"/><prosody rate="2">Two.</prosody></speak>')
     )
     assert [(s.pause_after, s.rate) for s in ssml] == [(0.5, 1.0), (0.0, 2.0)]
+    several = list(frontend.sentences('<speak>One. Two. Three.<break time="300ms"/>Four.</speak>'))
+    assert [(s.text, s.pause_after) for s in several] == [
+        ("One.", 0),
+        ("Two.", 0),
+        ("Three.", 0.3),
+        ("Four.", 0),
+    ]
 
 
 @pytest.mark.parametrize("voice", sorted(SENTENCES))
