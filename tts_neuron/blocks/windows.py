@@ -24,7 +24,8 @@ sentence after its first) start at their full core and keep doubling to this man
 for a core of 128, so most sentences take one or two windows and recompute little context (Piper's
 medium voice in 0.92 to 1.0x the time of 128-frame windows, fastspeech-en in 0.89x:
 benchmarks/window_growth.py). Doubling is the schedule a text's first sentence already keeps in real
-time; the bound keeps a window's activations to tens of megabytes."""
+time. The price is memory: a Piper medium voice's direct run of a 12-sentence text peaked at 714 MB
+resident against 583 MB with windows held (HiFi-GAN's activations at 560 frames; ad hoc)."""
 
 
 @dataclass(frozen=True)
