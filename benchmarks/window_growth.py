@@ -5,11 +5,11 @@ alternating sentence by sentence in one process, freed memory held as `tts_neuro
 
 `--piper` adds the perturbed medium Piper voice that benchmarks/piper_compare.py builds (the `piper`
 extra), imported into a temporary folder. Each sentence of benchmarks/hard_sentences.txt (the addon's
-own frontend, each line read as a text, seeded) is
-spoken as a direct run speaks a call's later sentences (the CONTINUES feature: windows start at their
-full core), once with `Decoder`/`Vocoder` windows doubling up to CONTINUING_GROWTH times that core and
-once held at it; the order flips each sentence. Both must give the same audio within 1e-4. A ratio below
-1 says growth is faster on this host (docs/importing.md, "Benchmark").
+own frontend, each line read as a text, seeded) is spoken as a direct run speaks a call's later
+sentences (the CONTINUES feature: windows start at their full core), once with `Decoder`/`Vocoder`
+windows doubling up to CONTINUING_GROWTH times that core and once held at it; the order flips each
+sentence. Both must give the same audio within 1e-4. A ratio below 1 says growth is faster on this host
+(docs/importing.md, "Benchmark").
 """
 
 from __future__ import annotations
