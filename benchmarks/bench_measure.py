@@ -1,5 +1,6 @@
 """Timing and memory primitives of the benchmark: one stream timed chunk by chunk, time to first audio
-alone, concurrent streams on threads, percentiles, and the peak resident memory of one measurement."""
+alone, concurrent streams on threads, percentiles, and the peak resident memory of one measurement; and
+what the benchmarks share besides: the host's CPU model and the hard sentences."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import contextlib
 import ctypes
 import gc
 import math
+import platform
 import re
 import resource
 import statistics
@@ -22,6 +24,29 @@ import numpy as np
 
 Stream = Callable[[str], Iterator[np.ndarray]]
 """Text in, float32 audio chunks out, each as soon as it is ready (`Voice.stream` and our peers)."""
+
+
+HARD_SENTENCES = Path(__file__).resolve().parent / "hard_sentences.txt"
+
+
+def read_hard_sentences(path: Path = HARD_SENTENCES) -> list[tuple[str, str]]:
+    """(category, sentence) for every sentence line; '## name' lines start a category."""
+    category, sentences = "uncategorised", []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line.startswith("## "):
+            category = line[3:].strip()
+        elif line and not line.startswith("#"):
+            sentences.append((category, line))
+    return sentences
+
+
+def cpu_model() -> str:
+    """The CPU's model name where Linux says it (figures depend on it more than on anything else)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.processor() or platform.machine()
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -12,25 +12,17 @@ form is decided by these figures (docs/importing.md, "Benchmark").
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
+from bench_measure import cpu_model
 
 from tts_neuron.addon import load_addon
 from tts_neuron.allocator import hold_freed_memory
 from tts_neuron.models import channels_last
 from tts_neuron.models.protocols import CompilableNetwork
-
-
-def cpu_model() -> str:
-    """The CPU's model name where Linux says it (the figures depend on it more than on anything else)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return names[0] if names else platform.processor() or platform.machine()
 
 
 def inputs(network: CompilableNetwork, length: int, batch: int) -> tuple[torch.Tensor, ...]:

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from bench_measure import HARD_SENTENCES, read_hard_sentences
 from intelligibility import (
     Sentence,
     bootstrap_ci,
@@ -48,7 +49,6 @@ from tts_neuron.frontend.espeak import Espeak
 from tts_neuron.frontend.normalize import normalize
 
 REPO = Path(__file__).resolve().parent.parent
-HARD_SENTENCES = REPO / "benchmarks" / "hard_sentences.txt"
 ESPEAK = "espeak-ng"
 TRUNCATED_BELOW = 0.6
 """A voice's audio shorter than this fraction of espeak-ng's is counted as truncated."""
@@ -56,18 +56,6 @@ OVERLONG_ABOVE = 1.6
 """Longer than this multiple of espeak-ng's is counted as stuck or repeating."""
 SKIP_WORDS = 2
 """A sentence counts as having skipped words when the voice deletes this many more than espeak-ng."""
-
-
-def read_hard_sentences(path: Path) -> list[tuple[str, str]]:
-    """(category, sentence) for every sentence line; '## name' lines start a category."""
-    category, sentences = "uncategorised", []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if line.startswith("## "):
-            category = line[3:].strip()
-        elif line and not line.startswith("#"):
-            sentences.append((category, line))
-    return sentences
 
 
 @dataclass(frozen=True)

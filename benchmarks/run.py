@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 from bench_backends import Config, addon_configs
-from bench_measure import PeakRss, first_audio_s, run_concurrent, run_stream, summarise
+from bench_measure import PeakRss, cpu_model, first_audio_s, run_concurrent, run_stream, summarise
 from bench_report import add_naive_speedups, write_markdown, write_plots
 from tqdm import tqdm
 
@@ -106,11 +106,8 @@ def machine_info(threads: int, rss_method: str) -> dict[str, Any]:
         ort_version = onnxruntime.__version__
     except ImportError:
         ort_version = None
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
-    models = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
     return {
-        "cpu": models[0] if models else platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "torch_threads": threads,

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from bench_measure import percentile
+from bench_measure import cpu_model, percentile, read_hard_sentences
 from prometheus_client.parser import text_string_to_metric_families
 
 from tts_neuron.engine import usable_cores
@@ -65,9 +65,7 @@ def texts(kind: str) -> list[str]:
 
         n = len(PARAGRAPH)
         return [" ".join(PARAGRAPH[(i + j) % n] for j in range(SENTENCES_PER_TEXT)) for i in range(n)]
-    from robustness import HARD_SENTENCES, read_hard_sentences
-
-    return [sentence for _, sentence in read_hard_sentences(HARD_SENTENCES)]
+    return [sentence for _, sentence in read_hard_sentences()]
 
 
 def deal(k: int, sentences: Sequence[str], voices: Sequence[str]) -> tuple[str, str]:
@@ -477,10 +475,8 @@ def next_probe(records: Sequence[dict[str, Any]]) -> int | None:
 
 def machine() -> dict[str, Any]:
     """What the figures were measured on, and how busy it was when the run began."""
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.MULTILINE)
     return {
-        "cpu": model.group(1).strip() if model else platform.processor(),
+        "cpu": cpu_model(),
         "cores": usable_cores(),
         "platform": platform.platform(),
         "python": platform.python_version(),

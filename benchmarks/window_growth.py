@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_measure import cpu_model, read_hard_sentences
 
 import tts_neuron
 import tts_neuron.blocks.acoustic as acoustic
@@ -29,15 +30,10 @@ from tts_neuron.blocks.windows import CONTINUING_GROWTH
 from tts_neuron.frontend import Sentence
 from tts_neuron.voice import Voice
 
-TEXT = Path(__file__).resolve().parent / "hard_sentences.txt"
-
 
 def sentences(voice: Voice, count: int) -> list[Sentence]:
-    lines = [
-        line for line in TEXT.read_text("utf-8").splitlines() if line.strip() and not line.startswith("#")
-    ]
     found: list[Sentence] = []
-    for line in lines:
+    for _, line in read_hard_sentences():
         found += voice.frontend.sentences(line)
     return found[:count]
 
@@ -84,8 +80,6 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    from conv_layout import cpu_model
-
     print(f"{cpu_model()}, torch {torch.__version__}, {args.threads} thread(s), growth x{CONTINUING_GROWTH}")
     print("\n| addon | round | windows held | windows grown | ratio |\n|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
