@@ -1,5 +1,5 @@
-"""The CPU form of convolution-heavy networks (channels-last convolutions; the VITS generator's last stage in
-tiles) equals the plain network, shares its parameters and leaves the original as it was."""
+"""Channels-last convolutions (the CPU form of convolution-heavy networks) equal the plain ones, share their
+parameters and leave the original network as it was."""
 
 from __future__ import annotations
 
@@ -93,29 +93,3 @@ def test_the_vits_generator_runs_channels_last_on_cpu_and_gives_the_same_audio()
             torch.testing.assert_close(fast(z, mask), generator(z, mask), atol=1e-5, rtol=1e-4)
     flow = VitsFlow(inter_channels=8, hidden_channels=8)
     assert cpu_form(flow) is flow
-
-
-@settings(max_examples=25, deadline=None)
-@given(
-    kind=st.sampled_from(["1", "2"]),
-    rates=st.sampled_from([[4, 4], [2, 4, 2], [4, 2]]),
-    frames=st.integers(1, 90),
-    batch=st.integers(1, 3),
-    tile_bytes=st.sampled_from([1, 2048, 20_000]),
-)
-def test_the_generator_s_last_stage_in_tiles_gives_the_same_audio(
-    kind: str, rates: list[int], frames: int, batch: int, tile_bytes: int
-) -> None:
-    """Tiles as small as the rule allows (8 halos) and larger, cut anywhere in a window: every sample equals
-    the whole stage's, at both edges of the window too (its zero padding is the window's own)."""
-    torch.manual_seed(frames)
-    generator = VitsGenerator(
-        inter_channels=8, resblock=kind, resblock_kernel_sizes=[3, 7], resblock_dilation_sizes=[[1, 3], [2, 5]],
-        upsample_rates=rates, upsample_initial_channel=16, upsample_kernel_sizes=[2 * r for r in rates],
-    )  # fmt: skip
-    tiled = cpu_form(generator)
-    tiled.dec.tile_bytes = tile_bytes
-    assert generator.dec.tile_bytes == 0  # the setting is the CPU form's alone
-    z, mask = torch.randn(batch, frames, 8), torch.ones(batch, frames)
-    with torch.no_grad():
-        torch.testing.assert_close(tiled(z, mask), generator(z, mask), atol=1e-5, rtol=1e-4)

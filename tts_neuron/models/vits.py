@@ -28,8 +28,6 @@ from torch.nn import functional as F
 from tts_neuron.models import ChannelNorm, channels_last
 
 LRELU_SLOPE = 0.1
-CPU_TILE_BYTES = 1 << 20
-"""The generator's last-stage tiles on a CPU: activations of at most 1 MiB (a core's L2 is 0.5-2 MiB)."""
 SPLINE_BINS = 10
 SPLINE_TAIL = 5.0
 MIN_BIN = 1e-3
@@ -421,15 +419,6 @@ class Generator(nn.Module):
         self.receptive_radius = generator_radius(
             resblock, resblock_kernel_sizes, resblock_dilation_sizes, upsample_rates, upsample_kernel_sizes
         )
-        self.last_width = ch // 2 ** len(upsample_rates)
-        reach = _resblock_reach(resblock, resblock_kernel_sizes, resblock_dilation_sizes) + 3  # and conv_post
-        self.last_halo = math.ceil((reach + upsample_kernel_sizes[-1]) / upsample_rates[-1])
-        """Input samples each side that the last stage's output samples at one input sample depend on (its
-        transposed convolution, widest residual block and conv_post), an upper bound."""
-        self.tile_bytes = 0
-        """When set (the CPU form, unmasked), the last stage runs over time tiles whose activations are at
-        most this many bytes each, so they stay in cache instead of streaming megabytes through memory at
-        every elementwise layer; 0 runs it whole (compiled graphs, accelerators)."""
 
     def forward(
         self, x: torch.Tensor, g: torch.Tensor | None, mask: torch.Tensor | None = None
@@ -439,41 +428,13 @@ class Generator(nn.Module):
         if g is not None:
             x = x + self.cond(g)
         x, rate = _masked(x, mask), 1
-        for i in range(len(self.ups) - 1):
+        for i, up in enumerate(self.ups):
             rate *= self.rates[i]
-            x = self._stage(i, x, None if mask is None else _upsampled_mask(mask, rate))
-        if mask is not None or not self.tile_bytes:
-            return self._last_stage(x, None if mask is None else _upsampled_mask(mask, rate * self.rates[-1]))
-        return self._last_stage_in_tiles(x)
-
-    def _stage(self, i: int, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        # x: [B, C, S] -> [B, C / 2, S * rates[i]]; mask at the output's rate
-        x = _masked(self.ups[i](F.leaky_relu(x, LRELU_SLOPE)), mask)
-        blocks = self.resblocks[i * self.n_kernels : (i + 1) * self.n_kernels]
-        return sum((block(x, mask) for block in blocks), torch.zeros_like(x)) / self.n_kernels
-
-    def _last_stage(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        # x: [B, C, S] -> audio [B, 1, S * rates[-1]]
-        x = self._stage(len(self.ups) - 1, x, mask)
+            m = None if mask is None else _upsampled_mask(mask, rate)
+            x = _masked(up(F.leaky_relu(x, LRELU_SLOPE)), m)
+            blocks = self.resblocks[i * self.n_kernels : (i + 1) * self.n_kernels]
+            x = sum((block(x, m) for block in blocks), torch.zeros_like(x)) / self.n_kernels
         return torch.tanh(self.conv_post(F.leaky_relu(x)))  # the last activation uses slope 0.01
-
-    def _last_stage_in_tiles(self, x: torch.Tensor) -> torch.Tensor:
-        """The last stage over tiles of its input with `last_halo` samples of context each side, cut to
-        their cores: the same audio, made from activations small enough to stay in cache."""
-        # x: [B, C, S] -> audio [B, 1, S * rates[-1]]
-        batch, _, length = x.shape
-        rate, halo = self.rates[-1], self.last_halo
-        per_sample = x.element_size() * batch * self.last_width * rate  # bytes of one activation per input sample
-        tile = max(self.tile_bytes // per_sample, 8 * halo)  # so that context adds at most a quarter
-        if length <= tile + 2 * halo:
-            return self._last_stage(x, None)
-        pieces = []
-        for start in range(0, length, tile):
-            end = min(start + tile, length)
-            first, last = max(start - halo, 0), min(end + halo, length)
-            audio = self._last_stage(x[..., first:last], None)  # [B, 1, (last - first) * rate]
-            pieces.append(audio[..., (start - first) * rate : (end - first) * rate])
-        return torch.cat(pieces, -1)
 
 
 def generator_radius(
@@ -490,17 +451,13 @@ def generator_radius(
     for u, k in zip(rates, up_kernels, strict=True):
         frames += math.ceil(k / (2 * u) + 0.5) / rate
         rate *= u
-        frames += _resblock_reach(resblock, kernel_sizes, dilations) / rate
+        reach = max(
+            sum(d * (ks - 1) // 2 + ((ks - 1) // 2 if resblock == "1" else 0) for d in ds)
+            for ks, ds in zip(kernel_sizes, dilations, strict=True)
+        )
+        frames += reach / rate
     frames += 3 / rate  # conv_post: kernel 7
     return math.ceil(frames)
-
-
-def _resblock_reach(resblock: str, kernel_sizes: list[int], dilations: list[list[int]]) -> int:
-    """Samples each side that the widest residual block of a stage reaches, at that stage's rate."""
-    return max(
-        sum(d * (ks - 1) // 2 + ((ks - 1) // 2 if resblock == "1" else 0) for d in ds)
-        for ks, ds in zip(kernel_sizes, dilations, strict=True)
-    )
 
 
 class Vits(nn.Module):
@@ -650,12 +607,8 @@ class VitsGenerator(_Speakers):
         return twin
 
     def cpu_form(self) -> nn.Module:
-        """Channels-last convolutions and a last stage in cache-sized tiles, each faster on a CPU
-        (docs/importing.md, "Benchmark")."""
-        twin = channels_last(self)
-        twin.dec = copy.copy(twin.dec)  # the setting is the twin's alone, never the original's
-        twin.dec.tile_bytes = CPU_TILE_BYTES
-        return twin
+        """Channels-last convolutions: 1.2-1.8x faster on CPU (docs/importing.md, "Benchmark")."""
+        return channels_last(self)
 
     def forward(
         self, z: torch.Tensor, frame_mask: torch.Tensor, speaker: torch.Tensor | None = None
