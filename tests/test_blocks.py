@@ -25,7 +25,7 @@ from tts_neuron.blocks.base import (
 from tts_neuron.blocks.buffer import FrameBuffer
 from tts_neuron.blocks.fixed import PaddedGriffinLim
 from tts_neuron.blocks.vocoder import GriffinLimVocoder
-from tts_neuron.blocks.windows import CONTINUING_GROWTH
+from tts_neuron.blocks.windows import CONTINUING_GROWTH, windows
 from tts_neuron.errors import StackError
 from tts_neuron.models.fastspeech import MelDecoder
 
@@ -141,6 +141,49 @@ def test_windows_of_a_continuing_sentence_start_full_and_grow_past_it(
     assert len(chunks[-1].data) <= size
     with torch.inference_mode():
         offline = net(frames[None], torch.ones(1, length))[0]
+    torch.testing.assert_close(out, offline, rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    length=st.integers(1, 200),
+    halo=st.integers(0, 12),
+    multiple=st.integers(1, 24),
+    arrivals=st.lists(st.integers(1, 40), min_size=1, max_size=4),
+    core=st.sampled_from([None, 8, 32]),
+)
+def test_windows_rounded_to_a_multiple_take_more_context_and_keep_their_cores(
+    length: int, halo: int, multiple: int, arrivals: list[int], core: int | None
+) -> None:
+    """Every window's length is a multiple where the utterance has the frames before it (else it starts at
+    the utterance's first frame), its context is at least the halo each side where the utterance allows,
+    its frames are the utterance's, and the cores tile the utterance."""
+    frames = torch.arange(length).unsqueeze(1).float()  # [T, 1]: each frame its own index
+    done = 0
+    for window in windows(split(frames, arrivals), halo, core, core and core // 4, multiple):
+        n = window.hi - window.lo
+        assert n % multiple == 0 or window.lo == 0
+        assert n - multiple < window.hi - max(0, window.start - halo)  # rounded up, never further
+        assert window.start - window.lo >= min(halo, window.start)
+        assert window.hi - window.stop == min(halo, length - window.stop)
+        assert torch.equal(window.frames[:, 0], torch.arange(window.lo, window.hi).float())
+        assert window.start == done
+        done = window.stop
+    assert done == length
+
+
+@settings(max_examples=30, deadline=None)
+@given(length=st.integers(1, 120), multiple=st.integers(1, 40), arrivals=st.integers(1, 30))
+def test_a_decoder_with_windows_rounded_to_any_multiple_equals_offline(
+    length: int, multiple: int, arrivals: int
+) -> None:
+    decoder = make_decoder()
+    frames = torch.randn(length, 4)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("tts_neuron.blocks.acoustic.DYNAMIC_MULTIPLE", multiple)
+        out, _ = joined(decoder.stream(split(frames, [arrivals]), {}))
+    with torch.inference_mode():
+        offline = decoder.network(frames[None], torch.ones(1, length))[0]
     torch.testing.assert_close(out, offline, rtol=1e-5, atol=1e-5)
 
 

@@ -30,6 +30,7 @@ from tts_neuron.blocks.context import BuildContext
 from tts_neuron.blocks.pieces import pause_ids, sentence_pieces
 from tts_neuron.blocks.windows import (
     CONTINUING_GROWTH,
+    DYNAMIC_MULTIPLE,
     Window,
     bucket_cores,
     core_chunk,
@@ -309,7 +310,8 @@ class Decoder(StreamableBlock):
         largest: int | None,
     ) -> Iterator[Chunk]:
         """Windows whose first core is `first` frames, then doubling up to `largest`."""
-        for window in windows(upstream, self.radius, largest, first):
+        multiple = DYNAMIC_MULTIPLE if self.table is None else 1  # a bucket is a shape already
+        for window in windows(upstream, self.radius, largest, first, multiple):
             if not len(window.frames):
                 yield empty_chunk(window, self.per_frame)
                 continue

@@ -27,10 +27,18 @@ benchmarks/window_growth.py). Doubling is the schedule a text's first sentence a
 time. The price is memory: a Piper medium voice's direct run of a 12-sentence text peaked at 714 MB
 resident against 583 MB with windows held (HiFi-GAN's activations at 560 frames; ad hoc)."""
 
+DYNAMIC_MULTIPLE = 16
+"""A windowed block on dynamic shapes rounds each window's length up to a multiple of this with more
+context on the left, where the utterance has it, so that its network meets a few shapes instead of one per
+sentence: oneDNN builds a convolution's kernels for each new shape (the imported Piper voice's
+channels-last HiFi-GAN ran a window 1.55x slower the first time its length was seen), and the engine
+batches only calls of one shape. More context never changes a core's output."""
+
 
 @dataclass(frozen=True)
 class Window:
-    """Frames [lo, hi) of an utterance: the core [start, stop) with its context."""
+    """Frames [lo, hi) of an utterance: the core [start, stop) with its context (at least `halo` frames
+    each side where the utterance has them; more on the left for a window rounded to a multiple)."""
 
     frames: torch.Tensor
     """[hi - lo, C]"""
@@ -58,14 +66,19 @@ class Window:
 
 
 def windows(
-    upstream: Iterator[Chunk], halo: int, core: int | None = None, first_core: int | None = None
+    upstream: Iterator[Chunk],
+    halo: int,
+    core: int | None = None,
+    first_core: int | None = None,
+    multiple: int = 1,
 ) -> Iterator[Window]:
     """Windows over the frames `upstream` delivers, each as soon as its core has its right context.
 
     `core=None`: every window takes all the frames that are ready (dynamic shapes). Otherwise a window
     waits for a full core, except at the end: `first_core` frames for the first one, then twice the one
     before, up to `core` (16, 32, 64, 128): the first audio comes early, and each next window is ready
-    before the audio so far has played out, even when the host is busy.
+    before the audio so far has played out, even when the host is busy. A window's length is rounded up
+    to a `multiple` with more context on the left where the utterance has it (DYNAMIC_MULTIPLE).
     """
     buffer, done = FrameBuffer(), 0
     size = first_core or core
@@ -83,10 +96,11 @@ def windows(
                 stop = min(done + size, ready)
             last = chunk.final and stop == buffer.end
             lo, hi = max(0, done - halo), min(buffer.end, stop + halo)
+            lo = max(0, hi - -(-(hi - lo) // multiple) * multiple)  # the length rounded up to a multiple
             yield Window(buffer.window(lo, hi), lo, done, stop, hi, halo, last)
             done = stop
             size = None if core is None or size is None else min(core, 2 * size)
-            buffer.drop_before(done - halo)
+            buffer.drop_before(done - halo - multiple + 1)
             if last:
                 return
 
