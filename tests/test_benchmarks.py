@@ -221,3 +221,16 @@ def test_window_growth_times_both_schedules_and_they_agree() -> None:
     ((held, grown),) = compare(Path(__file__).resolve().parent.parent / "addons" / "fastspeech-en", 2, 1, 1)
     assert held > 0 and grown > 0
     assert acoustic.CONTINUING_GROWTH == CONTINUING_GROWTH
+
+
+def test_window_shapes_runs_each_setting_in_its_own_process() -> None:
+    """Two sentences timed after one of warm-up, four child processes (exact, rounded, rounded, exact),
+    each speaking the same audio; the sentences are all different."""
+    from window_shapes import ORDER, compare, word_salad
+
+    salad = word_salad(50)
+    assert len(set(salad)) == 50 and all(6 <= len(s.split()) <= 30 for s in salad)
+    results = compare(Path(__file__).resolve().parent.parent / "addons" / "fastspeech-en", 1, 2, 1)
+    assert [multiple for multiple, _ in results] == list(ORDER)
+    assert all(row["seconds"] > 0 and row["refused"] == 0 for _, row in results)
+    assert len({row["audio_seconds"] for _, row in results}) == 1
