@@ -31,7 +31,7 @@ DYNAMIC_MULTIPLE = 16
 """A windowed block on dynamic shapes rounds each window's length up to a multiple of this with more
 context on the left, where the utterance has it, so that its network meets a few shapes instead of one per
 sentence: oneDNN builds a convolution's kernels for each new shape (the imported Piper voice's
-channels-last HiFi-GAN ran a window 1.55x slower the first time its length was seen), and the engine
+channels-last HiFi-GAN ran a window 1.6x slower the first time its length was seen), and the engine
 batches only calls of one shape. More context never changes a core's output."""
 
 
