@@ -28,11 +28,16 @@ demo: setup
 	$(VENV)/bin/tts-neuron synthesize --addon $(ADDON) --text "$(DEMO_TEXT)" --out demo.wav --timings
 	@echo "wrote demo.wav"
 
+# One test worker per core (pytest-xdist), a test file per worker at a time, so that module fixtures
+# (compiled addons, loaded voices, a Ray instance) are built once; most tests hold one core.
+TEST_WORKERS ?= auto
+PYTEST := -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+
 test: setup
-	$(PY) -m pytest -q
+	$(PY) $(PYTEST)
 
 test-all: setup browser
-	$(PY) -m pytest -q -m ""
+	$(PY) $(PYTEST) -m ""
 
 # The torch an inf2 host has (the Neuron SDK's torch-xla line pins 2.9), on CPU, in a second venv: the
 # fixed-shape, check, voice, channels-last and hardware-kit tests. The CPU index's build first (small);
@@ -53,7 +58,7 @@ $(VENV29)/.installed: pyproject.toml
 	touch $@
 
 test-torch29: $(VENV29)/.installed
-	$(VENV29)/bin/python -m pytest -q -p no:cacheprovider $(TORCH29_TESTS)
+	$(VENV29)/bin/python $(PYTEST) -p no:cacheprovider $(TORCH29_TESTS)
 
 # The hardware test kit (tests/hardware, docs/fixed-shapes.md): every test marked neuron (cuda) with a
 # line each and the figures, recorded in $OUT/neuron.json or build/hardware/neuron.json. On an inf2

@@ -64,10 +64,12 @@ def run(root: Path, multiple: int, warm: int, count: int, threads: int) -> dict[
     return {"seconds": seconds, "audio_seconds": samples / voice.sample_rate, "refused": refused}
 
 
-def compare(root: Path, warm: int, count: int, threads: int) -> list[tuple[int, dict[str, float]]]:
-    """One child process per setting in ORDER."""
+def compare(
+    root: Path, warm: int, count: int, threads: int, order: tuple[int, ...] = ORDER
+) -> list[tuple[int, dict[str, float]]]:
+    """One child process per setting in `order`."""
     results = []
-    for multiple in ORDER:
+    for multiple in order:
         command = [sys.executable, __file__, "--child", str(root), str(multiple), str(warm), str(count)]
         output = subprocess.run([*command, str(threads)], check=True, capture_output=True, text=True)
         results.append((multiple, json.loads(output.stdout.splitlines()[-1])))

@@ -256,28 +256,36 @@ def test_long_paragraph_and_long_sentence_on_the_fixed_path(neuron_on_cpu: tts_n
 def test_stale_and_missing_artifacts_say_which_and_how_to_recompile(
     compiled_addon: Path, tmp_path: Path
 ) -> None:
+    """Each break is undone by restoring the fixture's files (its compile), so that every check meets one
+    fault alone; `test_a_second_compile_recompiles_only_what_changed` covers recompiling."""
     root = Path(shutil.copytree(compiled_addon, tmp_path / "tiny"))
-    addon = load_addon(root)
-    manifest_path = root / "compiled" / "cpu" / "manifest.json"
+    compiled = root / "compiled"
+    manifest_path = compiled / "cpu" / "manifest.json"
 
-    shutil.rmtree(root / "compiled")
+    def restore() -> None:
+        shutil.rmtree(compiled, ignore_errors=True)
+        shutil.copytree(compiled_addon / "compiled", compiled)
+        shutil.copy(compiled_addon / "addon.json", root / "addon.json")
+        shutil.copy(compiled_addon / "networks" / "decoder.safetensors", root / "networks")
+
+    shutil.rmtree(compiled)
     with pytest.raises(
         CompiledArtifactError, match="nothing compiled for target 'cpu'.*tts-neuron compile --addon"
     ):
-        load_executor(addon, "decoder", "cpu", torch.device("cpu"))
-    compile_addon(root, "cpu", progress=False)
+        load_executor(load_addon(root), "decoder", "cpu", torch.device("cpu"))
+    restore()
 
     edit_addon_json(root, lambda c: c["networks"]["decoder"].update(buckets=[24, 40]))
     with pytest.raises(CompiledArtifactError, match="stale: 'decoder' was compiled for buckets"):
         tts_neuron.load(root, stack="neuron", target="cpu")
-    edit_addon_json(root, lambda c: c["networks"]["decoder"].update(buckets=[24, 72]))
+    restore()
 
     manifest = json.loads(manifest_path.read_text())
     manifest["torch"] = "2.9.0"
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(CompiledArtifactError, match="compiled with torch 2.9.0"):
         load_executor(load_addon(root), "decoder", "cpu", torch.device("cpu"))
-    compile_addon(root, "cpu", progress=False)
+    restore()
 
     params = root / "networks" / "decoder.safetensors"
     state = tts_neuron.addon.read_parameters(params)
@@ -287,9 +295,10 @@ def test_stale_and_missing_artifacts_say_which_and_how_to_recompile(
     replace_parameters(root, "decoder", save(state))
     with pytest.raises(CompiledArtifactError, match="parameters of 'decoder' changed"):
         load_executor(load_addon(root), "decoder", "cpu", torch.device("cpu"))
-    compile_addon(root, "cpu", progress=False)
+    restore()
 
-    artifact = root / "compiled" / "cpu" / "decoder.b1.24.pt2"
+    load_executor(load_addon(root), "decoder", "cpu", torch.device("cpu"))  # restored: loads again
+    artifact = compiled / "cpu" / "decoder.b1.24.pt2"
     artifact.write_bytes(artifact.read_bytes()[:-10])
     with pytest.raises(CompiledArtifactError, match="decoder.b1.24.pt2: missing or corrupt"):
         load_executor(load_addon(root), "decoder", "cpu", torch.device("cpu"))

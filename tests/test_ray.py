@@ -9,6 +9,7 @@ import base64
 import contextlib
 import dataclasses
 import json
+import os
 import time
 from collections.abc import Iterator
 
@@ -32,6 +33,8 @@ SCHEDULE = Schedule(horizon=1.5, fill=2, idle_timeout=20.0)  # not the defaults:
 
 @pytest.fixture(scope="module")
 def url() -> Iterator[str]:
+    # Serve kills a proxy not ready within 5 s; on 2 cores beside the other test worker it can take longer.
+    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
     ray.init(num_cpus=2, resources={"neuron_cores": 2}, include_dashboard=False, log_to_driver=False)
     port = free_port()
     try:
