@@ -24,6 +24,7 @@ from tts_neuron.frontend import Sentence
 from tts_neuron.importers.piper import import_voice
 from tts_neuron.models import ChannelsLastConv1d
 from tts_neuron.models.protocols import compiled_form
+from tts_neuron.models.vits import FlowCpuForm
 from tts_neuron.voice import Voice
 
 ort = pytest.importorskip("onnxruntime")
@@ -461,15 +462,16 @@ def test_padded_windows_and_tokens_equal_unpadded(voice: Voice) -> None:
         torch.testing.assert_close(audio, generator(z, torch.ones(1, 20))[0], atol=1e-5, rtol=0)
 
 
-def test_dynamic_networks_on_cpu_run_the_generator_channels_last(voice: Voice) -> None:
-    """The generator's CPU form (tests/test_channels_last.py) is what a CPU stack calls; the addon's own
-    network, which is compiled and checked, keeps its plain convolutions."""
+def test_dynamic_networks_on_cpu_run_their_cpu_forms(voice: Voice) -> None:
+    """The generator's and the flow's CPU forms (tests/test_channels_last.py) are what a CPU stack calls;
+    the addon's own networks, which are compiled and checked, keep their plain convolutions."""
     ctx = BuildContext(voice.addon, torch.device("cpu"), "test")
     generator = ctx.network("generator").network
     assert isinstance(generator, torch.nn.Module)
     assert any(isinstance(m, ChannelsLastConv1d) for m in generator.modules())
     assert not any(isinstance(m, ChannelsLastConv1d) for m in voice.addon.network("generator").modules())
-    assert ctx.network("flow").network is voice.addon.network("flow")
+    assert isinstance(ctx.network("flow").network, FlowCpuForm)
+    assert ctx.network("flow").network.flow is voice.addon.network("flow")
 
 
 def test_networks_export_at_a_fixed_shape_without_random_ops(voice: Voice) -> None:
