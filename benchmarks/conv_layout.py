@@ -1,12 +1,13 @@
-"""Each network of an addon in the form it is stored against its channels-last form (what `cpu_form` gives
-the VITS generator), alternating call by call, freed memory held as `tts_neuron.load` holds it.
+"""Each network of an addon in the form it is stored against its channels-last form and against its CPU
+form (what a CPU stack runs: `cpu_form`, channels-last for the VITS generator, time-major products for
+the VITS flow), alternating call by call, freed memory held as `tts_neuron.load` holds it.
 
     python benchmarks/conv_layout.py ADDON [ADDON ...] [--lengths 20 88 152] [--batch 1] [--threads 1]
 
-Both forms run every network at each length (frames or tokens, random inputs) and must agree within
-1e-3 of the output's scale; the table gives the median time of each over `--rounds` alternating calls
-and their ratio. A ratio below 1 says channels-last is faster on this host; which networks take the
-form is decided by these figures (docs/importing.md, "Benchmark").
+Every form runs every network at each length (frames or tokens, random inputs) and must agree with the
+stored one within 1e-3 of the output's scale; the table gives the median time of each over `--rounds`
+alternating calls and its ratio to the stored form. A ratio below 1 is faster on this host; which
+networks take which form is decided by these figures (docs/importing.md, "Benchmark").
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from bench_measure import cpu_model
 from tts_neuron.addon import load_addon
 from tts_neuron.allocator import hold_freed_memory
 from tts_neuron.models import channels_last
-from tts_neuron.models.protocols import CompilableNetwork
+from tts_neuron.models.protocols import CompilableNetwork, cpu_form
 
 
 def inputs(network: CompilableNetwork, length: int, batch: int) -> tuple[torch.Tensor, ...]:
@@ -47,26 +48,27 @@ def compare(root: Path, lengths: list[int], batch: int, rounds: int) -> list[str
         stored = addon.network(name)
         if not isinstance(stored, CompilableNetwork):
             continue
-        fast = channels_last(stored)
-        if fast is stored:
-            continue  # no 1-D convolution in it
+        forms = {"stored": stored, "channels_last": channels_last(stored), "cpu_form": cpu_form(stored)}
+        if all(network is stored for network in forms.values()):
+            continue  # no 1-D convolution in it and no CPU form
         for length in lengths:
             example = inputs(stored, length, batch)
-            times: dict[str, list[float]] = {"stored": [], "channels_last": []}
+            times: dict[str, list[float]] = {form: [] for form in forms}
             with torch.no_grad():
-                reference, ours = first(stored(*example)), first(fast(*example))
+                reference = first(stored(*example))
                 scale = float(reference.abs().max()) or 1.0
-                if float((reference - ours).abs().max()) > 1e-3 * scale:
-                    raise RuntimeError(f"{root.name} {name} at {length}: the forms disagree")
-                for _ in range(2):
-                    stored(*example), fast(*example)
+                for form, network in forms.items():
+                    if float((reference - first(network(*example))).abs().max()) > 1e-3 * scale:
+                        raise RuntimeError(f"{root.name} {name} at {length}: the {form} form disagrees")
+                    network(*example)  # a second warm-up call
                 for _ in range(rounds):
-                    for form, network in (("stored", stored), ("channels_last", fast)):
+                    for form, network in forms.items():
                         started = time.perf_counter()
                         network(*example)
                         times[form].append(time.perf_counter() - started)
-            a, b = (1000 * statistics.median(times[k]) for k in ("stored", "channels_last"))
-            rows.append(f"| {addon.name} | {name} | {length} | {a:.2f} ms | {b:.2f} ms | {b / a:.2f} |")
+            base, *others = (1000 * statistics.median(times[form]) for form in forms)
+            cells = " | ".join(f"{ms:.2f} ms ({ms / base:.2f})" for ms in others)
+            rows.append(f"| {addon.name} | {name} | {length} | {base:.2f} ms | {cells} |")
     return rows
 
 
@@ -84,7 +86,10 @@ def main() -> None:
         f"{cpu_model()} ({torch.backends.cpu.get_cpu_capability()}), torch {torch.__version__}, "
         f"{args.threads} thread(s), batch {args.batch}, {args.rounds} alternating rounds\n"
     )
-    print("| addon | network | length | stored form | channels-last | ratio |\n|---|---|---|---|---|---|")
+    print(
+        "| addon | network | length | stored form | channels-last (ratio) | CPU form (ratio) |\n"
+        "|---|---|---|---|---|---|"
+    )
     for root in args.addons:
         for row in compare(root, args.lengths, args.batch, args.rounds):
             print(row, flush=True)
