@@ -470,8 +470,8 @@ def test_dynamic_networks_on_cpu_run_their_cpu_forms(voice: Voice) -> None:
     assert isinstance(generator, torch.nn.Module)
     assert any(isinstance(m, ChannelsLastConv1d) for m in generator.modules())
     assert not any(isinstance(m, ChannelsLastConv1d) for m in voice.addon.network("generator").modules())
-    assert isinstance(ctx.network("flow").network, FlowCpuForm)
-    assert ctx.network("flow").network.flow is voice.addon.network("flow")
+    flow = ctx.network("flow").network
+    assert isinstance(flow, FlowCpuForm) and flow.flow is voice.addon.network("flow")
 
 
 def test_networks_export_at_a_fixed_shape_without_random_ops(voice: Voice) -> None:
