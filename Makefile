@@ -29,7 +29,8 @@ demo: setup
 	@echo "wrote demo.wav"
 
 # One test worker per core (pytest-xdist), a test file per worker at a time, so that module fixtures
-# (compiled addons, loaded voices, a Ray instance) are built once; most tests hold one core.
+# (compiled addons, loaded voices, a Ray instance) are built once; most tests hold one core. `test-all`
+# runs one worker: its slow checks play audio at real time, count a machine's Ray processes, soak memory.
 TEST_WORKERS ?= auto
 PYTEST := -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
@@ -37,7 +38,7 @@ test: setup
 	$(PY) $(PYTEST)
 
 test-all: setup browser
-	$(PY) $(PYTEST) -m ""
+	$(PY) -m pytest -q -m ""
 
 # The torch an inf2 host has (the Neuron SDK's torch-xla line pins 2.9), on CPU, in a second venv: the
 # fixed-shape, check, voice, channels-last and hardware-kit tests. The CPU index's build first (small);
