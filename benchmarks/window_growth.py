@@ -74,18 +74,27 @@ def compare(root: Path, count: int, rounds: int, threads: int) -> list[tuple[flo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("addons", nargs="*", type=Path)
-    parser.add_argument("--piper", action="store_true", help="add the perturbed medium Piper voice")
+    voice_arguments(parser)
     parser.add_argument("--sentences", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     print(f"{cpu_model()}, torch {torch.__version__}, {args.threads} thread(s), growth x{CONTINUING_GROWTH}")
     print("\n| addon | round | windows held | windows grown | ratio |\n|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
-        roots = [*args.addons, *([piper_fixture(Path(tmp))] if args.piper else [])]
-        for root in roots:
+        for root in voice_roots(args, Path(tmp)):
             report(root, compare(root, args.sentences, args.rounds, args.threads))
+
+
+def voice_arguments(parser: argparse.ArgumentParser) -> None:
+    """The voices a window benchmark runs (addon folders, and the Piper fixture) and its threads."""
+    parser.add_argument("addons", nargs="*", type=Path)
+    parser.add_argument("--piper", action="store_true", help="add the perturbed medium Piper voice")
+    parser.add_argument("--threads", type=int, default=1)
+
+
+def voice_roots(args: argparse.Namespace, folder: Path) -> list[Path]:
+    """The addons of `voice_arguments`, the Piper fixture imported into `folder` where asked for."""
+    return [*args.addons, *([piper_fixture(folder)] if args.piper else [])]
 
 
 def piper_fixture(folder: Path) -> Path:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 from bench_measure import cpu_model, read_hard_sentences
+from window_growth import voice_arguments, voice_roots
 
 import tts_neuron
 import tts_neuron.blocks.acoustic as acoustic
@@ -93,21 +94,16 @@ def main() -> None:
         print(json.dumps(run(Path(root), int(multiple), int(warm), int(count), int(threads))))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("addons", nargs="*", type=Path)
-    parser.add_argument("--piper", action="store_true", help="add the perturbed medium Piper voice")
+    voice_arguments(parser)
     parser.add_argument("--warm", type=int, default=40)
     parser.add_argument("--sentences", type=int, default=100)
-    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     host = f"{cpu_model()}, torch {torch.__version__}, {args.threads} thread(s)"
     print(f"{host}, {args.warm} warm-up sentences")
     print("\n| addon | multiple | seconds | audio | refused |\n|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
-        from window_growth import piper_fixture
-
-        roots = [*args.addons, *([piper_fixture(Path(tmp))] if args.piper else [])]
-        for root in roots:
-            report(root, compare(root.resolve(), args.warm, args.sentences, args.threads))
+        for addon in voice_roots(args, Path(tmp)):
+            report(addon, compare(addon.resolve(), args.warm, args.sentences, args.threads))
 
 
 if __name__ == "__main__":
