@@ -85,7 +85,7 @@ def compare(
     from tts_neuron.blocks.base import CONTINUES
     from tts_neuron.frontend import Sentence
     from tts_neuron.frontend.piper import PiperFrontend, ipa_sentences_with_text, merge_clusters
-    from tts_neuron.voice import Voice
+    from tts_neuron.voice import ListenerClock, Voice
 
     voice: Voice = tts_neuron.load(addon_dir, threads=threads)
     options = ort.SessionOptions()
@@ -114,16 +114,20 @@ def compare(
     whole = [sentence for line in lines for sentence in whole_sentences(line)]
     sentences = whole[: n_sentences + 1]
     call = voice.call_settings(settings)
+    clock = ListenerClock(voice.sample_rate, voice.addon.audio.hop_length)
 
     def ours(index: int) -> tuple[float, float, int]:
         """First audio of the sentence as a text's first (small windows; its first chunk only), then the
-        whole sentence as the voice speaks it after the one before (full windows from the start, growing)."""
+        whole sentence as the voice speaks it after the one before (full windows from the start, growing;
+        the first as large as half the audio a real-time listener of the run has queued, wall time of
+        Piper's turns included, allows)."""
         started = time.perf_counter()
         first_only = {**call.sentence(index), CONTINUES: torch.tensor(False)}
         next(iter(voice.sentence_chunks(sentences[index], settings=first_only)))
         first = time.perf_counter() - started
         started, samples = time.perf_counter(), 0
-        for chunk in voice.sentence_chunks(sentences[index], settings=call.sentence(index)):
+        later = call.sentence(index, clock.queued_frames())
+        for chunk in clock.made(voice.sentence_chunks(sentences[index], settings=later)):
             samples += chunk.data.shape[0]
         return first, time.perf_counter() - started, samples
 

@@ -13,6 +13,7 @@ from tts_neuron.audio import AudioConfig, GriffinLim, spectral_convergence
 from tts_neuron.blocks.acoustic import Decoder, Upsampler, durations_to_frames, upsample
 from tts_neuron.blocks.base import (
     CONTINUES,
+    QUEUED_FRAMES,
     Chunk,
     Features,
     SequenceBlock,
@@ -122,19 +123,26 @@ def test_decoder_streamed_equals_offline(length: int, sizes: list[int]) -> None:
     torch.testing.assert_close(out, offline, rtol=1e-5, atol=1e-5)
 
 
-@settings(max_examples=30, deadline=None)
-@given(length=st.integers(1, 300), continuing=st.booleans(), arrivals=st.integers(1, 40))
+@settings(max_examples=40, deadline=None)
+@given(
+    length=st.integers(1, 300),
+    continuing=st.booleans(),
+    arrivals=st.integers(1, 40),
+    queued=st.integers(0, 200),
+)
 def test_windows_of_a_continuing_sentence_start_full_and_grow_past_it(
-    length: int, continuing: bool, arrivals: int
+    length: int, continuing: bool, arrivals: int, queued: int
 ) -> None:
     """A text's first sentence: cores of 4, doubling up to 16. A continuing one (audio of the call plays
-    before it): 16, doubling up to CONTINUING_GROWTH times 16. The output is the same either way."""
+    before it): 16, or half the frames its listener has queued if more, up to CONTINUING_GROWTH times 16,
+    then doubling up to that. The output is the same either way."""
     net = make_decoder().network
     decoder = Decoder("decoder", net, net.receptive_radius, first_chunk_frames=4, chunk_frames=16)
     frames = torch.randn(length, 4)
-    features = {CONTINUES: torch.tensor(continuing)}
+    features = {CONTINUES: torch.tensor(continuing), QUEUED_FRAMES: torch.tensor(queued)}
     out, chunks = joined(decoder.stream(split(frames, [arrivals]), features))
-    size, largest = (16, 16 * CONTINUING_GROWTH) if continuing else (4, 16)
+    largest = 16 * CONTINUING_GROWTH
+    size, largest = (min(largest, max(16, queued // 2)), largest) if continuing else (4, 16)
     for chunk in chunks[:-1]:
         assert len(chunk.data) == size
         size = min(2 * size, largest)

@@ -14,11 +14,12 @@ import torch
 import tts_neuron
 from tests.conftest import REPO
 from tts_neuron.blocks.acoustic import durations_to_frames
-from tts_neuron.blocks.base import CONTINUES
+from tts_neuron.blocks.base import CONTINUES, QUEUED_FRAMES, Chunk
 from tts_neuron.engine import Engine
 from tts_neuron.errors import AddonError, StackError, TargetUnavailableError, TextError
 from tts_neuron.frontend.espeak import Espeak
 from tts_neuron.runners import TappedRunner
+from tts_neuron.voice import CallSettings, ListenerClock
 
 SENTENCE = "The quick brown fox jumps over the lazy dog."
 
@@ -185,6 +186,43 @@ def test_the_neuron_target_refuses_a_stack_that_compiles_nothing(
     monkeypatch.setattr(NeuronTarget, "check_available", lambda self: None)
     with pytest.raises(StackError, match=r"stacks.cpu: runs no compiled network, so target 'neuron'"):
         tts_neuron.load(tiny_addon_dir, stack="cpu", target="neuron")
+
+
+def test_the_listener_clock_counts_what_is_made_less_what_has_played() -> None:
+    """Nothing is queued before the first chunk; then audio made less audio played since it, in frames
+    (a stack that ends at frames counts hop samples a frame), never below zero."""
+    now = [10.0]
+    clock = ListenerClock(sample_rate=1000, hop_length=10, now=lambda: now[0])
+    assert clock.queued_frames() == 0
+    chunks = [Chunk(torch.zeros(500), 0, False), Chunk(torch.zeros(30, 80), 500, True)]  # 0.5 s, then 0.3 s
+    made = clock.made(iter(chunks))
+    next(made)
+    now[0] = 10.2  # 0.2 s played of 0.5 s made
+    assert clock.queued_frames() == 30
+    next(made)
+    assert clock.queued_frames() == 60  # 0.8 s made
+    now[0] = 12.0
+    assert clock.queued_frames() == 0
+
+
+def test_a_direct_runs_later_sentences_are_told_what_their_listener_has_queued(tiny_addon_dir: Path) -> None:
+    """In a direct run, later sentences get QUEUED_FRAMES from the run's clock (a listener playing from the
+    first chunk: this fast run makes audio far ahead of real time); an engine's streams, paced, get none;
+    the first sentence never does."""
+    voice = tts_neuron.load(tiny_addon_dir)
+    seen: list[int] = []
+    sentence_chunks = voice.sentence_chunks
+
+    def spy(sentence, mel_sink=None, rate=1.0, settings=None):  # type: ignore[no-untyped-def]
+        seen.append(int(settings[QUEUED_FRAMES]))
+        return sentence_chunks(sentence, mel_sink, rate, settings)
+
+    voice.sentence_chunks = spy  # type: ignore[method-assign]
+    audio = voice.synthesize("The first sentence is here. The second one follows it. And a third.")
+    assert len(seen) == 3 and seen[0] == 0 and 0 < seen[1] < seen[2]
+    assert seen[2] <= len(audio) // voice.addon.audio.hop_length
+    paced = CallSettings({}, 0, later_full=False)
+    assert not any(int(paced.sentence(index, 100)[QUEUED_FRAMES]) for index in range(3))
 
 
 def test_load_sets_one_intra_op_thread_unless_told_otherwise(tiny_addon_dir: Path) -> None:

@@ -44,15 +44,19 @@ def timed_stream(
 ) -> Iterator[tuple[np.ndarray, list[WordTime]]]:
     """What `voice.stream` yields, each chunk with the words whose frames became known by then (a word
     once, in order; the rest of a sentence's words with its last chunk)."""
+    from tts_neuron.voice import ListenerClock  # voice imports this module
+
     check_timed(voice)
     call = voice.call_settings(settings)
+    clock = ListenerClock(voice.sample_rate, voice.addon.audio.hop_length)
     seconds_per_frame = voice.addon.audio.hop_length / voice.sample_rate
     made = 0  # samples of the utterance so far
     for index, sentence in enumerate(voice.sentences(text, speed, **settings)):
-        features = voice.features(sentence, voice.sentence_rate(sentence, speed), call.sentence(index))
+        sentence_settings = call.sentence(index, clock.queued_frames())
+        features = voice.features(sentence, voice.sentence_rate(sentence, speed), sentence_settings)
         placed = features[FRAME_TOKENS] = torch.full((len(sentence.tokens) * _FRAMES_PER_TOKEN + 256,), -1)
         offset, told = made / voice.sample_rate, 0
-        for chunk in voice.stack.stream(None, features):
+        for chunk in clock.made(voice.stack.stream(None, features)):
             audio = chunk.data.float().cpu().numpy()
             made += len(audio)
             words = word_times(sentence, placed, seconds_per_frame, offset, whole=chunk.final)

@@ -6,6 +6,7 @@ import copy
 import importlib
 import math
 import secrets
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ import torch
 from tts_neuron.addon import FRONTENDS, Addon, load_addon
 from tts_neuron.allocator import hold_freed_memory
 from tts_neuron.backends import TARGETS, get_target
-from tts_neuron.blocks.base import CONTINUES, Block, Chunk, StreamableStack
+from tts_neuron.blocks.base import CONTINUES, QUEUED_FRAMES, Block, Chunk, StreamableStack
 from tts_neuron.errors import AddonError, AttentionError, SettingError, StackError, UnknownSpeakerError
 from tts_neuron.frontend import Frontend, Sentence
 from tts_neuron.runners import DirectRunner, Runner, handles
@@ -42,15 +43,43 @@ class CallSettings:
     seed: int
     later_full: bool = True
 
-    def sentence(self, index: int) -> dict[str, torch.Tensor]:
+    def sentence(self, index: int, queued_frames: int = 0) -> dict[str, torch.Tensor]:
         """The features of the call's `index`-th sentence: the settings, that sentence's own seed, and
-        CONTINUES for every sentence but the first when later sentences start at full size."""
+        CONTINUES for every sentence but the first when later sentences start at full size, with the
+        frames a real-time listener has queued by then (`ListenerClock`)."""
         seed = (self.seed + index * _SENTENCE_STEP) % (1 << 63)
+        later = self.later_full and index > 0
         return {
             **self.features,
             "seed": torch.tensor(seed, dtype=torch.int64),
-            CONTINUES: torch.tensor(self.later_full and index > 0),
+            CONTINUES: torch.tensor(later),
+            QUEUED_FRAMES: torch.tensor(queued_frames if later else 0),
         }
+
+
+class ListenerClock:
+    """A listener who plays a call's audio in real time from its first chunk: how many frames of what the
+    call has made they have yet to hear (QUEUED_FRAMES), so that a later sentence can take larger
+    windows. A listener who plays later or slower has more queued, never less."""
+
+    def __init__(self, sample_rate: int, hop_length: int, now: Callable[[], float] = time.monotonic) -> None:
+        self.sample_rate, self.hop_length, self.now = sample_rate, hop_length, now
+        self.started: float | None = None
+        self.samples = 0
+
+    def made(self, chunks: Iterator[Chunk]) -> Iterator[Chunk]:
+        """`chunks`, counted as they pass (audio samples, or frames of a stack that ends at frames)."""
+        for chunk in chunks:
+            if self.started is None:
+                self.started = self.now()
+            self.samples += len(chunk.data) * (1 if chunk.data.ndim == 1 else self.hop_length)
+            yield chunk
+
+    def queued_frames(self) -> int:
+        if self.started is None:
+            return 0
+        played = (self.now() - self.started) * self.sample_rate
+        return max(0, int(self.samples - played) // self.hop_length)
 
 
 def make_frontend(addon: Addon) -> Any:
@@ -240,8 +269,10 @@ class Voice:
         if speed != 1 and not self.takes_speed:
             raise StackError(f"stack '{self.stack_name}' of {self.addon.name} cannot change its speed")
         call = self.call_settings(settings)
+        clock = ListenerClock(self.sample_rate, self.addon.audio.hop_length)
         for index, sentence in enumerate(self.runner.ahead(self.frontend.sentences(text))):
-            yield sentence, self._checked(sentence, mel_sink, speed, call.sentence(index))
+            features = call.sentence(index, clock.queued_frames())
+            yield sentence, clock.made(self._checked(sentence, mel_sink, speed, features))
 
     def _checked(
         self, sentence: Sentence, mel_sink: FrameSink | None, speed: float, settings: dict[str, torch.Tensor]

@@ -25,6 +25,7 @@ from tts_neuron.blocks.base import (
     continues,
     first_chunk,
     place_tokens,
+    queued_frames,
 )
 from tts_neuron.blocks.context import BuildContext
 from tts_neuron.blocks.pieces import pause_ids, sentence_pieces
@@ -298,8 +299,9 @@ class Decoder(StreamableBlock):
             raise StackError(f"{type(self).__name__} needs a block before it that makes frames")
         first = first_chunk(features, self.first_chunk_frames, self.chunk_frames)
         largest = self.chunk_frames
-        if largest is not None and self.table is None and continues(features):
+        if first is not None and largest is not None and self.table is None and continues(features):
             largest *= CONTINUING_GROWTH  # no bucket bounds it, and audio of the call plays before it
+            first = min(largest, max(first, queued_frames(features) // 2))  # fewer windows, less context
         return self._run(upstream, conditions(self, features), first, largest)
 
     def _run(

@@ -40,6 +40,12 @@ nobody waits for its first chunk. A block that cuts its first chunk small to mak
 first audio early starts at its full size instead (`first_chunk`): fewer, larger windows recompute less
 context (docs/writing-blocks.md)."""
 
+QUEUED_FRAMES = "queued_frames"
+"""A 0-d int feature beside CONTINUES: frames of the call's audio that a listener playing it in real time
+from its first chunk has yet to hear when this sentence starts (audio made less audio played; absent: 0).
+A windowed block on dynamic shapes may take a first window of up to half of them (`Decoder`): that much
+audio computes in well under the time the queue plays wherever a voice runs faster than real time."""
+
 B = TypeVar("B", bound="Block")
 T = TypeVar("T")
 
@@ -47,6 +53,12 @@ T = TypeVar("T")
 def continues(features: Features) -> bool:
     """Whether audio of the same call plays before this sentence (the CONTINUES feature; absent: no)."""
     return bool(features.get(CONTINUES, False))
+
+
+def queued_frames(features: Features) -> int:
+    """Frames of the call's audio a real-time listener has queued before this sentence (QUEUED_FRAMES)."""
+    value = features.get(QUEUED_FRAMES)
+    return int(value) if value is not None else 0
 
 
 def first_chunk(features: Features, first: T, full: T) -> T:
