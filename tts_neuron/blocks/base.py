@@ -43,8 +43,8 @@ context (docs/writing-blocks.md)."""
 QUEUED_FRAMES = "queued_frames"
 """A 0-d int feature beside CONTINUES: frames of the call's audio that a listener playing it in real time
 from its first chunk has yet to hear when this sentence starts (audio made less audio played; absent: 0).
-A windowed block on dynamic shapes may take a first window of up to half of them (`Decoder`): that much
-audio computes in well under the time the queue plays wherever a voice runs faster than real time."""
+A windowed block on dynamic shapes may take a first window of up to half of them (`Decoder`): wherever a
+voice runs faster than real time, that much audio computes in less than half the time the queue plays."""
 
 B = TypeVar("B", bound="Block")
 T = TypeVar("T")

@@ -12,7 +12,8 @@ Three things differ from a training implementation, for fixed shapes and exact s
   `torch.where` instead of indexing with a boolean mask;
 - relative-position attention gathers its embeddings with a constant [N, N] offset table instead of the
   pad-and-reshape trick, so it traces at any bucket.
-Tensors are channel-first inside ([B, C, T]), as the convolutions want.
+Tensors are channel-first inside ([B, C, T]), as the convolutions want; `FlowCpuForm`, the flow as a CPU runs
+it, is time-major ([B, T, C]) instead.
 """
 
 from __future__ import annotations
@@ -585,10 +586,11 @@ class VitsFlow(_Speakers):
 class FlowCpuForm(nn.Module):
     """`VitsFlow` as a CPU with dynamic shapes runs it: time-major ([B, T, C], the flow's own input
     layout) from end to end, each kernel-5 convolution five matrix products over shifted views of one
-    zero-padded buffer (no im2col copy, no per-shape convolution kernels), and the gate's
-    tanh(a) * sigmoid(b) as 2 (sigmoid(2a) - 1/2) * sigmoid(b): one sigmoid over both halves, with the 2s
-    folded into copies of the weights (about 28 MB for a medium voice). The flow's own parameters, which
-    the compiler and `check` read, are left as they are; equal to the flow within float rounding."""
+    zero-padded buffer (no im2col copy), and the gate's tanh(a) * sigmoid(b) as
+    2 (sigmoid(2a) - 1/2) * sigmoid(b): one sigmoid over both halves, with the 2s folded into copies of
+    the weights (27 MiB for a medium voice, as much as the flow's parameters). The flow's own
+    parameters, which the compiler and `check` read, are left as they are; equal to the flow within
+    float rounding."""
 
     def __init__(self, flow: VitsFlow) -> None:
         super().__init__()
