@@ -26,7 +26,7 @@ from tts_neuron.blocks.base import (
 from tts_neuron.blocks.buffer import FrameBuffer
 from tts_neuron.blocks.fixed import PaddedGriffinLim
 from tts_neuron.blocks.vocoder import GriffinLimVocoder
-from tts_neuron.blocks.windows import CONTINUING_GROWTH, windows
+from tts_neuron.blocks.windows import CONTINUING_GROWTH, DYNAMIC_MULTIPLE, windows
 from tts_neuron.errors import StackError
 from tts_neuron.models.fastspeech import MelDecoder
 
@@ -134,7 +134,8 @@ def test_windows_of_a_continuing_sentence_start_full_and_grow_past_it(
     length: int, continuing: bool, arrivals: int, queued: int
 ) -> None:
     """A text's first sentence: cores of 4, doubling up to 16. A continuing one (audio of the call plays
-    before it): 16, or half the frames its listener has queued if more, up to CONTINUING_GROWTH times 16,
+    before it): 16, or half the frames its listener has queued (down to a multiple of DYNAMIC_MULTIPLE) if
+    more, up to CONTINUING_GROWTH times 16,
     then doubling up to that. The output is the same either way."""
     net = make_decoder().network
     decoder = Decoder("decoder", net, net.receptive_radius, first_chunk_frames=4, chunk_frames=16)
@@ -142,7 +143,8 @@ def test_windows_of_a_continuing_sentence_start_full_and_grow_past_it(
     features = {CONTINUES: torch.tensor(continuing), QUEUED_FRAMES: torch.tensor(queued)}
     out, chunks = joined(decoder.stream(split(frames, [arrivals]), features))
     largest = 16 * CONTINUING_GROWTH
-    size, largest = (min(largest, max(16, queued // 2)), largest) if continuing else (4, 16)
+    queued_core = queued // 2 // DYNAMIC_MULTIPLE * DYNAMIC_MULTIPLE  # rounded down: a few lengths
+    size, largest = (min(largest, max(16, queued_core)), largest) if continuing else (4, 16)
     for chunk in chunks[:-1]:
         assert len(chunk.data) == size
         size = min(2 * size, largest)
@@ -164,13 +166,15 @@ def test_windows_rounded_to_a_multiple_take_more_context_and_keep_their_cores(
     length: int, halo: int, multiple: int, arrivals: list[int], core: int | None
 ) -> None:
     """Every window's length is a multiple where the utterance has the frames before it (else it starts at
-    the utterance's first frame), its context is at least the halo each side where the utterance allows,
+    the utterance's first frame, and if it is the last, its `end_pad` would make it one), its context is at least the halo each side where the utterance allows,
     its frames are the utterance's, and the cores tile the utterance."""
     frames = torch.arange(length).unsqueeze(1).float()  # [T, 1]: each frame its own index
     done = 0
     for window in windows(split(frames, arrivals), halo, core, core and core // 4, multiple):
         n = window.hi - window.lo
         assert n % multiple == 0 or window.lo == 0
+        assert (n + window.end_pad) % multiple == 0 if window.final else window.end_pad == 0
+        assert window.end_pad < multiple and (window.end_pad == 0 or window.lo == 0)
         assert n - multiple < window.hi - max(0, window.start - halo)  # rounded up, never further
         assert window.start - window.lo >= min(halo, window.start)
         assert window.hi - window.stop == min(halo, length - window.stop)

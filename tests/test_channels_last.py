@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from tts_neuron.blocks.base import Chunk
+from tts_neuron.blocks.vocoder import Vocoder
+from tts_neuron.blocks.windows import Window
 from tts_neuron.models import ChannelsLastConv1d, channels_last
 from tts_neuron.models.protocols import cpu_form
 from tts_neuron.models.vits import FlowCpuForm, VitsFlow, VitsGenerator
@@ -92,6 +96,41 @@ def test_the_vits_generator_runs_channels_last_on_cpu_and_gives_the_same_audio()
         z, mask = torch.randn(2, 13, 16), torch.ones(2, 13)
         with torch.no_grad():
             torch.testing.assert_close(fast(z, mask), generator(z, mask), atol=1e-5, rtol=1e-4)
+
+
+@settings(max_examples=30, deadline=None)
+@given(length=st.integers(1, 40), multiple=st.integers(2, 24), first=st.sampled_from([4, 64]))
+def test_the_generator_cpu_form_pads_a_whole_utterance_window_and_streams_the_same_audio(
+    length: int, multiple: int, first: int
+) -> None:
+    """A last window that starts with the utterance cannot take context to round its length; the CPU form
+    masks every layer, so the Vocoder pads it past the end instead, and streamed audio equals the network
+    on the whole utterance."""
+    torch.manual_seed(length)
+    generator = VitsGenerator(
+        inter_channels=8, resblock_kernel_sizes=[3, 5], resblock_dilation_sizes=[[1, 2], [2, 6]],
+        upsample_rates=[4, 4], upsample_initial_channel=16, upsample_kernel_sizes=[8, 8],
+    )  # fmt: skip
+    vocoder = Vocoder("vocoder", cpu_form(generator), generator.receptive_radius, generator.hop, first, 64)
+    assert vocoder.pads_end and not Vocoder("plain", generator, 1, generator.hop).pads_end
+    z = torch.randn(length, 8)
+    padded = []
+    place = vocoder.place
+
+    def placed(window: Window) -> tuple[torch.Tensor, torch.Tensor, int]:
+        x, mask, offset = place(window)
+        padded.append(x.shape[1] - len(window.frames))  # frames past the utterance's end
+        return x, mask, offset
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("tts_neuron.blocks.acoustic.DYNAMIC_MULTIPLE", multiple)
+        patch.setattr(vocoder, "place", placed)
+        audio = torch.cat([chunk.data for chunk in vocoder.stream(iter([Chunk(z, 0, True)]), {})])
+    with torch.no_grad():
+        whole = generator(z[None], torch.ones(1, length))[0]
+    torch.testing.assert_close(audio, whole, atol=1e-5, rtol=1e-4)
+    if first >= length and length % multiple:
+        assert padded == [-length % multiple]  # one window, the whole utterance, padded
 
 
 @settings(max_examples=25, deadline=None)

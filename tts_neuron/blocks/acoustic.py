@@ -36,6 +36,7 @@ from tts_neuron.blocks.windows import (
     bucket_cores,
     core_chunk,
     empty_chunk,
+    pad_end,
     pad_window,
     windows,
 )
@@ -288,6 +289,10 @@ class Decoder(StreamableBlock):
         self.name, self.network, self.radius, self.per_frame = name, network, radius, per_frame
         self.first_chunk_frames, self.chunk_frames = first_chunk_frames, chunk_frames
         self.conditions, self.table = tuple(conditions), table
+        module = network.network if isinstance(network, NetworkHandle) else network
+        self.pads_end = table is None and getattr(module, "pads_windows", False)
+        """Whether a window that could not take more context to round its length takes `end_pad` frames
+        past the utterance's end instead (a network that masks every layer asks for it: `pads_windows`)."""
 
     @classmethod
     def build(cls, params: dict[str, Any], ctx: BuildContext) -> Decoder:
@@ -301,7 +306,8 @@ class Decoder(StreamableBlock):
         largest = self.chunk_frames
         if first is not None and largest is not None and self.table is None and continues(features):
             largest *= CONTINUING_GROWTH  # no bucket bounds it, and audio of the call plays before it
-            first = min(largest, max(first, queued_frames(features) // 2))  # fewer windows, less context
+            queued = queued_frames(features) // 2 // DYNAMIC_MULTIPLE * DYNAMIC_MULTIPLE  # a few lengths
+            first = min(largest, max(first, queued))  # fewer windows, less context
         return self._run(upstream, conditions(self, features), first, largest)
 
     def _run(
@@ -324,8 +330,12 @@ class Decoder(StreamableBlock):
 
     def place(self, window: Window) -> tuple[torch.Tensor, torch.Tensor, int]:
         """The network's input for a window, its mask, and the input row of the core's first frame: the
-        window as it is, or placed in its bucket with the core after a full halo (`pad_window`)."""
+        window as it is (or with its `end_pad`, where the network asks for it), or placed in its bucket
+        with the core after a full halo (`pad_window`)."""
         if self.table is None:
+            if window.end_pad and self.pads_end:
+                x, mask = pad_end(window)  # [1, n + end_pad, C], [1, n + end_pad]
+                return x, mask, window.start - window.lo
             x = window.frames.unsqueeze(0)  # [1, n, C]
             return x, x.new_ones(1, x.shape[1]), window.start - window.lo
         bucket = self.table.bucket_for(window.stop - window.start + 2 * self.radius)

@@ -49,6 +49,11 @@ class Window:
     halo: int
     final: bool
     """True on the utterance's last window."""
+    end_pad: int = 0
+    """Frames past the utterance's end that would round the window's length up to the `multiple` it was
+    cut with, where context on the left could not (a last window that starts with the utterance, such as
+    a whole sentence in one window): a network that masks every layer may take them as zeros, masked, and
+    so meet fewer shapes (`pad_end`); 0 elsewhere."""
 
     @property
     def core(self) -> slice:
@@ -78,7 +83,8 @@ def windows(
     waits for a full core, except at the end: `first_core` frames for the first one, then twice the one
     before, up to `core` (16, 32, 64, 128): the first audio comes early, and each next window is ready
     before the audio so far has played out, even when the host is busy. A window's length is rounded up
-    to a `multiple` with more context on the left where the utterance has it (DYNAMIC_MULTIPLE).
+    to a `multiple` with more context on the left where the utterance has it (DYNAMIC_MULTIPLE), else
+    the last window says how many frames past the end would round it (`Window.end_pad`).
     """
     buffer, done = FrameBuffer(), 0
     size = first_core or core
@@ -96,8 +102,10 @@ def windows(
                 stop = min(done + size, ready)
             last = chunk.final and stop == buffer.end
             lo, hi = max(0, done - halo), min(buffer.end, stop + halo)
-            lo = max(0, hi - -(-(hi - lo) // multiple) * multiple)  # the length rounded up to a multiple
-            yield Window(buffer.window(lo, hi), lo, done, stop, hi, halo, last)
+            length = -(-(hi - lo) // multiple) * multiple  # rounded up to a multiple
+            lo = max(0, hi - length)
+            end_pad = length - (hi - lo) if last else 0
+            yield Window(buffer.window(lo, hi), lo, done, stop, hi, halo, last, end_pad)
             done = stop
             size = None if core is None or size is None else min(core, 2 * size)
             buffer.drop_before(done - halo - multiple + 1)
@@ -112,6 +120,18 @@ def bucket_cores(buckets: list[int], halo: int) -> tuple[int, int]:
     if first < 1:
         raise ValueError(f"the smallest window {buckets[0]} leaves no core past a halo of {halo} each side")
     return first, full
+
+
+def pad_end(window: Window) -> tuple[torch.Tensor, torch.Tensor]:
+    """The window with its `end_pad` frames past the utterance's end, zero and masked, and its mask: a
+    network that masks every layer gives the same core as on the window itself."""
+    # frames: [n, C] -> x: [1, n + end_pad, C], mask: [1, n + end_pad]
+    frames = window.frames
+    n = frames.shape[0]
+    x = torch.cat([frames, frames.new_zeros(window.end_pad, *frames.shape[1:])]).unsqueeze(0)
+    mask = frames.new_zeros(1, n + window.end_pad)
+    mask[0, :n] = 1
+    return x, mask
 
 
 def pad_window(window: Window, bucket: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -709,9 +709,18 @@ class VitsGenerator(_Speakers):
         twin.masked = True
         return twin
 
+    @property
+    def pads_windows(self) -> bool:
+        """Whether a window padded past the utterance's end is worth running (`Window.end_pad`): the
+        masked form gives the same samples, and oneDNN builds its convolutions' kernels at each new
+        length (a first call at a length took 1.2 to 2.4x the next), so whole sentences in one window
+        meet a few lengths instead of one each."""
+        return self.masked
+
     def cpu_form(self) -> nn.Module:
-        """Channels-last convolutions: 1.2-1.8x faster on CPU (docs/importing.md, "Benchmark")."""
-        return channels_last(self)
+        """Channels-last convolutions (1.2-1.8x faster on CPU: docs/importing.md, "Benchmark"), masked
+        at every layer so that windows can be padded (`pads_windows`; the masks cost under 1%)."""
+        return channels_last(self.compiled_form())
 
     def forward(
         self, z: torch.Tensor, frame_mask: torch.Tensor, speaker: torch.Tensor | None = None
