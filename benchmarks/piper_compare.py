@@ -22,8 +22,8 @@ each:
 Frontend time is left out of both; each side's minor page faults and system time are counted. Then the
 same sentences again, totals only: by then our networks have met every window length once (oneDNN builds
 a convolution's kernels at each new length, which made HiFi-GAN's first call at a length 1.2 to 2.4x its
-second in ad hoc timings; ONNX Runtime's kernels take any length), as in a process that has spoken for a while. Then the
-first audio of texts (three lines of the file each, one per line, interleaved): ours is
+second in ad hoc timings; ONNX Runtime's kernels take any length), as in a process that has spoken for a
+while. Then the first audio of texts (three lines of the file each, one per line, interleaved): ours is
 `voice.stream(text)`'s first chunk, frontend included (the first sentence is cut after its first long
 enough clause, as the frontend does for every text); Piper's is one run on the text's first whole
 sentence, frontend left out. Last, our first audio of single texts of 1, 10, 100 and 400 lines (the

@@ -166,8 +166,9 @@ def test_windows_rounded_to_a_multiple_take_more_context_and_keep_their_cores(
     length: int, halo: int, multiple: int, arrivals: list[int], core: int | None
 ) -> None:
     """Every window's length is a multiple where the utterance has the frames before it (else it starts at
-    the utterance's first frame, and if it is the last, its `end_pad` would make it one), its context is at least the halo each side where the utterance allows,
-    its frames are the utterance's, and the cores tile the utterance."""
+    the utterance's first frame, and if it is the last, its `end_pad` would make it one), its context is
+    at least the halo each side where the utterance allows, its frames are the utterance's, and the
+    cores tile the utterance."""
     frames = torch.arange(length).unsqueeze(1).float()  # [T, 1]: each frame its own index
     done = 0
     for window in windows(split(frames, arrivals), halo, core, core and core // 4, multiple):
