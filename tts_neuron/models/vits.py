@@ -702,6 +702,13 @@ class VitsGenerator(_Speakers):
         self.hop = math.prod(upsample_rates or [8, 8, 4])
         self.receptive_radius = self.dec.receptive_radius
         self.masked = False
+        """Every layer masked (the compiled form: windows padded to a bucket)."""
+        self.pads_windows = False
+        """Layers masked where a call's mask has zeros (the CPU form): a window padded past the
+        utterance's end (`Window.end_pad`) gives the same samples. oneDNN builds its convolutions'
+        kernels at each new length (a first call at a length took 1.2 to 2.4x the next), so whole
+        sentences in one window, padded, meet a few lengths instead of one each; unpadded windows skip
+        the masks (2 to 7% of a 32-frame window)."""
 
     def compiled_form(self) -> VitsGenerator:
         """The same network (shared parameters), masked at every layer: for padded windows."""
@@ -709,25 +716,20 @@ class VitsGenerator(_Speakers):
         twin.masked = True
         return twin
 
-    @property
-    def pads_windows(self) -> bool:
-        """Whether a window padded past the utterance's end is worth running (`Window.end_pad`): the
-        masked form gives the same samples, and oneDNN builds its convolutions' kernels at each new
-        length (a first call at a length took 1.2 to 2.4x the next), so whole sentences in one window
-        meet a few lengths instead of one each."""
-        return self.masked
-
     def cpu_form(self) -> nn.Module:
         """Channels-last convolutions (1.2-1.8x faster on CPU: docs/importing.md, "Benchmark"), masked
-        at every layer so that windows can be padded (`pads_windows`; the masks cost under 1%)."""
-        return channels_last(self.compiled_form())
+        when padded (`pads_windows`)."""
+        twin = copy.copy(self)
+        twin.pads_windows = True
+        return channels_last(twin)
 
     def forward(
         self, z: torch.Tensor, frame_mask: torch.Tensor, speaker: torch.Tensor | None = None
     ) -> torch.Tensor:
         mask = frame_mask.unsqueeze(1).to(z.dtype)  # [B, 1, T]
         x = z.transpose(1, 2) * mask
-        return self.dec(x, self.speaker(speaker), mask if self.masked else None)[:, 0]
+        masked = self.masked or (self.pads_windows and not bool(frame_mask.all()))
+        return self.dec(x, self.speaker(speaker), mask if masked else None)[:, 0]
 
     def example_inputs(self, bucket: int) -> tuple[torch.Tensor, ...]:
         return (torch.zeros(1, bucket, self.channels), torch.ones(1, bucket), *self.speaker_example())
