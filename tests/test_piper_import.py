@@ -515,6 +515,20 @@ def test_the_http_server_speaks_imported_voices_and_their_speakers(
         assert refused.status_code == 400
         error = refused.json()["error"]
         assert error["code"] == "unknown_speaker" and "has no speaker 'nobody'" in error["message"]
+        # Piper's settings per request, listed with their ranges; a seeded request repeats exactly
+        assert listed["multi:speaker1"]["settings"]["noise_w"] == {"default": 0.0, "min": 0.0, "max": 2.0}
+        noisy = {"noise_scale": 0.5, "noise_w": 0.8, "length_scale": 1.2, "seed": 7}
+        pcm = {"response_format": "pcm", "sample_rate": voice.sample_rate}
+        want = np.frombuffer(pcm16(voice.synthesize(text, speaker="speaker1", **noisy)), dtype="<i2")
+        for _ in range(2):
+            got = speech(url, voice="multi:speaker1", input=text, **pcm, **noisy)
+            assert got.status_code == 200, got.text
+            assert_same_pcm(got.content, want)
+        plain = speech(url, voice="multi:speaker1", input=text, **pcm)
+        assert len(plain.content) != len(got.content)  # length_scale 1.2 speaks longer
+        for bad, param in (({"noise_w": 11}, "noise_w"), ({"seed": 1.5}, "seed"), ({"noise_scale": "x"}, None)):
+            error = speech(url, voice="multi", input=text, **bad).json()["error"]
+            assert error["param"] == (param or next(iter(bad))), error
 
 
 def test_the_benchmark_compares_on_equal_audio(medium: Path, addon: Path) -> None:

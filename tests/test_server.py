@@ -193,6 +193,8 @@ def error_of(response: httpx.Response, status: int) -> dict[str, object]:
         ({"input": "Hi.", "voice": "fastspeech-en", "stream_format": "json"}, 400, "stream_format"),
         ({"input": 42, "voice": "fastspeech-en"}, 400, "input"),
         ({"input": "Hi.", "voice": "fastspeech-en", "colour": "blue"}, 400, "colour"),
+        ({"input": "Hi.", "voice": "fastspeech-en", "noise_w": 0.5}, 400, "noise_w"),
+        ({"input": "Hi.", "voice": "fastspeech-en", "seed": "7"}, 400, "seed"),
         ({"input": "   ", "voice": "fastspeech-en"}, 400, "input"),
         ({"input": "x" * 601, "voice": "fastspeech-en"}, 413, "input"),
     ],

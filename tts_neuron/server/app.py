@@ -76,8 +76,14 @@ class VoiceId(BaseModel):
     id: str
 
 
+VOICE_SETTINGS = ("length_scale", "noise_scale", "noise_w")
+"""Per-request settings a voice may take besides `speed` (Piper's names; `/v1/audio/voices` lists each
+voice's with their ranges). `seed` is taken by every voice."""
+
+
 class SpeechRequest(BaseModel):
-    """OpenAI's CreateSpeechRequest, plus `sample_rate` (as speaches and LocalAI take it).
+    """OpenAI's CreateSpeechRequest, plus `sample_rate` (as speaches and LocalAI take it), the voice's own
+    settings (`VOICE_SETTINGS`) and `seed` (a seeded request repeats exactly).
 
     `instructions` is accepted and ignored: our voices take no style prompt (OpenAI ignores it for tts-1
     too), and clients such as Home Assistant and the Agents SDK send it on every call, sometimes null."""
@@ -92,10 +98,20 @@ class SpeechRequest(BaseModel):
     speed: float = Field(default=1.0, ge=0.25, le=4.0)
     stream_format: Literal["audio", "sse"] = "audio"
     sample_rate: int | None = Field(default=None, json_schema_extra={"enum": [*SAMPLE_RATES, None]})
+    length_scale: float | None = None
+    noise_scale: float | None = None
+    noise_w: float | None = None
+    seed: int | None = None
 
     @property
     def voice_name(self) -> str:
         return self.voice if isinstance(self.voice, str) else self.voice.id
+
+    @property
+    def settings(self) -> dict[str, float | int]:
+        """The per-call settings the request sets."""
+        given = {key: getattr(self, key) for key in (*VOICE_SETTINGS, "seed")}
+        return {key: value for key, value in given.items() if value is not None}
 
 
 class CaptionedSpeechRequest(SpeechRequest):
@@ -332,8 +348,9 @@ async def _read_request(
         raise ApiError(400, "the request body is not JSON") from None
     if not isinstance(raw, dict):
         raise ApiError(400, "the request body must be a JSON object")
-    if isinstance(raw.get("speed"), int) and not isinstance(raw.get("speed"), bool):
-        raw["speed"] = float(raw["speed"])  # JSON does not tell 1 from 1.0
+    for key in ("speed", *VOICE_SETTINGS):
+        if isinstance(raw.get(key), int) and not isinstance(raw.get(key), bool):
+            raw[key] = float(raw[key])  # JSON does not tell 1 from 1.0
     try:
         req = schema.model_validate(raw)
     except ValidationError as err:
@@ -421,6 +438,7 @@ async def _speech(
     voice = voices[served]
     if req.speed != 1 and not voice["takes_speed"]:
         raise ApiError(400, f"voice '{req.voice_name}' cannot change its speed", param="speed")
+    _check_settings(req, voice.get("settings", {}))
     _check_speech_estimate(req, settings.max_speech_seconds)
     if captioned and not voice.get("timestamps"):
         raise ApiError(
@@ -438,7 +456,7 @@ async def _speech(
     encoder = None
     try:
         started = time.monotonic()
-        stream = session.stream = engine.start(name, req.input, req.speed, timestamps=captioned)
+        stream = session.stream = engine.start(name, req.input, req.speed, captioned, req.settings)
         chunks = stream.chunks()
         # opened while the engine makes the first chunk (FLAC's muxer takes 5 ms to open)
         encoder = Encoder(req.response_format, voice["sample_rate"], req.sample_rate)
@@ -468,6 +486,19 @@ async def _speech(
     return AudioResponse(
         session, body, media_type="application/json" if captions else media_type, headers=headers
     )
+
+
+def _check_settings(req: SpeechRequest, takes: dict[str, dict[str, float]]) -> None:
+    """A 400 naming the setting for one the voice does not take or a value out of its range."""
+    for key, value in req.settings.items():
+        if key == "seed":
+            continue
+        if key not in takes:
+            offered = f"it takes {', '.join(takes)}" if takes else "it takes none but speed and seed"
+            raise ApiError(400, f"voice '{req.voice_name}' takes no setting {key}; {offered}", param=key)
+        low, high = takes[key]["min"], takes[key]["max"]
+        if not low <= value <= high:
+            raise ApiError(400, f"{key} must be from {low:g} to {high:g}, got {value!r}", param=key)
 
 
 def _check_speech_estimate(req: SpeechRequest, limit: float | None) -> None:

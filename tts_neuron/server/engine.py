@@ -103,6 +103,11 @@ def describe_voice(voice: Voice) -> dict[str, Any]:
     }
     if voice.addon.license:
         about["license"] = voice.addon.license
+    if voice.addon.settings:  # Piper's length_scale, noise_scale and noise_w, per request
+        about["settings"] = {
+            name: {"default": spec.default, "min": spec.min, "max": spec.max}
+            for name, spec in voice.addon.settings.items()
+        }
     if "speaker" in voice.bound:
         about["speaker"] = voice.bound["speaker"]
     elif voice.addon.speakers:
@@ -256,12 +261,21 @@ class Engine:
                 self.metrics.budget_used.set(self._used)
                 self._admission.notify_all()
 
-    def start(self, voice: str, text: str, speed: float, timestamps: bool = False) -> Stream:
+    def start(
+        self,
+        voice: str,
+        text: str,
+        speed: float,
+        timestamps: bool = False,
+        settings: dict[str, float | int] | None = None,
+    ) -> Stream:
         """Start a stream on the device engine; the caller must `cancel` it if it stops reading. With
-        `timestamps` (a voice whose `voice_info` says it has them), the stream also gives its words."""
+        `timestamps` (a voice whose `voice_info` says it has them), the stream also gives its words;
+        `settings` are the call's own (SettingError for one the voice does not take)."""
+        speaker = self.voices[voice].with_settings(**settings) if settings else self.voices[voice]
         if not timestamps:
-            return self.device.open(text, self.voices[voice], speed)
-        captioned = CaptionedVoice(self.voices[voice])
+            return self.device.open(text, speaker, speed)
+        captioned = CaptionedVoice(speaker)
         return CaptionedStream(self.device.open(text, captioned, speed), captioned)
 
     async def drain(self) -> None:

@@ -54,11 +54,16 @@ class TtsEngine:
         return {"schedule": asdict(device.schedule), "workers": device.workers, "threads": device.threads}
 
     async def stream(
-        self, voice: str, text: str, speed: float, timestamps: bool = False
+        self,
+        voice: str,
+        text: str,
+        speed: float,
+        timestamps: bool = False,
+        settings: dict[str, float | int] | None = None,
     ) -> AsyncIterator[np.ndarray | tuple[np.ndarray, list[dict[str, Any]]]]:
         """The chunks, or with `timestamps` each chunk with the words known by then."""
         async with self.engine.admit(voice):
-            stream = self.engine.start(voice, text, speed, timestamps)
+            stream = self.engine.start(voice, text, speed, timestamps, settings)
             try:
                 async for chunk in stream.chunks():  # taken as it leaves the replica: close to the client
                     yield (chunk, cast(TimedStream, stream).taken()) if timestamps else chunk
@@ -145,9 +150,17 @@ class RayBackend:
     def close(self) -> None:
         """The ingress holds no engine of its own."""
 
-    def start(self, voice: str, text: str, speed: float, timestamps: bool = False) -> RemoteStream:
+    def start(
+        self,
+        voice: str,
+        text: str,
+        speed: float,
+        timestamps: bool = False,
+        settings: dict[str, float | int] | None = None,
+    ) -> RemoteStream:
         assert self.handle is not None
-        return RemoteStream(self.handle.stream.remote(voice, text, speed, timestamps), timestamps)
+        response = self.handle.stream.remote(voice, text, speed, timestamps, settings)
+        return RemoteStream(response, timestamps)
 
 
 @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0})
