@@ -119,7 +119,7 @@ def test_an_unknown_voice_gets_the_plain_servers_400(url: str) -> None:
     )
 
 
-def test_the_ingress_takes_the_servers_voice_aliases_and_speech_limit(url: str) -> None:
+def test_the_ingress_takes_the_servers_voice_aliases_speech_limit_and_call_settings(url: str) -> None:
     def speech(**body: object) -> httpx.Response:
         body = {"model": "tts-1", "response_format": "pcm", "sample_rate": 22050, **body}
         return httpx.post(url + "/v1/audio/speech", json=body, timeout=60)
@@ -127,6 +127,11 @@ def test_the_ingress_takes_the_servers_voice_aliases_and_speech_limit(url: str) 
     assert speech(input=TEXT, voice="narrator").content == speech(input=TEXT, voice="fastspeech-en").content
     refused = speech(input="This sentence is spoken again and again. " * 99, voice="narrator")
     assert refused.status_code == 400 and refused.json()["error"]["code"] == "speech_too_long"
+    # a call's settings cross to the replica (this voice draws no noise: a seed changes nothing)
+    seeded = speech(input=TEXT, voice="fastspeech-en", seed=7)
+    assert seeded.status_code == 200 and seeded.content == speech(input=TEXT, voice="narrator").content
+    refused = speech(input=TEXT, voice="fastspeech-en", noise_w=0.5)
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "noise_w"
 
 
 def test_captioned_speech_through_ray_gives_the_python_apis_words(url: str) -> None:
