@@ -292,7 +292,8 @@ class Decoder(StreamableBlock):
         module = network.network if isinstance(network, NetworkHandle) else network
         self.pads_end = table is None and getattr(module, "pads_windows", False)
         """Whether a window that could not take more context to round its length takes `end_pad` frames
-        past the utterance's end instead (a network that masks every layer asks for it: `pads_windows`)."""
+        past the utterance's end instead (a network that masks its layers for a padded window asks for it:
+        `pads_windows`)."""
 
     @classmethod
     def build(cls, params: dict[str, Any], ctx: BuildContext) -> Decoder:

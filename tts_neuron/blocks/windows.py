@@ -52,7 +52,7 @@ class Window:
     end_pad: int = 0
     """Frames past the utterance's end that would round the window's length up to the `multiple` it was
     cut with, where context on the left could not (a last window that starts with the utterance, such as
-    a whole sentence in one window): a network that masks every layer may take them as zeros, masked, and
+    a whole sentence in one window): a network that masks its layers may take them as zeros, masked, and
     so meet fewer shapes (`pad_end`); 0 elsewhere."""
 
     @property
@@ -124,7 +124,7 @@ def bucket_cores(buckets: list[int], halo: int) -> tuple[int, int]:
 
 def pad_end(window: Window) -> tuple[torch.Tensor, torch.Tensor]:
     """The window with its `end_pad` frames past the utterance's end, zero and masked, and its mask: a
-    network that masks every layer gives the same core as on the window itself."""
+    network that masks its layers gives the same core as on the window itself."""
     # frames: [n, C] -> x: [1, n + end_pad, C], mask: [1, n + end_pad]
     frames = window.frames
     n = frames.shape[0]
