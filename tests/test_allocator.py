@@ -70,3 +70,22 @@ print(json.dumps([before, allocator._applied]))
 def test_loading_a_voice_holds_freed_memory_unless_told_not_to(tiny_addon_dir: Path) -> None:
     assert run_fresh(LOADS, None, str(tiny_addon_dir)) == [None, True]
     assert run_fresh(LOADS, "system", str(tiny_addon_dir)) == [None, False]
+
+
+KERNELS = """
+import json, os, sys
+import tts_neuron
+tts_neuron.load(sys.argv[1])
+print(json.dumps(os.environ.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY")))
+"""
+
+
+def test_loading_a_voice_lets_onednn_keep_more_kernels_unless_the_user_set_it(
+    tiny_addon_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tts_neuron.allocator import KERNEL_CACHE
+
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)  # a load in this process set it
+    assert run_fresh(KERNELS, None, str(tiny_addon_dir)) == str(KERNEL_CACHE)
+    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "7")
+    assert run_fresh(KERNELS, None, str(tiny_addon_dir)) == "7"

@@ -9,7 +9,8 @@ faults every page in again: on an imported Piper medium voice, 1.6 to 1.8 millio
 the next call, not returned.
 
 Applied once per process by `tts_neuron.load`; `TTS_NEURON_MALLOC=system` leaves glibc's defaults. On
-other C libraries (musl, macOS) it does nothing.
+other C libraries (musl, macOS) it does nothing. Loading also lets oneDNN keep more of the kernels it built
+(`keep_built_kernels`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,13 @@ MMAP_THRESHOLD = 32 << 20
 TRIM_THRESHOLD = 1 << 30
 """Free memory at the heap's top beyond this is still returned (mallopt takes a C int)."""
 
+KERNEL_CACHE = 4096
+"""oneDNN primitives (a convolution's kernels, built for one input shape) a process keeps. oneDNN's default,
+1,024, holds about 39 window lengths of a Piper medium HiFi-GAN (26 primitives a length) and nothing
+else, so the encoder's convolutions at each sentence's token count evicted lengths that came back; with
+4,096 a second pass over 39 sentences took 0.966-0.998x Piper's ONNX Runtime against 0.997-1.010x
+(three alternating pairs, ad hoc, peak memory unchanged: docs/importing.md)."""
+
 _applied: bool | None = None
 
 
@@ -35,6 +43,12 @@ def hold_freed_memory() -> bool:
     if _applied is None:
         _applied = os.environ.get("TTS_NEURON_MALLOC", "hold") != "system" and _mallopt_all()
     return _applied
+
+
+def keep_built_kernels() -> None:
+    """Let oneDNN keep KERNEL_CACHE primitives unless ONEDNN_PRIMITIVE_CACHE_CAPACITY is set. oneDNN reads
+    it when it builds its first primitive, so this counts only before the process's first convolution."""
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(KERNEL_CACHE))
 
 
 def _mallopt_all() -> bool:

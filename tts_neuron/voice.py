@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from tts_neuron.addon import FRONTENDS, Addon, load_addon
-from tts_neuron.allocator import hold_freed_memory
+from tts_neuron.allocator import hold_freed_memory, keep_built_kernels
 from tts_neuron.backends import TARGETS, get_target
 from tts_neuron.blocks.base import CONTINUES, QUEUED_FRAMES, Block, Chunk, StreamableStack
 from tts_neuron.errors import AddonError, AttentionError, SettingError, StackError, UnknownSpeakerError
@@ -364,9 +364,11 @@ def load(
     (2 threads: RTF 0.013 against 0.017) and hurt on a busy one (0.046 against 0.016 with one core taken),
     because OpenMP threads spin waiting for each other.
     Loading also keeps freed host memory in the process for the next network call
-    (`tts_neuron.allocator`; `TTS_NEURON_MALLOC=system` leaves glibc's defaults).
+    (`tts_neuron.allocator`; `TTS_NEURON_MALLOC=system` leaves glibc's defaults), and lets oneDNN keep
+    more of the convolution kernels it built for past shapes (`keep_built_kernels`).
     """
     hold_freed_memory()
+    keep_built_kernels()
     if threads is not None:
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
