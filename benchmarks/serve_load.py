@@ -30,7 +30,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -74,20 +75,21 @@ def deal(k: int, sentences: Sequence[str], voices: Sequence[str]) -> tuple[str, 
     return sentences[(k // len(voices)) % len(sentences)], voices[k % len(voices)]
 
 
-def underruns(chunks: Sequence[tuple[float, int]], sample_rate: int) -> int:
-    """Chunks (arrival time, samples) that arrive after the audio before them has finished playing.
+def late_chunks(chunks: Sequence[tuple[float, int]], sample_rate: int) -> list[int]:
+    """The indices of the chunks (arrival time, samples) that arrive after the audio before them has
+    finished playing: each is an underrun.
 
     Playback starts at the first arrival; a chunk exactly at the deadline plays on seamlessly. After an
     underrun the player resumes when the late chunk arrives, as a real one does, so one stall is counted
     once and not again for every chunk after it.
     """
-    count, deadline = 0, None
-    for arrival, samples in chunks:
+    late, deadline = [], None
+    for index, (arrival, samples) in enumerate(chunks):
         if deadline is not None and arrival > deadline:
-            count += 1
+            late.append(index)
         start = arrival if deadline is None or arrival > deadline else deadline
         deadline = start + samples / sample_rate
-    return count
+    return late
 
 
 @dataclass
@@ -119,8 +121,12 @@ class Request:
         return sum(n for _, n in self.chunks) / self.sample_rate if self.sample_rate else 0.0
 
     @property
+    def late_chunks(self) -> list[int]:
+        return late_chunks(self.chunks, self.sample_rate) if self.sample_rate else []
+
+    @property
     def underruns(self) -> int:
-        return underruns(self.chunks, self.sample_rate) if self.sample_rate else 0
+        return len(self.late_chunks)
 
 
 FORMATS = ("pcm", "wav", "mp3")
@@ -421,6 +427,11 @@ def summarise(
         "gap_ms": {"p50": _p(gaps, 50), "p99": _p(gaps, 99)},
         "underruns": sum(r.underruns for r in ok),
         "streams_with_underrun": with_underrun,
+        "underrun_streams_by_voice": {  # which voice's streams fall behind first
+            voice: sum(1 for r in ok if r.voice == voice and r.underruns)
+            for voice in sorted({r.voice for r in ok})
+        },
+        "underruns_by_chunk": _by_chunk(r.late_chunks for r in ok),  # in a stream's start, or later
         "underrun_share": round(with_underrun / len(ok), 4) if ok else None,
         "server_underruns": int(server_underruns),
         "audio_s": round(audio_s, 2),
@@ -579,7 +590,8 @@ def load_markdown(result: dict[str, Any]) -> str:
             row += [
                 f"{_cell(r['ttfa_ms']['p50'])} / {_cell(r['ttfa_ms']['p99'])}",
                 f"{_cell(r['gap_ms']['p50'])} / {_cell(r['gap_ms']['p99'])}",
-                f"{r['streams_with_underrun']} of {r['ok']} ({r['underruns']} underruns)",
+                f"{r['streams_with_underrun']} of {r['ok']} ({r['underruns']} underruns)"
+                + _by_voice(r.get("underrun_streams_by_voice", {})),
                 _cell(r["rtfx"]),
                 ", ".join(f"{k}: {v}" for k, v in r["errors"].items()) or "0",
             ]
@@ -600,6 +612,12 @@ def load_markdown(result: dict[str, Any]) -> str:
         if r["batch"]:
             means = ", ".join(f"{net} {v['mean_rows']}" for net, v in r["batch"].items())
             batch_lines.append(f"- {r['runner']} x{r['streams']}: {means}")
+    late_lines = [
+        f"- {r['runner']} x{r['streams']}: "
+        + ", ".join(f"chunk {k}: {v}" for k, v in r["underruns_by_chunk"].items())
+        for r in result["records"]
+        if r.get("underruns_by_chunk")
+    ]
     m, c = result["machine"], result["config"]
     text = [
         "# Serving load test",
@@ -639,8 +657,25 @@ def load_markdown(result: dict[str, Any]) -> str:
         "",
         *(batch_lines or ["- none recorded"]),
         "",
+        "Underruns by the late chunk's index (1 to 3: a stream's first windows, made while its first "
+        "chunk plays):",
+        "",
+        *(late_lines or ["- none"]),
+        "",
     ]
     return "\n".join(text)
+
+
+def _by_chunk(late: Iterable[list[int]]) -> dict[str, int]:
+    """Underruns by the index of the late chunk: 1 to 3 are a stream's first windows (the first chunk
+    plays while they are made), "4+" the rest."""
+    counts = Counter(str(i) if i < 4 else "4+" for indices in late for i in indices)
+    return {key: counts[key] for key in ("1", "2", "3", "4+") if counts[key]}
+
+
+def _by_voice(counts: dict[str, int]) -> str:
+    """The cell's tail ": voice n, voice m" where any stream underran, else nothing."""
+    return ": " + ", ".join(f"{v} {n}" for v, n in counts.items()) if any(counts.values()) else ""
 
 
 def soak_summary(record: dict[str, Any], baseline_s: float) -> dict[str, Any]:

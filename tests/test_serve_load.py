@@ -14,32 +14,43 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 import serve_load  # noqa: E402
-from serve_load import Request, capacity, deal, meets, next_probe, underruns  # noqa: E402
+from serve_load import Request, capacity, deal, late_chunks, meets, next_probe  # noqa: E402
 
 RATE = 100  # samples per second: a chunk of 100 samples plays for exactly 1 s
 
 
 def test_a_chunk_exactly_at_the_deadline_is_no_underrun() -> None:
-    assert underruns([(0.0, 100), (1.0, 100), (2.0, 100)], RATE) == 0
+    assert late_chunks([(0.0, 100), (1.0, 100), (2.0, 100)], RATE) == []
 
 
 def test_a_chunk_after_the_deadline_is_an_underrun() -> None:
-    assert underruns([(0.0, 100), (1.001, 100)], RATE) == 1
+    assert late_chunks([(0.0, 100), (1.001, 100)], RATE) == [1]
 
 
 def test_a_chunk_before_the_deadline_is_buffered() -> None:
-    assert underruns([(0.0, 100), (0.5, 100), (1.9, 100)], RATE) == 0  # deadlines 1, 2, 3
+    assert late_chunks([(0.0, 100), (0.5, 100), (1.9, 100)], RATE) == []  # deadlines 1, 2, 3
 
 
 def test_playback_resumes_at_the_late_chunk() -> None:
     # stalls at 2.0; plays the second chunk 2.0-3.0, so the third at 2.9 is in time (it would not be
     # against the original schedule, whose deadline was 2.0)
-    assert underruns([(0.0, 100), (2.0, 100), (2.9, 100), (5.0, 100)], RATE) == 2
+    assert late_chunks([(0.0, 100), (2.0, 100), (2.9, 100), (5.0, 100)], RATE) == [1, 3]
 
 
 def test_a_single_chunk_never_underruns() -> None:
-    assert underruns([(3.0, 100)], RATE) == 0
-    assert underruns([], RATE) == 0
+    assert late_chunks([(3.0, 100)], RATE) == []
+    assert late_chunks([], RATE) == []
+
+
+def test_underruns_are_counted_by_voice_and_by_the_late_chunk() -> None:
+    """A stream's first windows (chunks 1 to 3) apart from the rest; a voice's streams with any stall."""
+    late = Request("a", 0.0, 200, None, RATE, [(0.0, 10), (0.2, 100), (0.3, 10), (5.0, 10), (9.0, 10)])
+    in_time = Request("b", 0.0, 200, None, RATE, [(0.0, 100), (0.5, 100)])
+    record = serve_load.summarise("server", 2, [late, in_time], 10.0, [], 0.0, {}, {})
+    assert late.late_chunks == [1, 3, 4] and late.underruns == 3
+    assert record["underruns_by_chunk"] == {"1": 1, "3": 1, "4+": 1}
+    assert record["underrun_streams_by_voice"] == {"a": 1, "b": 0}
+    assert record["streams_with_underrun"] == 1
 
 
 def test_request_figures() -> None:
