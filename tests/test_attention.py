@@ -224,11 +224,30 @@ def test_a_one_vowel_sentence_is_not_cut_to_one_step(tacotron: tts_neuron.Voice,
     assert len(tacotron.synthesize(text)) >= 4 * len(sentence.tokens) * tacotron.addon.audio.hop_length
 
 
+def test_chunks_after_the_first_double_as_the_vocoders_windows_do(tacotron: tts_neuron.Voice) -> None:
+    """12 steps, then 8 doubling up to 32 (48, 32, 64, then 128 frames at reduction 4), so each vocoder
+    window (16, 32, 64, then 128 frames) runs as soon as the steps it needs are made. Seen at the
+    postnet's output, which passes each chunk on less its right context, held back once at the start."""
+    frames: list[np.ndarray] = []
+    text = (
+        "The committee reviewed every proposal carefully before the deadline, and then it announced "
+        "which projects would receive funding for the coming year."
+    )
+    list(tacotron.stream(text, frames.append))
+    sizes = [len(f) for f in frames]
+    radius = tacotron.addon.network("postnet").receptive_radius
+    assert len(sizes) >= 5
+    assert sizes[:-1] == [48 - radius, 32, 64, *[128] * (len(sizes) - 4)]
+
+
 @settings(max_examples=6, deadline=None)
-@given(first=st.integers(1, 10), size=st.integers(1, 40))
-def test_chunk_sizes_do_not_change_the_frames(tacotron: tts_neuron.Voice, first: int, size: int) -> None:
+@given(first=st.integers(1, 10), second=st.integers(1, 20), size=st.integers(1, 40))
+def test_chunk_sizes_do_not_change_the_frames(
+    tacotron: tts_neuron.Voice, first: int, second: int, size: int
+) -> None:
     reference = mel_of(tacotron, SENTENCE)[1]
-    chunked = tts_neuron.load(TACOTRON, stack=with_decoder({"first_chunk_steps": first, "chunk_steps": size}))
+    sizes = {"first_chunk_steps": first, "second_chunk_steps": second, "chunk_steps": size}
+    chunked = tts_neuron.load(TACOTRON, stack=with_decoder(sizes))
     # the decoder loop is identical; the postnet decodes other windows, equal to float rounding
     np.testing.assert_allclose(mel_of(chunked, SENTENCE)[1], reference, rtol=0, atol=1e-4)
 

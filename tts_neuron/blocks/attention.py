@@ -145,7 +145,11 @@ class AttentionDecoder(StreamableBlock):
 
     A sentence longer than `max_tokens` is decoded in segments cut after a pause, else between words,
     each with fresh state. The first chunk (12 steps, 48 frames at reduction 4) covers the postnet's and
-    the vocoder's right context (8 + 17 frames) and a first audio chunk. Prenet dropout masks come from a
+    the vocoder's right context (8 + 17 frames) and a first audio chunk; the next ones double from 8 steps
+    up to `chunk_steps` (32, 64, then 128 frames), as the vocoder's windows do after its first, so each
+    audio window can run as soon as the steps it needs are made (a chunk of 16 steps, then 16, made each
+    window after the first wait 9 steps longer: about 70 ms of a loaded engine, where the first audio
+    chunk plays 190 ms, docs/serving.md). Prenet dropout masks come from a
     generator seeded with `seed` for each sentence, so the same text gives the same frames whether
     streamed or interleaved with other streams, and the same to float rounding when the step is compiled.
     """
@@ -166,13 +170,14 @@ class AttentionDecoder(StreamableBlock):
         pad: bool = False,
         max_tokens: int = 256,
         first_chunk_steps: int = 12,
-        chunk_steps: int = 16,
+        second_chunk_steps: int = 8,
+        chunk_steps: int = 32,
         stop_threshold: float = 0.5,
         prenet_keep: float = 0.5,
         seed: int = 0,
         guards: dict[str, int] | None = None,
     ) -> None:
-        if first_chunk_steps < 1 or chunk_steps < 1:
+        if min(first_chunk_steps, second_chunk_steps, chunk_steps) < 1:
             raise ValueError("chunk sizes must be at least one step")
         if not 0 < prenet_keep <= 1:
             raise ValueError(f"prenet_keep must be in (0, 1], got {prenet_keep}")
@@ -185,6 +190,7 @@ class AttentionDecoder(StreamableBlock):
         self.state_size, self.prenet_channels = state_size, prenet_channels
         self.pause_ids, self.max_tokens = pause_ids, max_tokens
         self.first_chunk_steps, self.chunk_steps = first_chunk_steps, chunk_steps
+        self.second_chunk_steps = min(second_chunk_steps, chunk_steps)
         self.stop_threshold, self.prenet_keep, self.seed = stop_threshold, prenet_keep, seed
         self.guards = AttentionGuards(**(guards or {}))
 
@@ -231,7 +237,8 @@ class AttentionDecoder(StreamableBlock):
         generator = torch.Generator().manual_seed(self.seed)
         pending: list[torch.Tensor] = []
         emitted = made = 0
-        first_steps = first_chunk(features, self.first_chunk_steps, self.chunk_steps)
+        due = first_chunk(features, self.first_chunk_steps, self.chunk_steps)
+        growth = first_chunk(features, self.second_chunk_steps, self.chunk_steps)  # the chunk after it
         for index, (a, b) in enumerate(segments):
             last_segment = index == len(segments) - 1
             memory, keys = features["memory"][:, a:b], features["keys"][:, a:b]
@@ -244,13 +251,13 @@ class AttentionDecoder(StreamableBlock):
                     place_tokens(features, made, torch.full((len(frames),), a + monitor.focus))
                 pending.append(frames)
                 made += len(frames)
-                due = first_steps if emitted == 0 else self.chunk_steps
                 if (stop and last_segment) or len(pending) >= due:
                     final = stop and last_segment
                     if final and FRAME_TOKENS in features:
                         place_tokens(features, made, torch.tensor([len(tokens)]))
                     yield Chunk(torch.cat(pending), emitted, final)
                     emitted, pending = made, []
+                    due, growth = growth, min(2 * growth, self.chunk_steps)
                     if final:
                         return
 
