@@ -38,7 +38,7 @@ from tts_neuron.server.encoding import (
     sse_done,
     sse_event,
 )
-from tts_neuron.server.engine import Busy, Engine, Stream, TimedStream
+from tts_neuron.server.engine import Busy, Engine, SpeechCall, Stream, TimedStream
 from tts_neuron.server.voices import alias_table, resolve
 
 _LOG = logging.getLogger("tts_neuron.server")
@@ -456,7 +456,8 @@ async def _speech(
     encoder = None
     try:
         started = time.monotonic()
-        stream = session.stream = engine.start(name, req.input, req.speed, captioned, req.settings)
+        call = SpeechCall(name, req.input, req.speed, captioned, req.settings)
+        stream = session.stream = engine.start(call)
         chunks = stream.chunks()
         # opened while the engine makes the first chunk (FLAC's muxer takes 5 ms to open)
         encoder = Encoder(req.response_format, voice["sample_rate"], req.sample_rate)

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -74,6 +74,20 @@ class Limits:
             raise ValueError("budget must be > 0 and drain_timeout >= 0")
         if self.max_queue < 0 or self.queue_timeout < 0 or self.idle_timeout <= 0:
             raise ValueError("max_queue and queue_timeout must be >= 0 and idle_timeout > 0")
+
+
+@dataclass(frozen=True)
+class SpeechCall:
+    """One request as every backend starts it (here, on a Ray replica, from Wyoming)."""
+
+    voice: str
+    text: str
+    speed: float = 1.0
+    timestamps: bool = False
+    """The words come with the chunks (a voice whose `voice_info` says it has them)."""
+    settings: dict[str, float | int] = field(default_factory=dict)
+    """The call's own voice settings (Piper's names, a seed): SettingError for one the voice does not
+    take."""
 
 
 class Stream(Protocol):
@@ -261,22 +275,15 @@ class Engine:
                 self.metrics.budget_used.set(self._used)
                 self._admission.notify_all()
 
-    def start(
-        self,
-        voice: str,
-        text: str,
-        speed: float,
-        timestamps: bool = False,
-        settings: dict[str, float | int] | None = None,
-    ) -> Stream:
+    def start(self, call: SpeechCall) -> Stream:
         """Start a stream on the device engine; the caller must `cancel` it if it stops reading. With
-        `timestamps` (a voice whose `voice_info` says it has them), the stream also gives its words;
-        `settings` are the call's own (SettingError for one the voice does not take)."""
-        speaker = self.voices[voice].with_settings(**settings) if settings else self.voices[voice]
-        if not timestamps:
-            return self.device.open(text, speaker, speed)
+        `call.timestamps`, the stream also gives its words."""
+        voice = self.voices[call.voice]
+        speaker = voice.with_settings(**call.settings) if call.settings else voice
+        if not call.timestamps:
+            return self.device.open(call.text, speaker, call.speed)
         captioned = CaptionedVoice(speaker)
-        return CaptionedStream(self.device.open(text, captioned, speed), captioned)
+        return CaptionedStream(self.device.open(call.text, captioned, call.speed), captioned)
 
     async def drain(self) -> None:
         """Wait for the running streams to end, up to the drain timeout (a shutdown's first step)."""

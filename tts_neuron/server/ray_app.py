@@ -26,7 +26,7 @@ from ray.serve.handle import DeploymentHandle
 
 from tts_neuron.engine import Schedule
 from tts_neuron.server.app import SpeechOptions, create_app
-from tts_neuron.server.engine import Busy, Engine, Limits, TimedStream
+from tts_neuron.server.engine import Busy, Engine, Limits, SpeechCall, TimedStream
 from tts_neuron.server.metrics import Metrics
 
 
@@ -54,19 +54,14 @@ class TtsEngine:
         return {"schedule": asdict(device.schedule), "workers": device.workers, "threads": device.threads}
 
     async def stream(
-        self,
-        voice: str,
-        text: str,
-        speed: float,
-        timestamps: bool = False,
-        settings: dict[str, float | int] | None = None,
+        self, call: SpeechCall
     ) -> AsyncIterator[np.ndarray | tuple[np.ndarray, list[dict[str, Any]]]]:
-        """The chunks, or with `timestamps` each chunk with the words known by then."""
-        async with self.engine.admit(voice):
-            stream = self.engine.start(voice, text, speed, timestamps, settings)
+        """The chunks, or with `call.timestamps` each chunk with the words known by then."""
+        async with self.engine.admit(call.voice):
+            stream = self.engine.start(call)
             try:
                 async for chunk in stream.chunks():  # taken as it leaves the replica: close to the client
-                    yield (chunk, cast(TimedStream, stream).taken()) if timestamps else chunk
+                    yield (chunk, cast(TimedStream, stream).taken()) if call.timestamps else chunk
             finally:
                 stream.cancel()
 
@@ -150,17 +145,9 @@ class RayBackend:
     def close(self) -> None:
         """The ingress holds no engine of its own."""
 
-    def start(
-        self,
-        voice: str,
-        text: str,
-        speed: float,
-        timestamps: bool = False,
-        settings: dict[str, float | int] | None = None,
-    ) -> RemoteStream:
+    def start(self, call: SpeechCall) -> RemoteStream:
         assert self.handle is not None
-        response = self.handle.stream.remote(voice, text, speed, timestamps, settings)
-        return RemoteStream(response, timestamps)
+        return RemoteStream(self.handle.stream.remote(call), call.timestamps)
 
 
 @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0})

@@ -23,7 +23,7 @@ from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, Synthesize
 
 from tts_neuron.frontend.sentences import split_sentences
 from tts_neuron.server.encoding import pcm16
-from tts_neuron.server.engine import Busy, Engine
+from tts_neuron.server.engine import Busy, Engine, SpeechCall
 
 SENTENCE_ENDS = (".", "!", "?", "…")
 ATTRIBUTION = Attribution(name="tts_neuron", url="https://github.com/")
@@ -123,7 +123,7 @@ class WyomingHandler(AsyncEventHandler):
         rate, started = self.engine.voice_info()[voice]["sample_rate"], False
         try:
             async with self.engine.admit(voice):
-                stream = self.engine.start(voice, text, 1.0)
+                stream = self.engine.start(SpeechCall(voice, text))
                 try:
                     async for chunk in stream.chunks():
                         if not started:
