@@ -1,5 +1,5 @@
 """The CPU forms of networks equal the networks: channels-last convolutions (they share their parameters and
-leave the original network as it was) and the VITS flow's time-major form."""
+leave the original network as it was) and the VITS flow's and text encoder's time-major forms."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from tts_neuron.blocks.vocoder import Vocoder
 from tts_neuron.blocks.windows import Window
 from tts_neuron.models import ChannelsLastConv1d, channels_last
 from tts_neuron.models.protocols import cpu_form
-from tts_neuron.models.vits import FlowCpuForm, VitsFlow, VitsGenerator
+from tts_neuron.models.vits import EncoderCpuForm, FlowCpuForm, VitsEncoder, VitsFlow, VitsGenerator
 
 
 @settings(max_examples=40, deadline=None)
@@ -166,4 +166,45 @@ def test_the_vits_flow_cpu_form_equals_the_flow(
         fast_error = (fast(z, mask, speaker).double() - exact).abs().max().item()
     assert fast_error <= 10 * plain_error + 1e-5, (fast_error, plain_error)
     for name, parameter in flow.state_dict().items():
+        assert torch.equal(parameter, before[name]), name
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    speakers=st.sampled_from([1, 3]),
+    shape=st.sampled_from([(8, 16, 2, 3), (12, 20, 3, 1), (6, 10, 1, 5)]),
+    lengths=st.lists(st.integers(1, 30), min_size=1, max_size=3),
+    seed=st.integers(0, 2**16),
+)
+def test_the_vits_encoder_cpu_form_equals_the_encoder(
+    speakers: int, shape: tuple[int, int, int, int], lengths: list[int], seed: int
+) -> None:
+    """Every tensor random, one or more speakers, heads and kernels of several sizes, rows of different
+    lengths padded in one batch: the time-major text encoder gives the same prior and log-durations, as
+    near the encoder in float64 as the encoder in float32 is, and the encoder's parameters are untouched."""
+    torch.manual_seed(seed)
+    hidden, filters, heads, kernel = shape
+    encoder = VitsEncoder(
+        n_vocab=20, n_speakers=speakers, gin_channels=6 if speakers > 1 else 0, inter_channels=4,
+        hidden_channels=hidden, filter_channels=filters, n_heads=heads, n_layers=2, kernel_size=kernel,
+    ).eval()  # fmt: skip
+    with torch.no_grad():
+        for parameter in encoder.parameters():
+            parameter.copy_(torch.randn_like(parameter) * 0.3)
+    before = {name: p.clone() for name, p in encoder.state_dict().items()}
+    fast = cpu_form(encoder)
+    assert isinstance(fast, EncoderCpuForm)
+    batch, longest = len(lengths), max(lengths)
+    tokens = torch.randint(0, 20, (batch, longest), dtype=torch.int32)
+    mask = (torch.arange(longest)[None] < torch.tensor(lengths)[:, None]).float()  # [B, N]
+    noise = torch.randn(batch, longest, 2)
+    speaker = torch.randint(0, speakers, (batch,)) if speakers > 1 else None
+    with torch.inference_mode():
+        exact = copy.deepcopy(encoder).double()(tokens, mask.double(), noise.double(), speaker)
+        plains, quicks = encoder(tokens, mask, noise, speaker), fast(tokens, mask, noise, speaker)
+        for plain, quick, truth in zip(plains, quicks, exact, strict=True):  # the prior, the log-durations
+            plain_error = (plain.double() - truth).abs().max().item()
+            fast_error = (quick.double() - truth).abs().max().item()
+            assert fast_error <= 10 * plain_error + 1e-5, (fast_error, plain_error)
+    for name, parameter in encoder.state_dict().items():
         assert torch.equal(parameter, before[name]), name

@@ -97,8 +97,11 @@ class ChannelNorm(nn.Module):
         self.beta = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = nn.functional.layer_norm(x.transpose(1, 2), (x.shape[1],), self.gamma, self.beta, 1e-5)
-        return y.transpose(1, 2)
+        return self.time_major(x.transpose(1, 2)).transpose(1, 2)
+
+    def time_major(self, x: torch.Tensor) -> torch.Tensor:
+        """The same norm of [B, T, C]."""
+        return nn.functional.layer_norm(x, (x.shape[-1],), self.gamma, self.beta, 1e-5)
 
 
 class ChannelsLastConv1d(nn.Module):

@@ -71,19 +71,26 @@ class RelativeAttention(nn.Module):
             conv(x).view(b, self.heads, self.k, n).transpose(2, 3)  # [B, H, N, K]
             for conv in (self.conv_q, self.conv_k, self.conv_v)
         )
-        relative, near, band, inside = self._bands(n, x.device)
+        out = self.attend(q, k, v, attn_mask)  # [B, H, N, K]
+        return self.conv_o(out.transpose(2, 3).reshape(b, c, n))
+
+    def attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Each head's attention with relative keys and values: q, k, v [B, H, N, K] -> [B, H, N, K]."""
+        b, _, n, _ = q.shape
+        relative, near, band, inside = self._bands(n, q.device)
         q = q / math.sqrt(self.k)
         scores = q @ k.transpose(2, 3)  # [B, H, N, N]
         # The relative keys: each query against the 2W+1 offsets, placed at j = i + offset (0 beyond W).
         by_offset = q @ self.emb_rel_k[0].transpose(0, 1)  # [B, H, N, 2W+1]
         placed = by_offset.gather(-1, relative.expand(b, self.heads, n, n))  # [B, H, N, N]
-        scores = scores + placed * near.to(x.dtype)
+        scores = scores + placed * near.to(q.dtype)
         scores = scores.masked_fill(attn_mask == 0, -1e4)
         p = torch.softmax(scores, dim=-1)
         # The relative values: each query's weights on the keys at offsets -W..W, times their embeddings.
-        weights = p.gather(-1, band.expand(b, self.heads, n, band.shape[1])) * inside.to(x.dtype)
-        out = p @ v + weights @ self.emb_rel_v[0]  # [B, H, N, K]
-        return self.conv_o(out.transpose(2, 3).reshape(b, c, n))
+        weights = p.gather(-1, band.expand(b, self.heads, n, band.shape[1])) * inside.to(q.dtype)
+        return p @ v + weights @ self.emb_rel_v[0]
 
 
 class FeedForward(nn.Module):
@@ -547,9 +554,85 @@ class VitsEncoder(_Speakers):
         logw = self.dp(x, mask, duration_noise.transpose(1, 2), g)[:, 0] * token_mask  # [B, N]
         return torch.cat([m, logs], 1).transpose(1, 2), logw
 
+    def cpu_form(self) -> nn.Module:
+        """The text encoder time-major: 0.7-0.8x its time on CPU (docs/importing.md)."""
+        return EncoderCpuForm(self)
+
     def example_inputs(self, bucket: int) -> tuple[torch.Tensor, ...]:
         tokens = torch.zeros(1, bucket, dtype=torch.int32)
         return (tokens, torch.ones(1, bucket), torch.zeros(1, bucket, 2), *self.speaker_example())
+
+
+class EncoderCpuForm(nn.Module):
+    """`VitsEncoder` as a CPU with dynamic shapes runs it: the text encoder time-major ([B, N, C], as
+    the embedding gives it) from end to end, query, key and value one matrix product, each kernel-3
+    convolution of the feed-forward layers three products over shifted views (no im2col), the layer norms
+    without transposes; the duration predictor as it is. The encoder's own parameters, which the compiler
+    and `check` read, are left as they are (the matrices are copies, 7 MiB for a medium voice); equal to
+    the encoder within float rounding."""
+
+    def __init__(self, encoder: VitsEncoder) -> None:
+        super().__init__()
+        self.encoder = encoder  # its embedding, norms, relative embeddings and duration predictor, shared
+        text = encoder.enc_p.encoder
+        self.layers = [
+            _AttentionLayer.of(*modules)
+            for modules in zip(
+                text.attn_layers, text.norm_layers_1, text.ffn_layers, text.norm_layers_2, strict=True
+            )
+        ]
+        self.proj = _taps(encoder.enc_p.proj)
+
+    def forward(
+        self, tokens: torch.Tensor, token_mask: torch.Tensor, duration_noise: torch.Tensor,
+        speaker: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        encoder, enc_p = self.encoder, self.encoder.enc_p
+        mask = token_mask.unsqueeze(2).to(enc_p.proj.weight.dtype)  # [B, N, 1]
+        x = enc_p.emb(tokens.long()) * math.sqrt(enc_p.hidden) * mask  # [B, N, C]
+        attn_mask = (mask * mask.transpose(1, 2)).unsqueeze(1)  # [B, 1, N, N]
+        for layer in self.layers:
+            x = layer(x, mask, attn_mask)
+        x = x * mask
+        prior = _conv(x, *self.proj) * mask  # [B, N, 2C]: the mean, then the log-scale
+        noise = duration_noise.transpose(1, 2)
+        logw = encoder.dp(x.transpose(1, 2), mask.transpose(1, 2), noise, encoder.speaker(speaker))[:, 0]
+        return prior, logw * token_mask
+
+
+@dataclasses.dataclass
+class _AttentionLayer:
+    """One layer of the text encoder, time-major: its modules (shared) and its convolutions as matrices
+    per kernel tap ([K, in, out]) and biases, the query's, key's and value's side by side."""
+
+    attn: RelativeAttention
+    norm_1: ChannelNorm
+    norm_2: ChannelNorm
+    qkv: tuple[torch.Tensor, torch.Tensor]
+    out: tuple[torch.Tensor, torch.Tensor]
+    ffn_1: tuple[torch.Tensor, torch.Tensor]
+    ffn_2: tuple[torch.Tensor, torch.Tensor]
+
+    @staticmethod
+    @torch.no_grad()
+    def of(attn: nn.Module, norm_1: nn.Module, ffn: nn.Module, norm_2: nn.Module) -> _AttentionLayer:
+        assert isinstance(attn, RelativeAttention) and isinstance(ffn, FeedForward)
+        assert isinstance(norm_1, ChannelNorm) and isinstance(norm_2, ChannelNorm)
+        q, k, v = (_taps(conv) for conv in (attn.conv_q, attn.conv_k, attn.conv_v))
+        qkv = (torch.cat([q[0], k[0], v[0]], dim=2), torch.cat([q[1], k[1], v[1]]))
+        return _AttentionLayer(
+            attn, norm_1, norm_2, qkv, _taps(attn.conv_o), _taps(ffn.conv_1), _taps(ffn.conv_2)
+        )
+
+    def __call__(self, x: torch.Tensor, mask: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        # x: [B, N, C], mask: [B, N, 1], attn_mask: [B, 1, N, N] -> [B, N, C]
+        b, n, c = x.shape
+        heads, k = self.attn.heads, self.attn.k
+        q, key, v = (y.view(b, n, heads, k).transpose(1, 2) for y in _conv(x, *self.qkv).split(c, dim=2))
+        out = self.attn.attend(q, key, v, attn_mask).transpose(1, 2).reshape(b, n, c)  # [B, N, C]
+        x = self.norm_1.time_major(x + _conv(out, *self.out))
+        h = torch.relu(_conv(x * mask, *self.ffn_1))  # [B, N, F]
+        return self.norm_2.time_major(x + _conv(h * mask, *self.ffn_2) * mask)
 
 
 class VitsFlow(_Speakers):
@@ -678,6 +761,19 @@ def _taps(
 def _matmul(x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     # x: [B, T, in], taps: [1, in, out], bias: [out] -> [B, T, out]: a 1x1 convolution, time-major
     return torch.baddbmm(bias, x, taps[0].expand(x.shape[0], -1, -1))
+
+
+def _conv(x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """A zero-padded Conv1d of odd kernel K, time-major: one product per tap over a shifted view."""
+    # x: [B, T, in], taps: [K, in, out], bias: [out] -> [B, T, out]
+    kernel, (batch, frames, _) = taps.shape[0], x.shape
+    if kernel == 1:
+        return _matmul(x, taps, bias)
+    padded = F.pad(x, (0, 0, kernel // 2, kernel // 2))  # [B, T + K - 1, in]
+    out = torch.baddbmm(bias, padded[:, :frames], taps[0].expand(batch, -1, -1))
+    for k in range(1, kernel):
+        out.baddbmm_(padded[:, k : k + frames], taps[k].expand(batch, -1, -1))
+    return out
 
 
 class VitsGenerator(_Speakers):
