@@ -1,6 +1,6 @@
 """Each network of an addon in the form it is stored against its channels-last form and against its CPU
 form (what a CPU stack runs: `cpu_form`, channels-last for the VITS generator, time-major products for
-the VITS flow), alternating call by call, freed memory held as `tts_neuron.load` holds it.
+the VITS flow and text encoder), alternating call by call, freed memory held as `tts_neuron.load` holds it.
 
     python benchmarks/conv_layout.py ADDON [ADDON ...] [--lengths 20 88 152] [--batch 1] [--threads 1]
 
