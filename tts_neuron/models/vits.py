@@ -555,7 +555,7 @@ class VitsEncoder(_Speakers):
         return torch.cat([m, logs], 1).transpose(1, 2), logw
 
     def cpu_form(self) -> nn.Module:
-        """The text encoder time-major: 0.7-0.8x its time on CPU (docs/importing.md)."""
+        """The text encoder time-major: the network in 0.82-0.89x its time on CPU (docs/importing.md)."""
         return EncoderCpuForm(self)
 
     def example_inputs(self, bucket: int) -> tuple[torch.Tensor, ...]:
@@ -568,7 +568,7 @@ class EncoderCpuForm(nn.Module):
     the embedding gives it) from end to end, query, key and value one matrix product, each kernel-3
     convolution of the feed-forward layers three products over shifted views (no im2col), the layer norms
     without transposes; the duration predictor as it is. The encoder's own parameters, which the compiler
-    and `check` read, are left as they are (the matrices are copies, 7 MiB for a medium voice); equal to
+    and `check` read, are left as they are (the matrices are copies, 24 MiB for a medium voice); equal to
     the encoder within float rounding."""
 
     def __init__(self, encoder: VitsEncoder) -> None:

@@ -78,7 +78,7 @@ class Limits:
 
 @dataclass(frozen=True)
 class SpeechCall:
-    """One request as every backend starts it (here, on a Ray replica, from Wyoming)."""
+    """One request as a backend starts it (this engine, or a Ray replica's), from HTTP or Wyoming."""
 
     voice: str
     text: str
