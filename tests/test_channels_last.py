@@ -133,6 +133,20 @@ def test_the_generator_cpu_form_pads_a_whole_utterance_window_and_streams_the_sa
         assert padded == [-length % multiple]  # one window, the whole utterance, padded
 
 
+def perturbed(network: nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter random (a fresh flow is the identity; zeros hide wrong mappings); the state after."""
+    with torch.no_grad():
+        for parameter in network.parameters():
+            parameter.copy_(torch.randn_like(parameter) * 0.3)
+    return {name: p.clone() for name, p in network.state_dict().items()}
+
+
+def assert_untouched(network: nn.Module, before: dict[str, torch.Tensor]) -> None:
+    """A CPU form left the network's own parameters as they were."""
+    for name, parameter in network.state_dict().items():
+        assert torch.equal(parameter, before[name]), name
+
+
 @settings(max_examples=25, deadline=None)
 @given(
     speakers=st.sampled_from([1, 3]),
@@ -151,10 +165,7 @@ def test_the_vits_flow_cpu_form_equals_the_flow(
     inter, hidden = channels
     flow = VitsFlow(n_speakers=speakers, gin_channels=6 if speakers > 1 else 0, inter_channels=inter,
                     hidden_channels=hidden).eval()  # fmt: skip
-    with torch.no_grad():
-        for parameter in flow.parameters():
-            parameter.copy_(torch.randn_like(parameter) * 0.3)
-    before = {name: p.clone() for name, p in flow.state_dict().items()}
+    before = perturbed(flow)
     fast = cpu_form(flow)
     assert isinstance(fast, FlowCpuForm)
     z = torch.randn(len(lengths), max(lengths), inter)
@@ -165,8 +176,7 @@ def test_the_vits_flow_cpu_form_equals_the_flow(
         plain_error = (flow(z, mask, speaker).double() - exact).abs().max().item()
         fast_error = (fast(z, mask, speaker).double() - exact).abs().max().item()
     assert fast_error <= 10 * plain_error + 1e-5, (fast_error, plain_error)
-    for name, parameter in flow.state_dict().items():
-        assert torch.equal(parameter, before[name]), name
+    assert_untouched(flow, before)
 
 
 @settings(max_examples=25, deadline=None)
@@ -188,10 +198,7 @@ def test_the_vits_encoder_cpu_form_equals_the_encoder(
         n_vocab=20, n_speakers=speakers, gin_channels=6 if speakers > 1 else 0, inter_channels=4,
         hidden_channels=hidden, filter_channels=filters, n_heads=heads, n_layers=2, kernel_size=kernel,
     ).eval()  # fmt: skip
-    with torch.no_grad():
-        for parameter in encoder.parameters():
-            parameter.copy_(torch.randn_like(parameter) * 0.3)
-    before = {name: p.clone() for name, p in encoder.state_dict().items()}
+    before = perturbed(encoder)
     fast = cpu_form(encoder)
     assert isinstance(fast, EncoderCpuForm)
     batch, longest = len(lengths), max(lengths)
@@ -206,5 +213,4 @@ def test_the_vits_encoder_cpu_form_equals_the_encoder(
             plain_error = (plain.double() - truth).abs().max().item()
             fast_error = (quick.double() - truth).abs().max().item()
             assert fast_error <= 10 * plain_error + 1e-5, (fast_error, plain_error)
-    for name, parameter in encoder.state_dict().items():
-        assert torch.equal(parameter, before[name]), name
+    assert_untouched(encoder, before)
