@@ -567,9 +567,10 @@ class EncoderCpuForm(nn.Module):
     """`VitsEncoder` as a CPU with dynamic shapes runs it: the text encoder time-major ([B, N, C], as
     the embedding gives it) from end to end, query, key and value one matrix product, each kernel-3
     convolution of the feed-forward layers three products over shifted views (no im2col), the layer norms
-    without transposes; the duration predictor as it is. The encoder's own parameters, which the compiler
-    and `check` read, are left as they are (the matrices are copies, 24 MiB for a medium voice); equal to
-    the encoder within float rounding."""
+    without transposes; the duration predictor time-major too, its depthwise convolutions as
+    multiply-adds of shifted views. The encoder's own parameters, which the compiler and `check` read,
+    are left as they are (the matrices are copies, 25 MiB for a medium voice); equal to the encoder
+    within float rounding."""
 
     def __init__(self, encoder: VitsEncoder) -> None:
         super().__init__()
@@ -582,6 +583,7 @@ class EncoderCpuForm(nn.Module):
             )
         ]
         self.proj = _taps(encoder.enc_p.proj)
+        self.durations = _DurationPredictor.of(encoder.dp)
 
     def forward(
         self, tokens: torch.Tensor, token_mask: torch.Tensor, duration_noise: torch.Tensor,
@@ -595,8 +597,7 @@ class EncoderCpuForm(nn.Module):
             x = layer(x, mask, attn_mask)
         x = x * mask
         prior = _conv(x, *self.proj) * mask  # [B, N, 2C]: the mean, then the log-scale
-        noise = duration_noise.transpose(1, 2)
-        logw = encoder.dp(x.transpose(1, 2), mask.transpose(1, 2), noise, encoder.speaker(speaker))[:, 0]
+        logw = self.durations(x, mask, duration_noise, encoder.speaker(speaker))  # [B, N]
         return prior, logw * token_mask
 
 
@@ -633,6 +634,109 @@ class _AttentionLayer:
         x = self.norm_1.time_major(x + _conv(out, *self.out))
         h = torch.relu(_conv(x * mask, *self.ffn_1))  # [B, N, F]
         return self.norm_2.time_major(x + _conv(h * mask, *self.ffn_2) * mask)
+
+
+_SeparableLayer = tuple[
+    torch.Tensor, torch.Tensor, int, tuple[torch.Tensor, torch.Tensor], ChannelNorm, ChannelNorm
+]
+"""Depthwise taps [K, C], bias [C], dilation, the 1x1 convolution as (matrix [1, C, C], bias), two norms."""
+
+
+@dataclasses.dataclass
+class _SeparableLayers:
+    """A `DilatedDepthSeparableConv`, time-major: per layer its depthwise taps [K, C], bias and dilation,
+    its 1x1 convolution as a matrix, and its two norms (shared)."""
+
+    layers: list[_SeparableLayer]
+
+    @staticmethod
+    @torch.no_grad()
+    def of(convs: DilatedDepthSeparableConv) -> _SeparableLayers:
+        layers: list[_SeparableLayer] = []
+        for sep, one, norm_1, norm_2 in zip(
+            convs.convs_sep, convs.convs_1x1, convs.norms_1, convs.norms_2, strict=True
+        ):
+            assert isinstance(sep, nn.Conv1d) and sep.bias is not None
+            assert isinstance(norm_1, ChannelNorm) and isinstance(norm_2, ChannelNorm)
+            taps = sep.weight[:, 0].t().clone(memory_format=torch.contiguous_format)  # [K, C]
+            layers.append((taps, sep.bias.clone(), sep.dilation[0], _taps(one), norm_1, norm_2))
+        return _SeparableLayers(layers)
+
+    def __call__(self, x: torch.Tensor, mask: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
+        # x: [B, N, C], mask: [B, N, 1], g: [B, N, C] or [B, 1, C] -> [B, N, C]
+        if g is not None:
+            x = x + g
+        n = x.shape[1]
+        for taps, bias, dilation, one, norm_1, norm_2 in self.layers:
+            reach = dilation * (taps.shape[0] // 2)
+            padded = F.pad(x * mask, (0, 0, reach, reach))  # [B, N + 2 reach, C]
+            y = torch.addcmul(bias, padded[:, :n], taps[0])
+            for k in range(1, taps.shape[0]):
+                y.addcmul_(padded[:, k * dilation : k * dilation + n], taps[k])
+            y = F.gelu(norm_1.time_major(y))
+            x = x + F.gelu(norm_2.time_major(_conv(y, *one)))
+        return x * mask
+
+
+@dataclasses.dataclass
+class _SplineFlow:
+    """A `ConvFlow`, time-major (z [B, N, 2])."""
+
+    pre: tuple[torch.Tensor, torch.Tensor]
+    convs: _SeparableLayers
+    proj: tuple[torch.Tensor, torch.Tensor]
+    scale: float
+
+    @staticmethod
+    def of(flow: ConvFlow) -> _SplineFlow:
+        convs = _SeparableLayers.of(flow.convs)
+        return _SplineFlow(_taps(flow.pre), convs, _taps(flow.proj), math.sqrt(flow.filter_channels))
+
+    def __call__(self, z: torch.Tensor, mask: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        # z: [B, N, 2], mask: [B, N, 1], g: [B, N, F] -> [B, N, 2]
+        z0, k = z[..., :1], SPLINE_BINS
+        h = _conv(self.convs(_conv(z0, *self.pre), mask, g), *self.proj) * mask  # [B, N, 3K-1]
+        widths, heights = h[..., :k] / self.scale, h[..., k : 2 * k] / self.scale
+        z1 = inverse_spline(z[..., 1], widths, heights, h[..., 2 * k :])  # [B, N]
+        return torch.cat([z0, z1.unsqueeze(2)], 2) * mask
+
+
+@dataclasses.dataclass
+class _DurationPredictor:
+    """A `StochasticDurationPredictor`, time-major, as `EncoderCpuForm` runs it."""
+
+    pre: tuple[torch.Tensor, torch.Tensor]
+    cond: tuple[torch.Tensor, torch.Tensor] | None
+    convs: _SeparableLayers
+    proj: tuple[torch.Tensor, torch.Tensor]
+    flows: list[_SplineFlow]
+    """In the order they run (reverse)."""
+    affine: ElementwiseAffine
+
+    @staticmethod
+    def of(dp: StochasticDurationPredictor) -> _DurationPredictor:
+        affine = dp.flows[0]
+        assert isinstance(affine, ElementwiseAffine)
+        cond = _taps(dp.cond) if hasattr(dp, "cond") else None
+        flows = [_SplineFlow.of(flow) for flow in reversed(dp.flows[1:]) if isinstance(flow, ConvFlow)]
+        return _DurationPredictor(
+            _taps(dp.pre), cond, _SeparableLayers.of(dp.convs), _taps(dp.proj), flows, affine
+        )
+
+    def __call__(
+        self, x: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor, g: torch.Tensor | None
+    ) -> torch.Tensor:
+        # x: [B, N, H], mask: [B, N, 1], noise: [B, N, 2] (times noise_w), g: [B, G, 1] -> log w [B, N]
+        x = _conv(x, *self.pre)
+        if g is not None and self.cond is not None:
+            x = x + _conv(g.transpose(1, 2), *self.cond)  # [B, 1, H]
+        x = _conv(self.convs(x, mask), *self.proj) * mask
+        z = torch.flip(noise, [2])
+        for flow in self.flows:
+            z = torch.flip(flow(z, mask, x), [2])
+        affine = self.affine
+        z = (z - affine.m.t()) * torch.exp(-affine.logs.t()) * mask  # [B, N, 2]
+        return z[..., 0]
 
 
 class VitsFlow(_Speakers):
