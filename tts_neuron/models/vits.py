@@ -569,7 +569,7 @@ class EncoderCpuForm(nn.Module):
     convolution of the feed-forward layers three products over shifted views (no im2col), the layer norms
     without transposes; the duration predictor time-major too, its depthwise convolutions as
     multiply-adds of shifted views. The encoder's own parameters, which the compiler and `check` read,
-    are left as they are (the matrices are copies, 25 MiB for a medium voice); equal to the encoder
+    are left as they are (the matrices are copies, 26 MiB for a medium voice); equal to the encoder
     within float rounding."""
 
     def __init__(self, encoder: VitsEncoder) -> None:
