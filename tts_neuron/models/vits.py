@@ -555,7 +555,8 @@ class VitsEncoder(_Speakers):
         return torch.cat([m, logs], 1).transpose(1, 2), logw
 
     def cpu_form(self) -> nn.Module:
-        """The text encoder time-major: the network in 0.82-0.89x its time on CPU (docs/importing.md)."""
+        """Time-major text encoder and duration predictor: 0.70-0.82x the network's time on CPU
+        (docs/importing.md)."""
         return EncoderCpuForm(self)
 
     def example_inputs(self, bucket: int) -> tuple[torch.Tensor, ...]:
