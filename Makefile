@@ -29,10 +29,10 @@ demo: setup
 	@echo "wrote demo.wav"
 
 # One test worker per core (pytest-xdist), a test file per worker at a time, so that module fixtures
-# (compiled addons, loaded voices, a Ray instance) are built once; most tests hold one core. `test-all`
-# runs one worker: its slow checks play audio at real time, count a machine's Ray processes, soak memory.
+# (compiled addons, loaded voices, a Ray instance) are built once, the longest files first (conftest.py's
+# LONGEST_FILES); most tests hold one core. `test-all` runs one worker: its slow checks play audio at real time, count a machine's Ray processes, soak memory.
 TEST_WORKERS ?= auto
-PYTEST := -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+PYTEST := -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test: setup
 	$(PY) $(PYTEST)
