@@ -24,9 +24,10 @@ from hypothesis import strategies as st
 
 import tts_neuron
 from tests.conftest import edit_addon_json, write_tiny_addon
-from tts_neuron.backends.executor import FixedShapeExecutor, ShapeError, TensorSpec
+from tts_neuron.backends.executor import FixedShapeExecutor, ShapeError, TensorSpec, pad_length
 from tts_neuron.engine import END, Cancelled, Engine, EngineStream, Schedule
-from tts_neuron.runners import DirectRunner, NetworkHandle, TappedRunner
+from tts_neuron.models.tacotron import AttentionStep
+from tts_neuron.runners import DirectRunner, NetworkHandle, TappedRunner, run_batch
 from tts_neuron.voice import Voice, VoiceSet
 
 TEXTS = [
@@ -546,12 +547,71 @@ measured at most 7e-5 over whole sentences of the shipped voice."""
 
 def test_the_attention_voice_batched_equals_alone_to_rounding(engine: Engine) -> None:
     """The shipped attention voice, five streams of two texts at once: the decoder steps of streams of
-    one text (one memory length) batch with each other."""
+    both texts (two memory lengths, two token buckets) batch with each other, the shorter memory padded
+    to the longer (the step's `length_axes`)."""
     steps: list[int] = []
     engine.observer = lambda name, rows, size: steps.append(rows) if name == "decoder_step" else None
     voices = VoiceSet(engine)
     voices.add(Path(__file__).resolve().parent.parent / "addons" / "tacotron-en")
     jobs = [("tacotron-en", text) for text in [TEXTS[0], TEXTS[3], TEXTS[0], TEXTS[3], TEXTS[0]]]
     batched = synthesize_concurrently(engine, voices, jobs, seed=0)
-    assert max(steps) > 1
+    assert max(steps) > 3  # rows of both texts in one call
     assert_each_equals_alone(batched, alone(voices, jobs), ATTENTION_TOLERANCE)
+
+
+STEP_BUCKETS = [8, 16, 40]
+
+
+def step_call(step: AttentionStep, tokens: int, length: int) -> tuple[torch.Tensor, ...]:
+    """One stream's step inputs for a memory of `tokens`, zero-padded to `length` (its bucket) and masked
+    there, with attention weights so far on its own tokens only (as its decoder leaves them)."""
+    memory, keys = torch.randn(1, tokens, step.sizes[-1]), torch.randn(1, tokens, step.query.out_features)
+    weights = torch.softmax(torch.randn(1, tokens), dim=1)
+    alignment = torch.stack([weights, weights + torch.rand(1, tokens)], dim=1)  # [1, 2, tokens]
+    return (
+        pad_length(memory, length),
+        pad_length(keys, length),
+        pad_length(torch.ones(1, tokens), length),
+        pad_length(alignment, length, dim=2),
+        torch.randn(1, step.state_size),
+        torch.randn(1, step.n_mels),
+        torch.bernoulli(torch.full((1, 2, step.prenet_channels), 0.5)) * 2,
+    )
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    st.lists(st.integers(1, STEP_BUCKETS[-1]), min_size=1, max_size=6), st.booleans(), st.integers(0, 2**16)
+)
+def test_attention_steps_of_different_lengths_run_as_one_call_and_each_row_equals_it_alone(
+    tokens: list[int], compiled: bool, seed: int
+) -> None:
+    """`run_batch` pads the calls of a network that declares its length axes (the attention step's
+    memory, keys, mask and alignment) to the longest among them and cuts each row's outputs back: every
+    row equals its call run alone. On a fixed-shape network each call is at its bucket and the batch runs
+    at the largest of them, which was compiled (any other signature is refused)."""
+    torch.manual_seed(seed)
+    step = AttentionStep(
+        n_mels=6, memory_channels=12, attention_dim=8, reduction=2, prenet_channels=8, attention_rnn=16,
+        decoder_rnn=16, location_filters=4, location_kernel=5,
+    ).eval()  # fmt: skip
+    network: Any = step
+    if compiled:
+        shapes = [(batch, bucket) for batch in (1, 2, 4, 8) for bucket in STEP_BUCKETS]
+        signatures = {
+            (batch, bucket): tuple(
+                TensorSpec.of(x.expand(batch, *x.shape[1:])) for x in step.example_inputs(bucket)
+            )
+            for batch, bucket in shapes
+        }
+        network = FixedShapeExecutor("step", dict.fromkeys(shapes, step), signatures)
+    lengths = [next(b for b in STEP_BUCKETS if b >= n) if compiled else n for n in tokens]
+    calls = [step_call(step, n, length) for n, length in zip(tokens, lengths, strict=True)]
+    handle = NetworkHandle("step", network, DirectRunner(), AttentionStep.length_axes)
+    rows, size = run_batch(handle, calls)
+    assert size == (next(b for b in (1, 2, 4, 8) if b >= len(calls)) if compiled else len(calls))
+    with torch.inference_mode():
+        for call, row in zip(calls, rows, strict=True):
+            for got, want in zip(row, step(*call), strict=True):
+                assert got.shape == want.shape
+                torch.testing.assert_close(got, want, rtol=0, atol=TOLERANCE)

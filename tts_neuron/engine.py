@@ -44,7 +44,7 @@ from greenlet import GreenletExit, greenlet
 
 from tts_neuron.backends.executor import TensorSpec
 from tts_neuron.errors import TTSNeuronError
-from tts_neuron.runners import NetworkHandle, Outputs, Runner, run_batch
+from tts_neuron.runners import NetworkHandle, Outputs, Runner, batch_key, run_batch
 
 T = TypeVar("T")
 _LOG = logging.getLogger("tts_neuron.engine")
@@ -326,7 +326,7 @@ class Engine(Runner):
             raise ValueError(f"{handle.name}: a stream calls its networks at batch 1")
         if self.streams == 1 and task.stream.cancelled is None:  # alone: no batch to form, no one to wait
             return self._run_alone(handle, inputs)
-        key = (id(handle), tuple(TensorSpec.of(x) for x in inputs))
+        key = (id(handle), batch_key(handle, inputs))
         return self._pause(_Call(handle, inputs, key))
 
     def _run_alone(self, handle: NetworkHandle, inputs: tuple[torch.Tensor, ...]) -> Outputs:

@@ -5,8 +5,8 @@ batch 1, pull-based, knowing nothing of other streams. A runner decides how each
 
 - `DirectRunner` calls the network at once, in the caller's thread (the CLI and the Python API).
 - `tts_neuron.engine.Engine` pauses the calling stream and runs the waiting calls of many streams at one
-  network and input signature as one call (`run_batch`). Rows are independent in every network, so a
-  stream's output does not depend on what it was batched with.
+  network and input signature (`batch_key`) as one call (`run_batch`). Rows are independent in every
+  network, so a stream's output does not depend on what it was batched with.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 
 import torch
 
-from tts_neuron.backends.executor import BucketTable, FixedShapeExecutor
+from tts_neuron.backends.executor import BucketTable, FixedShapeExecutor, TensorSpec, pad_length
+from tts_neuron.models.protocols import LengthAxes
 
 T = TypeVar("T")
 
@@ -27,8 +28,17 @@ Outputs = Any
 class NetworkHandle:
     """One network as a block sees it: call it with one stream's inputs, get that stream's outputs."""
 
-    def __init__(self, name: str, network: Callable[..., Outputs], runner: Runner) -> None:
+    def __init__(
+        self,
+        name: str,
+        network: Callable[..., Outputs],
+        runner: Runner,
+        length_axes: LengthAxes | None = None,
+    ) -> None:
         self.name, self.network, self.runner = name, network, runner
+        self.length_axes = length_axes
+        """Where the network declares them (LengthPaddedNetwork), the axes along which calls at different
+        lengths are padded to run as one; None: calls batch only at equal shapes."""
         executor = network if isinstance(network, FixedShapeExecutor) else None
         self.batch_sizes: list[int] | None = executor.batch_sizes if executor else None
         """The batch sizes the network can run at; None for a dynamic network, which runs at any."""
@@ -62,8 +72,10 @@ class Runner:
         so later sentences start at full size (the CONTINUES feature) and recompute less context."""
         return False
 
-    def handle(self, name: str, network: Callable[..., Outputs]) -> NetworkHandle:
-        return NetworkHandle(name, network, self)
+    def handle(
+        self, name: str, network: Callable[..., Outputs], length_axes: LengthAxes | None = None
+    ) -> NetworkHandle:
+        return NetworkHandle(name, network, self, length_axes)
 
     def run(self, handle: NetworkHandle, inputs: tuple[torch.Tensor, ...]) -> Outputs:
         raise NotImplementedError
@@ -97,11 +109,29 @@ class TappedRunner(DirectRunner):
         return super().run(handle, inputs)
 
 
+def batch_key(handle: NetworkHandle, inputs: tuple[torch.Tensor, ...]) -> tuple[TensorSpec, ...]:
+    """The input signature calls share to run as one batch: their shapes, less the length axes where the
+    network declares them (those calls run at the longest length among them, `run_batch`)."""
+    specs = tuple(TensorSpec.of(x) for x in inputs)
+    if handle.length_axes is None:
+        return specs
+    return tuple(
+        spec if axis is None else TensorSpec((*spec.shape[:axis], -1, *spec.shape[axis + 1 :]), spec.dtype)
+        for spec, axis in zip(specs, handle.length_axes[0], strict=True)
+    )
+
+
 def run_batch(handle: NetworkHandle, calls: list[tuple[torch.Tensor, ...]]) -> tuple[list[Outputs], int]:
-    """Run the calls of several streams at one input signature as one call: each stream's outputs, and the
-    batch size run. On a fixed-shape network the batch is the smallest compiled size that holds them, the
-    rows it lacks are copies of the last real row (a network never sees a row unlike its inputs), and they
-    never reach a stream."""
+    """Run the calls of several streams at one input signature (`batch_key`) as one call: each stream's
+    outputs, and the batch size run. On a fixed-shape network the batch is the smallest compiled size that
+    holds them, the rows it lacks are copies of the last real row (a network never sees a row unlike its
+    inputs), and they never reach a stream. Calls at different lengths of a network that declares its
+    length axes are zero-padded to the longest (on a fixed-shape network each is at a bucket, so the
+    longest is one too), and each row's outputs are cut back to its own length."""
+    lengths = [_length(handle, call) for call in calls]
+    longest = max(lengths)
+    if longest != min(lengths):
+        calls = [_pad(call, handle.length_axes[0], longest) for call in calls]  # type: ignore[index]
     rows = len(calls)
     sizes = handle.batch_sizes
     size = rows if sizes is None else next(b for b in sizes if b >= rows)
@@ -110,14 +140,35 @@ def run_batch(handle: NetworkHandle, calls: list[tuple[torch.Tensor, ...]]) -> t
     inputs = [torch.cat([call[i] for call in padded]) for i in range(len(calls[0]))]
     with torch.inference_mode():
         outputs = handle.network(*inputs)
-    return [_rows(outputs, row) for row in range(rows)], size
+    return [_rows(handle, outputs, row, lengths[row], longest) for row in range(rows)], size
 
 
-def _rows(outputs: Outputs, row: int) -> Outputs:
-    """Row `row` of every output, keeping the batch axis: [B, ...] -> [1, ...]."""
-    if isinstance(outputs, tuple):
-        return tuple(x[row : row + 1] for x in outputs)
-    return outputs[row : row + 1]
+def _length(handle: NetworkHandle, call: tuple[torch.Tensor, ...]) -> int:
+    """A call's length along its network's length axes (0 where it declares none); all must agree."""
+    if handle.length_axes is None:
+        return 0
+    lengths = {x.shape[axis] for x, axis in zip(call, handle.length_axes[0], strict=True) if axis is not None}
+    if len(lengths) != 1:
+        raise ValueError(f"{handle.name}: inputs disagree on their length axes: {sorted(lengths)}")
+    return lengths.pop()
+
+
+def _pad(
+    call: tuple[torch.Tensor, ...], axes: tuple[int | None, ...], length: int
+) -> tuple[torch.Tensor, ...]:
+    """A call's inputs zero-padded along their length axes to `length` (the pair of `_rows`' cut)."""
+    return tuple(x if a is None else pad_length(x, length, dim=a) for x, a in zip(call, axes, strict=True))
+
+
+def _rows(handle: NetworkHandle, outputs: Outputs, row: int, length: int, longest: int) -> Outputs:
+    """Row `row` of every output, keeping the batch axis ([B, ...] -> [1, ...]), cut back along the length
+    axes from the batch's longest length to the row's own (the pair of `_pad`)."""
+    tensors = outputs if isinstance(outputs, tuple) else (outputs,)
+    mine = tuple(x[row : row + 1] for x in tensors)
+    if length != longest:
+        axes = handle.length_axes[1]  # type: ignore[index]
+        mine = tuple(x if a is None else x.narrow(a, 0, length) for x, a in zip(mine, axes, strict=True))
+    return mine if isinstance(outputs, tuple) else mine[0]
 
 
 def shares_batches(network: object) -> bool:

@@ -38,15 +38,16 @@ class BucketTable:
         return self._table[size] if 0 <= size < len(self._table) else None
 
 
-def pad_length(x: torch.Tensor, length: int, value: float = 0) -> torch.Tensor:
-    """Pad dim 1 of `x` [B, T, ...] on the right to `length`. Pair it with `x[:, :T]` on the outputs."""
-    missing = length - x.shape[1]
+def pad_length(x: torch.Tensor, length: int, value: float = 0, dim: int = 1) -> torch.Tensor:
+    """Pad dim `dim` of `x` ([B, T, ...] by default) on the right to `length`. Pair it with
+    `x.narrow(dim, 0, T)` on the outputs."""
+    missing = length - x.shape[dim]
     if missing < 0:
-        raise ShapeError(f"cannot pad length {x.shape[1]} down to {length}")
+        raise ShapeError(f"cannot pad length {x.shape[dim]} down to {length}")
     if missing == 0:
         return x
-    padding = x.new_full((x.shape[0], missing, *x.shape[2:]), value)
-    return torch.cat([x, padding], dim=1)
+    padding = x.new_full((*x.shape[:dim], missing, *x.shape[dim + 1 :]), value)
+    return torch.cat([x, padding], dim=dim)
 
 
 @dataclass(frozen=True)

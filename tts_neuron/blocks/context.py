@@ -15,7 +15,8 @@ import torch
 from tts_neuron.backends import load_executor
 from tts_neuron.blocks.base import Block, SequenceBlock, StreamableBlock
 from tts_neuron.errors import StackError
-from tts_neuron.models.protocols import cpu_form
+from tts_neuron.models import network_class
+from tts_neuron.models.protocols import cpu_form, length_axes
 from tts_neuron.registry import resolve_block
 from tts_neuron.runners import DirectRunner, NetworkHandle, Runner
 
@@ -53,7 +54,7 @@ class BuildContext:
         network = self.addon.network(name)
         if self.device.type == "cpu":
             network = cpu_form(network)
-        return self.runner.handle(name, network.to(self.device))
+        return self.runner.handle(name, network.to(self.device), length_axes(network))
 
     def compiled(self, name: str) -> NetworkHandle:
         """A handle on a network's fixed-shape executor for this context's target (artifacts checked and
@@ -61,7 +62,9 @@ class BuildContext:
         self._check(name)
         if not self.addon.networks[name].buckets:
             raise StackError(f"{self.path}: network '{name}' declares no buckets to compile in addon.json")
-        return self.runner.handle(name, load_executor(self.addon, name, self.target, self.device))
+        executor = load_executor(self.addon, name, self.target, self.device)
+        axes = length_axes(network_class(self.addon.networks[name].architecture))
+        return self.runner.handle(name, executor, axes)
 
     def _check(self, name: str) -> None:
         if name not in self.addon.networks:

@@ -52,6 +52,20 @@ class HasCpuForm(Protocol):
     def cpu_form(self) -> nn.Module: ...
 
 
+LengthAxes = tuple[tuple[int | None, ...], tuple[int | None, ...]]
+"""Each input's length axis, then each output's (None where a tensor has none)."""
+
+
+@runtime_checkable
+class LengthPaddedNetwork(Protocol):
+    """A network whose calls at different lengths may run as one call at the longest: each input zero-padded
+    along its length axis, each row's outputs cut back to its own length, and those rows are the same as
+    at their own length (the padding is masked). The engine batches such calls across lengths and buckets,
+    so streams of different sentence lengths meet in one call (an attention step over its tokens)."""
+
+    length_axes: LengthAxes
+
+
 @runtime_checkable
 class AttentionStepNetwork(Protocol):
     """One step of an attention decoder: `reduction` frames of `n_mels` a step, from a flat state."""
@@ -60,6 +74,11 @@ class AttentionStepNetwork(Protocol):
     n_mels: int
     state_size: int
     prenet_channels: int
+
+
+def length_axes(network: object) -> LengthAxes | None:
+    """A network's (or its class's) `length_axes` where it declares them (LengthPaddedNetwork)."""
+    return network.length_axes if isinstance(network, LengthPaddedNetwork) else None
 
 
 def compiled_form(network: nn.Module) -> nn.Module:
@@ -78,7 +97,10 @@ __all__ = [
     "CompilableNetwork",
     "HasCompiledForm",
     "HasCpuForm",
+    "LengthAxes",
+    "LengthPaddedNetwork",
     "WindowedNetwork",
     "compiled_form",
     "cpu_form",
+    "length_axes",
 ]

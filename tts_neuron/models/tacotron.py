@@ -62,6 +62,10 @@ class AttentionStep(nn.Module):
     `alignment` [B, 2, N] holds the last attention weights and their running sum.
     """
 
+    length_axes = ((1, 1, 1, 2, None, None, None), (None, None, 2, None))
+    """The token axis of memory, keys, memory_mask and alignment, in and out (LengthPaddedNetwork): tokens
+    past a row's length are masked to MASKED_ENERGY, so they take no weight and change nothing."""
+
     def __init__(
         self,
         n_mels: int = 80,
