@@ -27,7 +27,7 @@ from tests.conftest import edit_addon_json, write_tiny_addon
 from tts_neuron.backends.executor import FixedShapeExecutor, ShapeError, TensorSpec, pad_length
 from tts_neuron.engine import END, Cancelled, Engine, EngineStream, Schedule
 from tts_neuron.models.tacotron import AttentionStep
-from tts_neuron.runners import DirectRunner, NetworkHandle, TappedRunner, run_batch
+from tts_neuron.runners import DirectRunner, NetworkHandle, TappedRunner, batch_key, run_batch
 from tts_neuron.voice import Voice, VoiceSet
 
 TEXTS = [
@@ -608,6 +608,9 @@ def test_attention_steps_of_different_lengths_run_as_one_call_and_each_row_equal
     lengths = [next(b for b in STEP_BUCKETS if b >= n) if compiled else n for n in tokens]
     calls = [step_call(step, n, length) for n, length in zip(tokens, lengths, strict=True)]
     handle = NetworkHandle("step", network, DirectRunner(), AttentionStep.length_axes)
+    assert len({batch_key(handle, call, across_lengths=True) for call in calls}) == 1
+    exact = {batch_key(handle, call, across_lengths=False) for call in calls}  # an engine of several workers
+    assert len(exact) == len(set(lengths))
     rows, size = run_batch(handle, calls)
     assert size == (next(b for b in (1, 2, 4, 8) if b >= len(calls)) if compiled else len(calls))
     with torch.inference_mode():

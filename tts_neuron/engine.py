@@ -297,7 +297,12 @@ class Engine(Runner):
         """`workers`: threads that run batched calls side by side (default: one per core; one for a
         device that runs one call at a time, as a NeuronCore does), each with `threads` torch intra-op
         threads. torch keeps that setting per process, so an engine owns it: one engine per process. It
-        sets the process's GIL switch interval too (`GIL_SWITCH_INTERVAL`)."""
+        sets the process's GIL switch interval too (`GIL_SWITCH_INTERVAL`).
+
+        With one worker, calls of a network that declares its length axes (the attention step) meet across
+        lengths, padded to the longest (`batch_key`): every call waits for the one device, so fewer calls
+        is the gain. With several, the calls at each length take a worker each, side by side, and padding
+        them into one group would only add work (docs/serving.md, *Batching shapes*)."""
         if max_batch < 1 or threads < 1 or (workers is not None and workers < 1):
             raise ValueError("max_batch, threads and workers must be at least 1")
         sys.setswitchinterval(GIL_SWITCH_INTERVAL)
@@ -326,7 +331,7 @@ class Engine(Runner):
             raise ValueError(f"{handle.name}: a stream calls its networks at batch 1")
         if self.streams == 1 and task.stream.cancelled is None:  # alone: no batch to form, no one to wait
             return self._run_alone(handle, inputs)
-        key = (id(handle), batch_key(handle, inputs))
+        key = (id(handle), batch_key(handle, inputs, across_lengths=self.workers == 1))
         return self._pause(_Call(handle, inputs, key))
 
     def _run_alone(self, handle: NetworkHandle, inputs: tuple[torch.Tensor, ...]) -> Outputs:

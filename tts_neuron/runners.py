@@ -109,11 +109,13 @@ class TappedRunner(DirectRunner):
         return super().run(handle, inputs)
 
 
-def batch_key(handle: NetworkHandle, inputs: tuple[torch.Tensor, ...]) -> tuple[TensorSpec, ...]:
-    """The input signature calls share to run as one batch: their shapes, less the length axes where the
-    network declares them (those calls run at the longest length among them, `run_batch`)."""
+def batch_key(
+    handle: NetworkHandle, inputs: tuple[torch.Tensor, ...], across_lengths: bool
+) -> tuple[TensorSpec, ...]:
+    """The input signature calls share to run as one batch: their shapes, `across_lengths` less the length
+    axes where the network declares them (those calls run at the longest length among them, `run_batch`)."""
     specs = tuple(TensorSpec.of(x) for x in inputs)
-    if handle.length_axes is None:
+    if handle.length_axes is None or not across_lengths:
         return specs
     return tuple(
         spec if axis is None else TensorSpec((*spec.shape[:axis], -1, *spec.shape[axis + 1 :]), spec.dtype)
