@@ -131,9 +131,9 @@ def run_batch(handle: NetworkHandle, calls: list[tuple[torch.Tensor, ...]]) -> t
     length axes are zero-padded to the longest (on a fixed-shape network each is at a bucket, so the
     longest is one too), and each row's outputs are cut back to its own length."""
     lengths = [_length(handle, call) for call in calls]
-    longest = max(lengths)
-    if longest != min(lengths):
-        calls = [_pad(call, handle.length_axes[0], longest) for call in calls]  # type: ignore[index]
+    axes = handle.length_axes if len(set(lengths)) > 1 else None  # None: nothing to pad
+    if axes is not None:
+        calls = [_pad(call, axes[0], max(lengths)) for call in calls]
     rows = len(calls)
     sizes = handle.batch_sizes
     size = rows if sizes is None else next(b for b in sizes if b >= rows)
@@ -142,7 +142,10 @@ def run_batch(handle: NetworkHandle, calls: list[tuple[torch.Tensor, ...]]) -> t
     inputs = [torch.cat([call[i] for call in padded]) for i in range(len(calls[0]))]
     with torch.inference_mode():
         outputs = handle.network(*inputs)
-    return [_rows(handle, outputs, row, lengths[row], longest) for row in range(rows)], size
+    mine = [_rows(outputs, row) for row in range(rows)]
+    if axes is not None:
+        mine = [_cut(row, axes[1], length) for row, length in zip(mine, lengths, strict=True)]
+    return mine, size
 
 
 def _length(handle: NetworkHandle, call: tuple[torch.Tensor, ...]) -> int:
@@ -162,15 +165,18 @@ def _pad(
     return tuple(x if a is None else pad_length(x, length, dim=a) for x, a in zip(call, axes, strict=True))
 
 
-def _rows(handle: NetworkHandle, outputs: Outputs, row: int, length: int, longest: int) -> Outputs:
-    """Row `row` of every output, keeping the batch axis ([B, ...] -> [1, ...]), cut back along the length
-    axes from the batch's longest length to the row's own (the pair of `_pad`)."""
+def _cut(outputs: Outputs, axes: tuple[int | None, ...], length: int) -> Outputs:
+    """One row's outputs cut back along their length axes to `length` (the pair of `_pad`)."""
     tensors = outputs if isinstance(outputs, tuple) else (outputs,)
-    mine = tuple(x[row : row + 1] for x in tensors)
-    if length != longest:
-        axes = handle.length_axes[1]  # type: ignore[index]
-        mine = tuple(x if a is None else x.narrow(a, 0, length) for x, a in zip(mine, axes, strict=True))
-    return mine if isinstance(outputs, tuple) else mine[0]
+    cut = tuple(x if a is None else x.narrow(a, 0, length) for x, a in zip(tensors, axes, strict=True))
+    return cut if isinstance(outputs, tuple) else cut[0]
+
+
+def _rows(outputs: Outputs, row: int) -> Outputs:
+    """Row `row` of every output, keeping the batch axis: [B, ...] -> [1, ...]."""
+    if isinstance(outputs, tuple):
+        return tuple(x[row : row + 1] for x in outputs)
+    return outputs[row : row + 1]
 
 
 def shares_batches(network: object) -> bool:

@@ -60,8 +60,8 @@ LengthAxes = tuple[tuple[int | None, ...], tuple[int | None, ...]]
 class LengthPaddedNetwork(Protocol):
     """A network whose calls at different lengths may run as one call at the longest: each input zero-padded
     along its length axis, each row's outputs cut back to its own length, and those rows are the same as
-    at their own length (the padding is masked). The engine batches such calls across lengths and buckets,
-    so streams of different sentence lengths meet in one call (an attention step over its tokens)."""
+    at their own length (the padding is masked). An engine of one worker batches such calls across lengths
+    and buckets, so streams of different sentence lengths meet in one call (an attention step's tokens)."""
 
     length_axes: LengthAxes
 
