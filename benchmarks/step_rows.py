@@ -4,8 +4,10 @@ to the longest: `AttentionStep.length_axes`) against only at equal lengths, on a
 
     python benchmarks/step_rows.py [--streams 8] [--rounds 4] [--out FILE]
 
-Each round starts `--streams` unpaced streams of tacotron-en at once, each a different ordinary text of
-the load test (benchmarks/serve_load.py), on each engine in turn (the order flipping each round). Reported
+Each round starts `--streams` streams of tacotron-en at once, each a different ordinary text of the load
+test (benchmarks/serve_load.py), each read as fast as it is made (`Engine.iterate(paced=False)`: every
+chunk is taken, so each stream has a playback deadline), on each engine in turn (the order flipping each
+round). Reported
 per engine: the step's calls and mean rows a call, and the round's wall time; the audio of both must agree
 within the engine tests' 2e-4.
 """
@@ -52,26 +54,19 @@ def one_round(engine: Engine, voices: VoiceSet, jobs: list[str]) -> tuple[list[i
     """The step's rows of every call, the wall time, and each stream's audio."""
     rows: list[int] = []
     engine.observer = lambda name, n, _size: rows.append(n) if name == "decoder_step" else None
-    audio: list[list[np.ndarray]] = [[] for _ in jobs]
-    ended = [threading.Event() for _ in jobs]
+    audio: list[np.ndarray] = [np.zeros(0, np.float32)] * len(jobs)
 
-    def sink(i: int):  # type: ignore[no-untyped-def]
-        def take(item: object) -> None:
-            if isinstance(item, np.ndarray):
-                audio[i].append(item)
-            else:
-                ended[i].set()
-
-        return take
+    def read(i: int) -> None:  # as fast as the stream makes it, each chunk taken (so it has a deadline)
+        audio[i] = np.concatenate(list(engine.iterate(jobs[i], voices["tacotron-en"], paced=False)))
 
     start = time.perf_counter()
-    for i, text in enumerate(jobs):
-        engine.submit(voices["tacotron-en"], text, sink(i), paced=False)
-    for event in ended:
-        if not event.wait(600):
-            raise SystemExit("a stream did not end within 600 s")
+    readers = [threading.Thread(target=read, args=(i,)) for i in range(len(jobs))]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join(600)
     engine.observer = None
-    return rows, time.perf_counter() - start, [np.concatenate(a) for a in audio]
+    return rows, time.perf_counter() - start, audio
 
 
 def main() -> None:
