@@ -2,7 +2,7 @@
 to the longest: `AttentionStep.length_axes`) against only at equal lengths, on an engine of one worker
 (as on a NeuronCore), alternating round by round in one process.
 
-    python benchmarks/step_rows.py [--streams 8] [--rounds 4] [--out FILE]
+    python benchmarks/step_rows.py [--streams 8] [--rounds 4] [--stack neuron] [--out FILE]
 
 Each round starts `--streams` streams of tacotron-en at once, each a different ordinary text of the load
 test (benchmarks/serve_load.py), each read as fast as it is made (`Engine.iterate(paced=False)`: every
@@ -34,7 +34,7 @@ ADDON = REPO / "addons" / "tacotron-en"
 TOLERANCE = 2e-4
 
 
-def engine_voices(across_lengths: bool) -> tuple[Engine, VoiceSet]:
+def engine_voices(across_lengths: bool, stack: str | None) -> tuple[Engine, VoiceSet]:
     """An engine of one worker and the voice on it; without `across_lengths` its step's handle is built
     with no length axes, so calls meet only at equal shapes."""
     engine = Engine(workers=1)
@@ -43,7 +43,7 @@ def engine_voices(across_lengths: bool) -> tuple[Engine, VoiceSet]:
     if not across_lengths:
         del AttentionStep.length_axes  # handles take the axes when they are built
     try:
-        voices.add(ADDON)
+        voices.add(ADDON, stack=stack, target="cpu" if stack == "neuron" else None)
     finally:
         AttentionStep.length_axes = axes  # type: ignore[misc]
     voices.synthesize("Warm the voice up.", "tacotron-en")
@@ -75,9 +75,15 @@ def main() -> None:
     )
     parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument(
+        "--stack", help="the addon's stack (neuron: compiled, on the CPU target; compile it first)"
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    engines = {"across lengths": engine_voices(True), "equal lengths": engine_voices(False)}
+    engines = {
+        name: engine_voices(name == "across lengths", args.stack)
+        for name in ("across lengths", "equal lengths")
+    }
     sentences = texts("ordinary")
     results: dict[str, list[dict[str, float]]] = {name: [] for name in engines}
     for r in range(args.rounds):
