@@ -19,3 +19,23 @@ def test_the_package_list_names_every_package_folder_and_no_top_level_compile() 
     }
     assert set(config["packages"]) == folders | {"tts_neuron_build"}
     assert not (REPO / "compile" / "__init__.py").read_text().count("import compile")
+
+
+def test_the_command_line_refuses_a_bad_argument_without_importing_torch() -> None:
+    """`tts_neuron` imports its public names on first use, so the CLI module loads without torch (2 to 3
+    s): a missing output is refused at once. Every public name resolves, and `__all__` lists them."""
+    import subprocess
+    import sys
+
+    import tts_neuron
+
+    assert sorted(tts_neuron.__all__) == sorted(tts_neuron._EXPORTS)
+    assert all(getattr(tts_neuron, name) is not None for name in tts_neuron.__all__)
+    probe = (
+        "import sys, tts_neuron.cli\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+        "sys.exit(tts_neuron.cli.main(['synthesize', '--addon', 'x', '--text', 'Hello.']))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "say where the output goes" in result.stderr and "torch" not in result.stderr

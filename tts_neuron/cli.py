@@ -15,7 +15,7 @@ import sys
 import time
 import wave
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 from tqdm import tqdm
@@ -23,7 +23,10 @@ from tqdm import tqdm
 from tts_neuron.errors import OutputError, SynthesisError, TextError, TTSNeuronError
 from tts_neuron.frontend import MAX_SPEECH_SECONDS, estimate_speech_seconds
 from tts_neuron.frontend.sentences import has_speakable
-from tts_neuron.voice import TARGETS, Voice
+from tts_neuron.targets import TARGETS
+
+if TYPE_CHECKING:
+    from tts_neuron.voice import Voice
 
 EXIT_USAGE = 2
 PROGRESS_MIN_SECONDS = 30.0

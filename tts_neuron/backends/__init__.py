@@ -19,6 +19,7 @@ from tts_neuron.backends.executor import FixedShapeExecutor, TensorSpec
 from tts_neuron.backends.manifest import CompiledArtifactError, Manifest, sha256_file
 from tts_neuron.backends.neuron import merge_args
 from tts_neuron.errors import TargetUnavailableError
+from tts_neuron.targets import TARGET_CLASSES, TARGETS
 
 if TYPE_CHECKING:
     from tts_neuron.addon import Addon
@@ -54,21 +55,10 @@ class Target(Protocol):
     def load(self, path: Path, device: torch.device) -> Callable[..., torch.Tensor]: ...
 
 
-_TARGETS = {
-    "cpu": "tts_neuron.backends.cpu:CpuTarget",
-    "cuda": "tts_neuron.backends.cuda:CudaTarget",
-    "neuron": "tts_neuron.backends.neuron:NeuronTarget",
-}
-
-
-TARGETS = tuple(_TARGETS)
-"""Target names, in the order the CLI lists them."""
-
-
 def get_target(name: str) -> Target:
-    if name not in _TARGETS:
-        raise TargetUnavailableError(f"unknown target '{name}'; one of {', '.join(_TARGETS)}")
-    module_name, _, cls = _TARGETS[name].partition(":")
+    if name not in TARGET_CLASSES:
+        raise TargetUnavailableError(f"unknown target '{name}'; one of {', '.join(TARGETS)}")
+    module_name, _, cls = TARGET_CLASSES[name].partition(":")
     target: Target = getattr(importlib.import_module(module_name), cls)()
     return target
 
