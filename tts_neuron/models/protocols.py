@@ -46,8 +46,8 @@ class HasCompiledForm(Protocol):
 @runtime_checkable
 class HasCpuForm(Protocol):
     """A network that runs faster in another form on a CPU with dynamic shapes (the VITS generator's
-    channels-last convolutions, the VITS flow's time-major products). Compiled artifacts are made from
-    the network itself."""
+    channels-last convolutions, the VITS flow's time-major products, the attention step's fused products).
+    Compiled artifacts are made from the network itself."""
 
     def cpu_form(self) -> nn.Module: ...
 

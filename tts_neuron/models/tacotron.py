@@ -167,6 +167,88 @@ class AttentionStep(nn.Module):
         frames, stop = self.project(outputs)
         return frames, stop, alignment, state
 
+    def cpu_form(self) -> nn.Module:
+        """Fewer, larger products a step: 0.78-0.82x the step's time on one CPU thread (docs/voices.md)."""
+        return AttentionStepCpuForm(self)
+
+
+class AttentionStepCpuForm(nn.Module):
+    """`AttentionStep` as a CPU runs it, where a step is a few matrix-vector products and each operator's
+    fixed cost counts: each LSTM's input and recurrent products as one product over [input, hidden], the
+    location convolution and its projection as one product over windows of the alignment, and the frame
+    and stop projections as one. The step's own parameters, which training, the compiler and `check` read,
+    are left as they are (these are copies, 6 MiB); equal to the step within float rounding."""
+
+    length_axes = AttentionStep.length_axes
+    attention_weight: torch.Tensor
+    attention_bias: torch.Tensor
+    decoder_weight: torch.Tensor
+    decoder_bias: torch.Tensor
+    location_weight: torch.Tensor
+    output_weight: torch.Tensor
+    output_bias: torch.Tensor
+
+    def __init__(self, step: AttentionStep) -> None:
+        super().__init__()
+        self.prenet, self.query, self.energy = step.prenet, step.query, step.energy
+        self.sizes, self.reduction, self.n_mels = step.sizes, step.reduction, step.n_mels
+        self.kernel = step.location_conv.kernel_size[0]
+        with torch.no_grad():
+            for name, cell in (("attention", step.attention_rnn), ("decoder", step.decoder_rnn)):
+                self.register_buffer(
+                    f"{name}_weight", torch.cat([cell.weight_ih, cell.weight_hh], 1)
+                )  # [4H, I+H]
+                self.register_buffer(f"{name}_bias", cell.bias_ih + cell.bias_hh)  # [4H]
+            conv, projection = step.location_conv.weight, step.location.weight  # [F, 2, K], [A, F]
+            location = torch.einsum("af,fck->cka", projection, conv).flatten(0, 1)  # [2K, A]
+            self.register_buffer("location_weight", location.contiguous())
+            self.register_buffer(
+                "output_weight", torch.cat([step.frames.weight, step.stop.weight])
+            )  # [rM+1, H+C]
+            self.register_buffer("output_bias", torch.cat([step.frames.bias, step.stop.bias]))  # [rM+1]
+
+    def forward(
+        self,
+        memory: torch.Tensor,
+        keys: torch.Tensor,
+        memory_mask: torch.Tensor,
+        alignment: torch.Tensor,
+        state: torch.Tensor,
+        last_frame: torch.Tensor,
+        prenet_masks: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(frames [B, r, n_mels], stop logit [B], alignment [B, 2, N], state [B, S]), as AttentionStep."""
+        x = last_frame
+        for i, layer in enumerate(self.prenet):
+            x = torch.relu(layer(x)) * prenet_masks[:, i]  # [B, P]
+        att_h, att_c, dec_h, dec_c, context = split_columns(state, self.sizes)  # [B, size] each
+        att_h, att_c = _lstm(
+            torch.cat([x, context, att_h], 1), att_c, self.attention_weight, self.attention_bias
+        )
+        windows = F.pad(alignment, (self.kernel // 2, self.kernel // 2)).unfold(
+            2, self.kernel, 1
+        )  # [B, 2, N, K]
+        location = windows.permute(0, 2, 1, 3).flatten(2) @ self.location_weight  # [B, N, A]
+        energies = self.energy(torch.tanh(self.query(att_h).unsqueeze(1) + keys + location)).squeeze(-1)
+        weights = torch.softmax(energies.masked_fill(memory_mask == 0, MASKED_ENERGY), dim=1)  # [B, N]
+        context = torch.bmm(weights.unsqueeze(1), memory).squeeze(1)  # [B, C]
+        dec_h, dec_c = _lstm(
+            torch.cat([att_h, context, dec_h], 1), dec_c, self.decoder_weight, self.decoder_bias
+        )
+        outputs = F.linear(torch.cat([dec_h, context], 1), self.output_weight, self.output_bias)  # [B, rM+1]
+        frames = outputs[:, :-1].unflatten(-1, (self.reduction, self.n_mels))  # [B, r, n_mels]
+        alignment = torch.stack([weights, alignment[:, 1] + weights], dim=1)  # [B, 2, N]
+        return frames, outputs[:, -1], alignment, torch.cat([att_h, att_c, dec_h, dec_c, context], dim=1)
+
+
+def _lstm(
+    x: torch.Tensor, c: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One LSTM cell step with its two products as one: x is [input, hidden state] [B, I+H], c [B, H]."""
+    i, f, g, o = F.linear(x, weight, bias).chunk(4, dim=1)  # [B, H] each: input, forget, cell, output
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c  # [B, H] each
+
 
 class Postnet(nn.Module):
     """Residual convolutional refinement of the decoder's mel frames, with a known receptive field, so the
