@@ -23,7 +23,9 @@ def test_the_package_list_names_every_package_folder_and_no_top_level_compile() 
 
 def test_the_command_line_refuses_a_bad_argument_without_importing_torch() -> None:
     """`tts_neuron` imports its public names on first use, so the CLI module loads without torch (2 to 3
-    s): a missing output is refused at once. Every public name resolves, and `__all__` lists them."""
+    s): a missing output, or a `serve` flag out of range, is refused at once. Every public name resolves,
+    and `__all__` lists them."""
+    import json
     import subprocess
     import sys
 
@@ -32,10 +34,18 @@ def test_the_command_line_refuses_a_bad_argument_without_importing_torch() -> No
     assert sorted(tts_neuron.__all__) == sorted(tts_neuron._EXPORTS)
     assert all(getattr(tts_neuron, name) is not None for name in tts_neuron.__all__)
     probe = (
-        "import sys, tts_neuron.cli\n"
+        "import json, sys, tts_neuron.cli\n"
+        "code = tts_neuron.cli.main(json.loads(sys.argv[1]))\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"
-        "sys.exit(tts_neuron.cli.main(['synthesize', '--addon', 'x', '--text', 'Hello.']))"
+        "sys.exit(code)"
     )
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 2, result.stderr
-    assert "say where the output goes" in result.stderr and "torch" not in result.stderr
+    for argv, message in [
+        (["synthesize", "--addon", "x", "--text", "Hello."], "say where the output goes"),
+        (["serve", "--addon", "x", "--processes", "0"], "--processes must be at least 1"),
+        (["serve", "--addon", "x", "--max-speech-seconds", "0"], "--max-speech-seconds must be positive"),
+    ]:
+        result = subprocess.run(
+            [sys.executable, "-c", probe, json.dumps(argv)], capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 2, result.stderr
+        assert message in result.stderr and "torch" not in result.stderr, result.stderr

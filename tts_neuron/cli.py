@@ -379,7 +379,21 @@ def _compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_serve_flags(args: argparse.Namespace) -> None:
+    """The checks of `serve`'s flags that need no import of the server (nor torch): a mistyped number
+    fails at once instead of after seconds of imports."""
+    if args.max_speech_seconds is not None and args.max_speech_seconds <= 0:
+        raise TTSNeuronError("--max-speech-seconds must be positive")
+    if args.threads < 1 or args.processes < 1 or (args.workers is not None and args.workers < 1):
+        raise TTSNeuronError("--workers, --threads and --processes must be at least 1")
+    if args.processes > 1 and (args.wyoming or args.ray):
+        raise TTSNeuronError("--processes serves HTTP only; --wyoming and --ray take one process")
+    if args.ray and args.replicas < 1:
+        raise TTSNeuronError("--replicas must be at least 1")
+
+
 def _serve(args: argparse.Namespace) -> int:
+    _check_serve_flags(args)
     try:
         from tts_neuron.engine import Schedule
         from tts_neuron.server import Limits, SpeechOptions, serve
@@ -391,8 +405,6 @@ def _serve(args: argparse.Namespace) -> int:
     from tts_neuron.addon import load_addon
 
     names = [load_addon(addon).name for addon in args.addon]  # a bad addon is refused before the port opens
-    if args.max_speech_seconds is not None and args.max_speech_seconds <= 0:
-        raise TTSNeuronError("--max-speech-seconds must be positive")
     try:
         aliases = dict(parse_alias(alias) for alias in args.voice_alias or [])
         check_aliases(names, aliases)
@@ -413,10 +425,6 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise TTSNeuronError(str(err)) from None
     api_key = os.environ.get("TTS_NEURON_API_KEY") or None
-    if args.threads < 1 or args.processes < 1 or (args.workers is not None and args.workers < 1):
-        raise TTSNeuronError("--workers, --threads and --processes must be at least 1")
-    if args.processes > 1 and (args.wyoming or args.ray):
-        raise TTSNeuronError("--processes serves HTTP only; --wyoming and --ray take one process")
     if args.wyoming:
         from tts_neuron.server.wyoming import check_uri
 
@@ -426,8 +434,6 @@ def _serve(args: argparse.Namespace) -> int:
             raise TTSNeuronError(str(err)) from None
     print(f"tts-neuron: serving {', '.join(args.addon)} on http://{args.host}:{args.port}", file=sys.stderr)
     if args.ray:
-        if args.replicas < 1:
-            raise TTSNeuronError("--replicas must be at least 1")
         try:
             from tts_neuron.server.ray_app import serve_on_ray
         except ImportError as err:
