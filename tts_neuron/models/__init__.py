@@ -170,9 +170,15 @@ class LSTMCell(nn.LSTMCell):
         gates = nn.functional.linear(x, self.weight_ih, self.bias_ih) + nn.functional.linear(
             h, self.weight_hh, self.bias_hh
         )  # [B, 4H]: input, forget, cell, output
-        i, f, g, o = split_columns(gates, [self.hidden_size] * 4)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        return torch.sigmoid(o) * torch.tanh(c), c  # [B, H] each
+        return lstm_update(split_columns(gates, [self.hidden_size] * 4), c)
+
+
+def lstm_update(gates: Sequence[torch.Tensor], c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """An LSTM cell's new (h, c) from its four gates' pre-activations: input, forget, cell, output."""
+    # gates: 4 x [B, H], c: [B, H] -> h, c: [B, H]
+    i, f, g, o = gates
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
 
 
 def run_lstm(cell: LSTMCell, x: torch.Tensor) -> torch.Tensor:

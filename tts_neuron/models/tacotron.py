@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from tts_neuron.models import LSTMCell, split_columns
+from tts_neuron.models import LSTMCell, lstm_update, split_columns
 from tts_neuron.models.fastspeech import ConvStack
 
 MASKED_ENERGY = -1e9
@@ -195,16 +195,14 @@ class AttentionStepCpuForm(nn.Module):
         self.kernel = step.location_conv.kernel_size[0]
         with torch.no_grad():
             for name, cell in (("attention", step.attention_rnn), ("decoder", step.decoder_rnn)):
-                self.register_buffer(
-                    f"{name}_weight", torch.cat([cell.weight_ih, cell.weight_hh], 1)
-                )  # [4H, I+H]
+                weight = torch.cat([cell.weight_ih, cell.weight_hh], 1)  # [4H, I+H]
+                self.register_buffer(f"{name}_weight", weight)
                 self.register_buffer(f"{name}_bias", cell.bias_ih + cell.bias_hh)  # [4H]
             conv, projection = step.location_conv.weight, step.location.weight  # [F, 2, K], [A, F]
             location = torch.einsum("af,fck->cka", projection, conv).flatten(0, 1)  # [2K, A]
+            output = torch.cat([step.frames.weight, step.stop.weight])  # [rM+1, H+C]
             self.register_buffer("location_weight", location.contiguous())
-            self.register_buffer(
-                "output_weight", torch.cat([step.frames.weight, step.stop.weight])
-            )  # [rM+1, H+C]
+            self.register_buffer("output_weight", output)
             self.register_buffer("output_bias", torch.cat([step.frames.bias, step.stop.bias]))  # [rM+1]
 
     def forward(
@@ -225,9 +223,8 @@ class AttentionStepCpuForm(nn.Module):
         att_h, att_c = _lstm(
             torch.cat([x, context, att_h], 1), att_c, self.attention_weight, self.attention_bias
         )
-        windows = F.pad(alignment, (self.kernel // 2, self.kernel // 2)).unfold(
-            2, self.kernel, 1
-        )  # [B, 2, N, K]
+        side = self.kernel // 2
+        windows = F.pad(alignment, (side, side)).unfold(2, self.kernel, 1)  # [B, 2, N, K]
         location = windows.permute(0, 2, 1, 3).flatten(2) @ self.location_weight  # [B, N, A]
         energies = self.energy(torch.tanh(self.query(att_h).unsqueeze(1) + keys + location)).squeeze(-1)
         weights = torch.softmax(energies.masked_fill(memory_mask == 0, MASKED_ENERGY), dim=1)  # [B, N]
@@ -245,9 +242,7 @@ def _lstm(
     x: torch.Tensor, c: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One LSTM cell step with its two products as one: x is [input, hidden state] [B, I+H], c [B, H]."""
-    i, f, g, o = F.linear(x, weight, bias).chunk(4, dim=1)  # [B, H] each: input, forget, cell, output
-    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-    return torch.sigmoid(o) * torch.tanh(c), c  # [B, H] each
+    return lstm_update(F.linear(x, weight, bias).chunk(4, dim=1), c)
 
 
 class Postnet(nn.Module):
