@@ -161,7 +161,7 @@ def _length(handle: NetworkHandle, call: tuple[torch.Tensor, ...]) -> int:
 def _pad(
     call: tuple[torch.Tensor, ...], axes: tuple[int | None, ...], length: int
 ) -> tuple[torch.Tensor, ...]:
-    """A call's inputs zero-padded along their length axes to `length` (the pair of `_rows`' cut)."""
+    """A call's inputs zero-padded along their length axes to `length` (the pair of `_cut`)."""
     return tuple(x if a is None else pad_length(x, length, dim=a) for x, a in zip(call, axes, strict=True))
 
 

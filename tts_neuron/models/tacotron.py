@@ -115,11 +115,8 @@ class AttentionStep(nn.Module):
         )
 
     def run_prenet(self, frames: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        # frames: [..., n_mels], masks: [..., 2, P] (0 or 1 / keep-probability)
-        x = frames
-        for i, layer in enumerate(self.prenet):
-            x = torch.relu(layer(x)) * masks[..., i, :]
-        return x  # [..., P]
+        # frames: [..., n_mels], masks: [..., 2, P] (0 or 1 / keep-probability) -> [..., P]
+        return _prenet(self.prenet, frames, masks)
 
     def attend(
         self,
@@ -135,10 +132,7 @@ class AttentionStep(nn.Module):
         att_h, att_c = self.attention_rnn(torch.cat([prenet_out, context], dim=1), (att_h, att_c))
         att_h = F.dropout(att_h, self.rnn_dropout, self.training)
         location = self.location(self.location_conv(alignment).transpose(1, 2))  # [B, N, A]
-        energies = self.energy(torch.tanh(self.query(att_h).unsqueeze(1) + keys + location)).squeeze(-1)
-        energies = energies.masked_fill(memory_mask == 0, MASKED_ENERGY)  # [B, N]
-        weights = torch.softmax(energies, dim=1)  # [B, N]
-        context = torch.bmm(weights.unsqueeze(1), memory).squeeze(1)  # [B, C]
+        weights, context = _attention(self.energy, self.query(att_h), keys, location, memory_mask, memory)
         dec_h, dec_c = self.decoder_rnn(torch.cat([att_h, context], dim=1), (dec_h, dec_c))
         dec_h = F.dropout(dec_h, self.rnn_dropout, self.training)
         alignment = torch.stack([weights, alignment[:, 1] + weights], dim=1)  # [B, 2, N]
@@ -216,9 +210,7 @@ class AttentionStepCpuForm(nn.Module):
         prenet_masks: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(frames [B, r, n_mels], stop logit [B], alignment [B, 2, N], state [B, S]), as AttentionStep."""
-        x = last_frame
-        for i, layer in enumerate(self.prenet):
-            x = torch.relu(layer(x)) * prenet_masks[:, i]  # [B, P]
+        x = _prenet(self.prenet, last_frame, prenet_masks)  # [B, P]
         att_h, att_c, dec_h, dec_c, context = split_columns(state, self.sizes)  # [B, size] each
         att_h, att_c = _lstm(
             torch.cat([x, context, att_h], 1), att_c, self.attention_weight, self.attention_bias
@@ -226,9 +218,7 @@ class AttentionStepCpuForm(nn.Module):
         side = self.kernel // 2
         windows = F.pad(alignment, (side, side)).unfold(2, self.kernel, 1)  # [B, 2, N, K]
         location = windows.permute(0, 2, 1, 3).flatten(2) @ self.location_weight  # [B, N, A]
-        energies = self.energy(torch.tanh(self.query(att_h).unsqueeze(1) + keys + location)).squeeze(-1)
-        weights = torch.softmax(energies.masked_fill(memory_mask == 0, MASKED_ENERGY), dim=1)  # [B, N]
-        context = torch.bmm(weights.unsqueeze(1), memory).squeeze(1)  # [B, C]
+        weights, context = _attention(self.energy, self.query(att_h), keys, location, memory_mask, memory)
         dec_h, dec_c = _lstm(
             torch.cat([att_h, context, dec_h], 1), dec_c, self.decoder_weight, self.decoder_bias
         )
@@ -236,6 +226,30 @@ class AttentionStepCpuForm(nn.Module):
         frames = outputs[:, :-1].unflatten(-1, (self.reduction, self.n_mels))  # [B, r, n_mels]
         alignment = torch.stack([weights, alignment[:, 1] + weights], dim=1)  # [B, 2, N]
         return frames, outputs[:, -1], alignment, torch.cat([att_h, att_c, dec_h, dec_c, context], dim=1)
+
+
+def _prenet(layers: nn.ModuleList, frames: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Each prenet layer's ReLU output times its dropout mask (drawn by the caller, kept at inference)."""
+    # frames: [..., n_mels], masks: [..., 2, P] (0 or 1 / keep-probability) -> [..., P]
+    x = frames
+    for i, layer in enumerate(layers):
+        x = torch.relu(layer(x)) * masks[..., i, :]
+    return x
+
+
+def _attention(
+    energy: nn.Module,
+    query: torch.Tensor,
+    keys: torch.Tensor,
+    location: torch.Tensor,
+    memory_mask: torch.Tensor,
+    memory: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Location-sensitive attention: the weights over the memory (padding gets none) and the context."""
+    # query: [B, A], keys, location: [B, N, A], memory_mask: [B, N], memory: [B, N, C]
+    energies = energy(torch.tanh(query.unsqueeze(1) + keys + location)).squeeze(-1)  # [B, N]
+    weights = torch.softmax(energies.masked_fill(memory_mask == 0, MASKED_ENERGY), dim=1)  # [B, N]
+    return weights, torch.bmm(weights.unsqueeze(1), memory).squeeze(1)  # [B, N], [B, C]
 
 
 def _lstm(
