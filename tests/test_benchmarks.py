@@ -226,6 +226,24 @@ def test_window_growth_times_both_schedules_and_they_agree() -> None:
     assert acoustic.CONTINUING_GROWTH == CONTINUING_GROWTH
 
 
+def test_carried_forms_are_timed_against_windows_and_agree() -> None:
+    """One round of two sentences of each voice in both forms (the script raises where their audio
+    differs): a time for every windowed network, and the carried form given fewer frames."""
+    from carried_forms import compare
+
+    import tts_neuron.blocks.context as context
+    from tts_neuron.models.protocols import carried_form
+
+    addons = Path(__file__).resolve().parent.parent / "addons"
+    windowed = {"fastspeech-en": ("decoder", "vocoder"), "tacotron-en": ("postnet", "vocoder")}
+    for addon, networks in windowed.items():
+        results = compare(addons / addon, "engine", 1, 1, lines=2)
+        for name in networks:
+            assert results["windowed"][name][0] > 0 and results["carried"][name][0] > 0
+            assert 1 <= results["carried"][f"frames/{name}"][0] < results["windowed"][f"frames/{name}"][0]
+    assert context.carried_form is carried_form  # put back after the windowed voices were built
+
+
 def test_window_shapes_runs_each_setting_in_its_own_process() -> None:
     """Two sentences timed after one of warm-up, a child process per setting (exact, then rounded: the
     benchmark's own order repeats the pair), each speaking the same audio; the sentences all differ."""

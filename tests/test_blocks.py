@@ -29,6 +29,7 @@ from tts_neuron.blocks.vocoder import GriffinLimVocoder
 from tts_neuron.blocks.windows import CONTINUING_GROWTH, DYNAMIC_MULTIPLE, windows
 from tts_neuron.errors import StackError
 from tts_neuron.models.fastspeech import MelDecoder
+from tts_neuron.models.tacotron import Postnet
 
 
 def split(data: torch.Tensor, sizes: list[int]) -> Iterator[Chunk]:
@@ -198,6 +199,45 @@ def test_a_decoder_with_windows_rounded_to_any_multiple_equals_offline(
     with torch.inference_mode():
         offline = decoder.network(frames[None], torch.ones(1, length))[0]
     torch.testing.assert_close(out, offline, rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    length=st.integers(1, 150),
+    arrivals=st.lists(st.integers(1, 40), min_size=1, max_size=4),
+    postnet=st.booleans(),
+    sizes=st.sampled_from([(None, None), (4, 16), (1, 1), (16, 128)]),
+    kernel_size=st.sampled_from([3, 5]),
+)
+def test_a_carried_network_is_fed_each_frame_once_and_equals_offline(
+    length: int, arrivals: list[int], postnet: bool, sizes: tuple[int | None, int | None], kernel_size: int
+) -> None:
+    """The mel decoder and the postnet (which adds its input) in their carried forms: every frame goes in
+    once, the frames past the end go in masked, and the output equals the network on the whole
+    utterance."""
+    torch.manual_seed(length)
+    if postnet:
+        net: torch.nn.Module = Postnet(n_mels=5, channels=8, layers=3, kernel_size=kernel_size).eval()
+        frames = torch.randn(length, 5)
+    else:
+        net = MelDecoder(in_channels=4, channels=8, layers=3, kernel_size=kernel_size, n_mels=5).eval()
+        frames = torch.randn(length, 4)
+    carried = net.carried_form()
+    fed: list[int] = []
+
+    def counting(x: torch.Tensor, mask: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        fed.append(int(mask.sum()))
+        assert not mask[0, int(mask.sum()) :].any(), "only the frames past the end are masked"
+        return carried(x, mask, *state)
+
+    decoder = Decoder("decoder", carried, net.receptive_radius, 1, *sizes)
+    assert decoder.carried is carried and carried.delay == net.receptive_radius
+    decoder.network = counting
+    out, _ = joined(decoder.stream(split(frames, arrivals), {}))
+    with torch.inference_mode():
+        offline = net(frames[None], torch.ones(1, length))[0]
+    torch.testing.assert_close(out, offline, rtol=1e-5, atol=1e-5)
+    assert sum(fed) == length
 
 
 def test_decoder_radius_comes_from_the_network() -> None:

@@ -133,21 +133,36 @@ def test_windows_tile_the_utterance_with_their_halo(
 
 # ------------------------------------------------------------------------------- streaming is exact
 @settings(max_examples=30, deadline=None)
-@given(frames_and_cuts(), st.integers(0, 2**16), st.sampled_from([(16, 128), (1, 1), (None, None), (5, 40)]))
+@given(
+    frames_and_cuts(),
+    st.integers(0, 2**16),
+    st.sampled_from([(16, 128), (1, 1), (None, None), (5, 40)]),
+    st.booleans(),
+)
 def test_vocoder_streams_exactly_for_any_chunking(
-    case: tuple[int, list[int]], seed: int, sizes: tuple[int | None, int | None]
+    case: tuple[int, list[int]], seed: int, sizes: tuple[int | None, int | None], carried: bool
 ) -> None:
     n, cuts = case
-    network = small_vocoder(seed % 3)
+    network = small_vocoder(seed % 3, layers=1 + seed % 3)
     mel = log_mel(n, seed)
     with torch.inference_mode():
         offline = network(mel[None], torch.ones(1, n))[0]
-    block = Vocoder("vocoder", network, network.receptive_radius, network.hop, *sizes)
+    fed: list[int] = []
+
+    def counting(x: torch.Tensor, mask: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        fed.append(int(mask.sum()))
+        return form(x, mask, *state)
+
+    form = network.carried_form() if carried else network
+    block = Vocoder("vocoder", form, network.receptive_radius, network.hop, *sizes)
+    if carried:
+        block.network = counting  # the carried form, counting the real frames fed to it
     chunks = list(block.stream(chunked(mel, cuts), {}))
     assert [c.start for c in chunks] == [0] + [c.end for c in chunks[:-1]] and chunks[-1].final
     streamed = torch.cat([c.data for c in chunks])
     assert streamed.shape == offline.shape
     assert (streamed - offline).abs().max() <= TOLERANCE
+    assert not carried or sum(fed) == n  # each frame fed once
 
 
 def padded_executor(network: MelVocoder, buckets: list[int]) -> tuple[FixedShapeExecutor, list[list[int]]]:

@@ -41,7 +41,7 @@ from tts_neuron.blocks.windows import (
     windows,
 )
 from tts_neuron.errors import StackError
-from tts_neuron.models.protocols import AudioNetwork, WindowedNetwork
+from tts_neuron.models.protocols import AudioNetwork, CarriedNetwork, WindowedNetwork
 from tts_neuron.runners import NetworkHandle, shares_batches
 
 
@@ -257,7 +257,8 @@ class Decoder(StreamableBlock):
     With a window `table` (the buckets of a compiled network), each window is placed in the smallest
     bucket that holds its core and a full halo, masked where the utterance has no frames, and unpadded
     after; the first core is the smallest bucket's, so its output comes early, and each next core is
-    twice the one before, up to the largest bucket's."""
+    twice the one before, up to the largest bucket's. A network in its carried form (`CarriedNetwork`,
+    dynamic shapes) is fed each window's new frames only and computes no context twice."""
 
     role = "decoder"
     """The role of the network it takes when its entry names none."""
@@ -290,6 +291,8 @@ class Decoder(StreamableBlock):
         self.first_chunk_frames, self.chunk_frames = first_chunk_frames, chunk_frames
         self.conditions, self.table = tuple(conditions), table
         module = network.network if isinstance(network, NetworkHandle) else network
+        self.carried = module if table is None and isinstance(module, CarriedNetwork) else None
+        """The network's carried form, where it is one: then each frame is fed once (`_carry`)."""
         self.pads_end = table is None and getattr(module, "pads_windows", False)
         """Whether a window that could not take more context to round its length takes `end_pad` frames
         past the utterance's end instead (a network that masks its layers for a padded window asks for it:
@@ -298,7 +301,8 @@ class Decoder(StreamableBlock):
     @classmethod
     def build(cls, params: dict[str, Any], ctx: BuildContext) -> Decoder:
         name = _network_by_role(ctx, cls.role, params.pop("network", None))
-        return construct(cls, params, ctx.path, **window_network_args(ctx, name), network=ctx.network(name))
+        network = ctx.network(name, carried=True)
+        return construct(cls, params, ctx.path, **window_network_args(ctx, name), network=network)
 
     def stream(self, upstream: Iterator[Chunk] | None, features: Features) -> Iterator[Chunk]:
         if upstream is None:
@@ -319,6 +323,9 @@ class Decoder(StreamableBlock):
         largest: int | None,
     ) -> Iterator[Chunk]:
         """Windows whose first core is `first` frames, then doubling up to `largest`."""
+        if self.carried is not None:
+            yield from self._carry(upstream, extra, first, largest)
+            return
         multiple = DYNAMIC_MULTIPLE if self.table is None else 1  # a bucket is a shape already
         for window in windows(upstream, self.radius, largest, first, multiple):
             if not len(window.frames):
@@ -328,6 +335,46 @@ class Decoder(StreamableBlock):
             with torch.inference_mode():
                 output = self.network(x, mask, *extra)[0]  # [rows * per_frame, ...]
             yield core_chunk(window, output, offset, self.per_frame)
+
+    def _carry(
+        self,
+        upstream: Iterator[Chunk],
+        extra: tuple[torch.Tensor, ...],
+        first: int | None,
+        largest: int | None,
+    ) -> Iterator[Chunk]:
+        """The same windows, each feeding the carried network only the frames it has not seen; its output
+        lags them by `delay` frames, the halo the windows wait for. The last call feeds masked zeros past
+        the utterance's end, up to a multiple of DYNAMIC_MULTIPLE frames, to finish it; a window whose
+        halo the end cuts short is held for it (its core could not be finished before)."""
+        assert self.carried is not None
+        delay, state, fed, made = self.carried.delay, (), 0, 0
+        held: list[torch.Tensor] = []  # frames not fed yet, [*, C] each
+        for window in windows(upstream, delay, largest, first):
+            held.append(window.frames[fed - window.lo :])
+            fed = window.hi
+            if not window.final and window.hi - window.stop < delay:
+                continue
+            frames = torch.cat(held)  # [n, C]: frames [fed - n, fed)
+            held.clear()
+            if not state:
+                if not len(frames):
+                    yield empty_chunk(window, self.per_frame)
+                    continue
+                state = self.carried.initial_state(frames.dtype, frames.device)
+            n = len(frames)
+            length = -(-(n + delay) // DYNAMIC_MULTIPLE) * DYNAMIC_MULTIPLE if window.final else n
+            x = frames.new_zeros(1, length, *frames.shape[1:])  # [1, length, C]: past n, masked zeros
+            x[0, :n] = frames
+            mask = frames.new_zeros(1, length)  # [1, length]
+            mask[0, :n] = 1
+            with torch.inference_mode():
+                output, *carried = self.network(x, mask, *extra, *state)
+            state = tuple(carried)
+            first_row = (made - (fed - n - delay)) * self.per_frame  # output starts `delay` behind the input
+            rows = (window.stop - made) * self.per_frame
+            yield Chunk(output[0, first_row : first_row + rows], made * self.per_frame, window.final)
+            made = window.stop
 
     def place(self, window: Window) -> tuple[torch.Tensor, torch.Tensor, int]:
         """The network's input for a window, its mask, and the input row of the core's first frame: the
@@ -345,6 +392,8 @@ class Decoder(StreamableBlock):
         return x, mask, self.radius
 
     def describe(self) -> str:
+        if self.carried is not None:
+            return f"{type(self).__name__} '{self.name}' (carried: each frame once, {self.radius} behind)"
         if self.table is None:
             return f"{type(self).__name__} '{self.name}' (receptive field +/-{self.radius} frames)"
         return (

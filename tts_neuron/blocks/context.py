@@ -16,7 +16,7 @@ from tts_neuron.backends import load_executor
 from tts_neuron.blocks.base import Block, SequenceBlock, StreamableBlock
 from tts_neuron.errors import StackError
 from tts_neuron.models import network_class
-from tts_neuron.models.protocols import cpu_form, length_axes
+from tts_neuron.models.protocols import carried_form, cpu_form, length_axes
 from tts_neuron.registry import resolve_block
 from tts_neuron.runners import DirectRunner, NetworkHandle, Runner
 
@@ -48,10 +48,13 @@ class BuildContext:
     runner: Runner = field(default_factory=DirectRunner)
     """Runs the calls of the networks blocks get from `network` and `compiled`."""
 
-    def network(self, name: str) -> NetworkHandle:
-        """A handle on a network with dynamic shapes, on this context's device (its `cpu_form` on a CPU)."""
+    def network(self, name: str, carried: bool = False) -> NetworkHandle:
+        """A handle on a network with dynamic shapes, on this context's device (its `cpu_form` on a CPU;
+        with `carried`, its `carried_form` where it has one: a windowed block that can feed it)."""
         self._check(name)
         network = self.addon.network(name)
+        if carried:
+            network = carried_form(network)
         if self.device.type == "cpu":
             network = cpu_form(network)
         return self.runner.handle(name, network.to(self.device), length_axes(network))

@@ -84,9 +84,9 @@ class Vocoder(Decoder):
     """The addon's neural vocoder on windows of mel frames, each with its receptive field of context each
     side: streamed audio equals vocoding the whole utterance at once (dynamic shapes: CPU and GPU).
 
-    The first window makes 16 frames of audio, so it comes early; each next one twice as many, up to 128,
-    where the recomputed context (17 frames each side) costs 27% more work rather than the 53% of 64-frame
-    windows."""
+    The first window makes 16 frames of audio, so it comes early; each next one twice as many, up to 128.
+    A network with a carried form (`MelVocoder`'s) is fed each frame once instead of each window with its
+    context (`Decoder._carry`)."""
 
     role = "vocoder"
 

@@ -52,6 +52,25 @@ class HasCpuForm(Protocol):
     def cpu_form(self) -> nn.Module: ...
 
 
+@runtime_checkable
+class CarriedNetwork(Protocol):
+    """A windowed network fed each frame once, carrying its state from call to call: `forward(frames,
+    mask, *conditions, *state)` returns the output of the frames that end `delay` frames before the last
+    one fed, then the new state. Windows with context each side recompute that context at every call; a
+    carried network computes none. Frames past the utterance's end are fed masked to finish it."""
+
+    delay: int
+
+    def initial_state(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]: ...
+
+
+@runtime_checkable
+class HasCarriedForm(Protocol):
+    """A windowed network that also streams in a carried form (`CarriedNetwork`) on dynamic shapes."""
+
+    def carried_form(self) -> nn.Module: ...
+
+
 LengthAxes = tuple[tuple[int | None, ...], tuple[int | None, ...]]
 """Each input's length axis, then each output's (None where a tensor has none)."""
 
@@ -86,6 +105,11 @@ def compiled_form(network: nn.Module) -> nn.Module:
     return network.compiled_form() if isinstance(network, HasCompiledForm) else network
 
 
+def carried_form(network: nn.Module) -> nn.Module:
+    """The form a windowed network streams in on dynamic shapes: its `carried_form()` where it has one."""
+    return network.carried_form() if isinstance(network, HasCarriedForm) else network
+
+
 def cpu_form(network: nn.Module) -> nn.Module:
     """The form a network runs in on a CPU with dynamic shapes: its `cpu_form()` where it has one."""
     return network.cpu_form() if isinstance(network, HasCpuForm) else network
@@ -94,12 +118,15 @@ def cpu_form(network: nn.Module) -> nn.Module:
 __all__ = [
     "AttentionStepNetwork",
     "AudioNetwork",
+    "CarriedNetwork",
     "CompilableNetwork",
+    "HasCarriedForm",
     "HasCompiledForm",
     "HasCpuForm",
     "LengthAxes",
     "LengthPaddedNetwork",
     "WindowedNetwork",
+    "carried_form",
     "compiled_form",
     "cpu_form",
     "length_axes",

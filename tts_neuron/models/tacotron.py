@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from tts_neuron.models import LSTMCell, lstm_update, split_columns
-from tts_neuron.models.fastspeech import ConvStack
+from tts_neuron.models.fastspeech import CarriedConvNetwork, ConvStack
 
 MASKED_ENERGY = -1e9
 """Attention energy at padded memory positions: exp() of it is exactly zero next to any real energy."""
@@ -270,6 +270,10 @@ class Postnet(nn.Module):
         self.out = nn.Linear(channels, n_mels)
         self.n_mels = n_mels
         self.receptive_radius = self.convs.receptive_radius
+
+    def carried_form(self) -> CarriedConvNetwork:
+        """Fed each frame once (shared parameters): no context recomputed between windows."""
+        return CarriedConvNetwork(self.inp, self.convs, self.out, residual=True)
 
     def example_inputs(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.zeros(1, length, self.n_mels), torch.ones(1, length)

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -66,14 +68,16 @@ class InverseSTFT(nn.Module):
 
     def forward(self, real: torch.Tensor, imag: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # real, imag: [B, T, F], mask: [B, T] (1 for real frames) -> audio: [B, T * hop]
-        if self.real_only:
-            frames = torch.cat([real, imag], dim=-1) @ self.basis  # [B, T, N]
-        else:
-            frames = torch.fft.irfft(torch.complex(real, imag), n=self.n_fft) * self.window  # [B, T, N]
-        frames = frames * mask.unsqueeze(-1)
+        frames = self.frames(real, imag) * mask.unsqueeze(-1)  # [B, T, N]
         envelope = mask.unsqueeze(-1) * self.window.square()  # [B, T, N]
         audio = self._overlap_add(frames) / self._overlap_add(envelope).clamp(min=1e-8)  # [B, T, hop]
         return audio.flatten(1)  # [B, T * hop]
+
+    def frames(self, real: torch.Tensor, imag: torch.Tensor) -> torch.Tensor:
+        """Each frame's windowed samples [B, T, N], before overlap-add."""
+        if self.real_only:
+            return torch.cat([real, imag], dim=-1) @ self.basis
+        return torch.fft.irfft(torch.complex(real, imag), n=self.n_fft) * self.window
 
     def _overlap_add(self, frames: torch.Tensor) -> torch.Tensor:
         """Sum the `overlap` hop-long pieces of each frame into the blocks they cover, by shifted adds
@@ -102,8 +106,21 @@ class ConvNeXtBlock(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # x: [B, T, C], mask: [B, T, 1]
         y = self.depthwise((x * mask).transpose(1, 2)).transpose(1, 2)
-        y = self.down(F.gelu(self.up(self.norm(y))))
-        return x + self.scale * y
+        return x + self.mix(y)
+
+    def carried(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """`forward` on frames that arrive with `kernel_size // 2` frames of context each side: the
+        output of the frames between, with no padding (`CarriedMelVocoder`)."""
+        # x: [B, 2r + n, C], mask: [B, 2r + n, 1] -> [B, n, C]
+        conv = self.depthwise
+        y = F.conv1d((x * mask).transpose(1, 2), conv.weight, conv.bias, groups=conv.groups)  # [B, C, n]
+        r = conv.kernel_size[0] // 2
+        return x[:, r : x.shape[1] - r] + self.mix(y.transpose(1, 2))
+
+    def mix(self, y: torch.Tensor) -> torch.Tensor:
+        """The residual branch after the depthwise convolution: per frame."""
+        # y: [B, T, C]
+        return self.scale * self.down(F.gelu(self.up(self.norm(y))))
 
 
 class MelVocoder(nn.Module):
@@ -160,6 +177,10 @@ class MelVocoder(nn.Module):
         twin.istft = InverseSTFT(self.istft.n_fft, self.istft.hop, real_only=True)
         return twin
 
+    def carried_form(self) -> CarriedMelVocoder:
+        """The same network (shared parameters) streaming with carried state: every frame computed once."""
+        return CarriedMelVocoder(self)
+
     def example_inputs(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.zeros(1, length, self.n_mels), torch.ones(1, length)
 
@@ -173,6 +194,13 @@ class MelVocoder(nn.Module):
         x = self.embed((log_mel * mask).transpose(1, 2)).transpose(1, 2)  # [B, T, C]
         for block in self.blocks:
             x = block(x, mask)
+        return self.spectrum_head(x, prior)
+
+    def spectrum_head(
+        self, x: torch.Tensor, prior: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per frame: the last blocks' output and the magnitude prior to the spectrum (`spectrum`)."""
+        # x: [B, T, C], prior: [B, T, F]
         head = self.head(self.norm(x))  # [B, T, 3F]
         correction, phase_x, phase_y = split_columns(head, [self.bins] * 3)  # [B, T, F] each
         log_magnitude = (prior + correction).clamp(max=LOG_MAGNITUDE_MAX)
@@ -183,6 +211,90 @@ class MelVocoder(nn.Module):
         log_magnitude, phase_x, phase_y = self.spectrum(log_mel, frame_mask)
         real, imag = to_real_imag(log_magnitude, phase_x, phase_y)
         return self.istft(real, imag, frame_mask.to(log_mel.dtype))
+
+
+class CarriedMelVocoder(nn.Module):
+    """`MelVocoder` fed each frame once: a call takes the next frames and the state the call before left
+    (the last inputs each convolution and the overlap-add still need), and returns the audio those frames
+    complete, `delay` frames behind them, with the new state. Windows with context each side recompute
+    that context at every call (1.5x the frames at the engine's window sizes); this computes none.
+    Frames past the utterance's end are fed masked (zeros) to finish it, as its convolutions' padding.
+
+    Where the whole utterance's layers see frames t - r .. t + r of the layer below, this one sees them
+    r frames later, so each layer lags the one below by r frames (r = kernel_size // 2); the inverse STFT
+    lags `overlap // 2` more. Equal to `MelVocoder` on the whole utterance within float rounding."""
+
+    def __init__(self, vocoder: MelVocoder) -> None:
+        super().__init__()
+        self.vocoder = vocoder  # shares its parameters
+        self.hop, self.n_mels = vocoder.hop, vocoder.n_mels
+        self.reach = vocoder.embed.kernel_size[0] // 2
+        self.layers = len(vocoder.blocks)
+        self.lag = self.reach * (self.layers + 1)  # frames between a mel frame and its spectrum
+        self.overlap = vocoder.istft.overlap
+        self.delay = self.lag + self.overlap // 2
+        """Frames between the last frame fed and the last frame whose audio is complete."""
+        # What the state keeps: mel frames for the embedding and the prior; each frame's mask until its
+        # spectrum is overlap-added; each block's last inputs; the frames not yet fully overlap-added.
+        self.keep_mel, self.keep_mask = self.lag, self.lag + self.overlap - 1
+        self.keep_block, self.keep_frames = 2 * self.reach, self.overlap - 1
+
+    def initial_state(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """The state before an utterance's first frame: nothing there (masked zeros), batch 1."""
+        channels = self.vocoder.embed.out_channels
+        return (
+            torch.zeros(1, self.keep_mel, self.n_mels, dtype=dtype, device=device),
+            torch.zeros(1, self.keep_mask, dtype=dtype, device=device),
+            torch.zeros(1, self.layers, self.keep_block, channels, dtype=dtype, device=device),
+            torch.zeros(1, self.keep_frames, self.vocoder.istft.n_fft, dtype=dtype, device=device),
+        )
+
+    def forward(
+        self,
+        log_mel: torch.Tensor,
+        frame_mask: torch.Tensor,
+        mel_kept: torch.Tensor,
+        mask_kept: torch.Tensor,
+        block_kept: torch.Tensor,
+        frames_kept: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        """The audio of the `n` frames that end `delay` frames before the last one fed, and the new state."""
+        # log_mel: [B, n, M], frame_mask: [B, n] -> audio: [B, n * hop], then the state as given
+        vocoder, r, n = self.vocoder, self.reach, log_mel.shape[1]
+        mel = torch.cat([mel_kept, log_mel * frame_mask.unsqueeze(-1)], 1)  # [B, keep_mel + n, M]
+        masks = torch.cat([mask_kept, frame_mask], 1)  # [B, keep_mask + n]
+        mask = masks.unsqueeze(-1)  # [B, keep_mask + n, 1]
+        embed = vocoder.embed
+        x = F.conv1d(mel[:, -n - 2 * r :].transpose(1, 2), embed.weight, embed.bias)  # [B, C, n]
+        x = x.transpose(1, 2)  # [B, n, C], r frames behind the mel fed
+        kept = []
+        for layer, block in enumerate(cast(Sequence[ConvNeXtBlock], vocoder.blocks)):
+            x = torch.cat([block_kept[:, layer], x], 1)  # [B, 2r + n, C]
+            kept.append(x[:, -2 * r :])
+            first = self.keep_mask - r * (layer + 1) - 2 * r  # where this input's frames start in `mask`
+            x = block.carried(x, mask[:, first : first + 2 * r + n])  # [B, n, C], r frames further behind
+        prior = (mel[:, :n].exp() @ vocoder.mel_inverse).clamp(min=1e-5).log()  # [B, n, F], `lag` behind
+        real, imag = to_real_imag(*vocoder.spectrum_head(x, prior))  # [B, n, F] each
+        mask = mask[:, : self.keep_frames + n]  # [B, keep_frames + n, 1]: the frames being overlap-added
+        frames = torch.cat([frames_kept, vocoder.istft.frames(real, imag) * mask[:, -n:]], 1)
+        envelope = mask * vocoder.istft.window.square()  # [B, keep_frames + n, N]
+        audio = self._overlap_add(frames, n) / self._overlap_add(envelope, n).clamp(min=1e-8)
+        return (
+            audio.flatten(1),  # [B, n * hop]
+            mel[:, -self.keep_mel :],
+            masks[:, -self.keep_mask :],
+            torch.stack(kept, 1),  # [B, layers, 2r, C]
+            frames[:, -self.keep_frames :],
+        )
+
+    def _overlap_add(self, frames: torch.Tensor, n: int) -> torch.Tensor:
+        """The last `n` hop-long blocks that every frame covering them has reached: block b sums piece q
+        of frame `keep_frames + b - q` (a frame's centre piece is its own block, `InverseSTFT`)."""
+        # frames: [B, keep_frames + n, N] -> [B, n, hop]
+        b, t, _ = frames.shape
+        pieces = frames.reshape(b, t, self.overlap, self.hop)  # [B, keep_frames + n, overlap, hop]
+        k = self.keep_frames
+        return sum(pieces[:, k - q : k - q + n, q] for q in range(self.overlap))  # type: ignore[return-value]
 
 
 def to_real_imag(
