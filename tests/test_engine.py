@@ -211,6 +211,43 @@ def test_the_stream_nearest_its_deadline_runs_first() -> None:
         engine.close()
 
 
+def test_a_stream_with_no_audio_yet_runs_before_a_larger_batch_far_from_its_deadlines() -> None:
+    """A new stream's calls are urgent from its arrival: its first chunk waits on a chain of calls. Three
+    playing streams due in 5 s would otherwise run first, as the larger batch."""
+    clock = Clock()
+    engine = Engine(Schedule(urgent=0.2, margin=0.0), workers=1, clock=clock)
+    calls: list[tuple[str, int]] = []
+    gate = threading.Event()
+
+    def network(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        def run(x: torch.Tensor) -> torch.Tensor:
+            gate.wait(timeout=10)
+            calls.append((name, x.shape[0]))
+            return x
+
+        return run
+
+    try:
+        blocker, playing, new = (Script(engine.handle(name, network(name))) for name in ("0", "a", "b"))
+        with engine._cond:  # two streams in one turn: their call goes to the worker and holds it
+            for _ in range(2):
+                engine.submit(blocker, "0", Sink(), paced=False)  # type: ignore[arg-type]
+        wait_until(lambda: len(engine._batches) == 1)
+        sinks = [Sink() for _ in range(4)]
+        with engine._cond:
+            for value, sink in zip("123", sinks, strict=False):
+                stream = engine.submit(playing, value, sink, paced=False)  # type: ignore[arg-type]
+                stream.first_audio, stream.produced = clock.now, 5.0  # due in 5 s
+            engine.submit(new, "4", sinks[3], paced=False)  # type: ignore[arg-type]
+        time.sleep(0.1)  # every call waits behind the blocker
+        gate.set()
+        assert all(sink.done.wait(10) for sink in sinks)
+        assert calls == [("0", 2), ("b", 1), ("a", 3)]
+    finally:
+        gate.set()
+        engine.close()
+
+
 def test_with_fill_a_short_batch_waits_for_rows_until_a_deadline_in_it_nears() -> None:
     """fill=4: while other work is in flight, three waiting calls of playing streams wait for a fourth
     and run as one call; a lone call runs short once its stream's deadline is within `urgent`, and a

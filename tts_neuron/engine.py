@@ -15,9 +15,11 @@ never contend for the GIL or for cores. Each turn of the engine's loop (schedule
 
 Deadlines. A stream with no audio yet must make its first chunk by `arrival + first_audio_budget`; a
 playing one must make its next chunk before the audio it has made so far has played:
-`first_audio + produced - margin`. Pacing: a stream more than `horizon` seconds of audio ahead of its
-listener is not resumed until it falls back within it; "played" is what the listener has taken and the
-time since its first chunk, whichever is less, so a client that stops reading stops its stream too.
+`first_audio + produced - margin`. A free worker takes the urgent batch with the earliest deadline (a
+deadline in it within `urgent`, or a stream in it that has made no audio yet), else the largest.
+Pacing: a stream more than `horizon` seconds of audio ahead of its listener is not resumed until it
+falls back within it; "played" is what the listener has taken and the time since its first chunk,
+whichever is less, so a client that stops reading stops its stream too.
 
 The frontend (text normalisation and espeak-ng) runs in a worker thread, a sentence ahead of need: a
 stream that needs its next sentence before it is ready pauses on it like on a network call.
@@ -239,6 +241,11 @@ class EngineStream:
         if self.first_audio is None:
             return self.arrived + schedule.first_audio_budget
         return self.first_audio + self.produced - schedule.margin
+
+    def urgent(self, now: float, schedule: Schedule) -> bool:
+        """Whether its calls run before larger batches: it has made no audio yet (a listener waits on its
+        first chunk, and the chain of calls before it is long), or its deadline is within `urgent`."""
+        return self.produced == 0 or self.deadline(schedule) - now <= schedule.urgent
 
     def runnable(self, now: float, schedule: Schedule) -> bool:
         """Waits on nothing and, as of the last tick, is within the horizon of its listener."""
@@ -554,14 +561,14 @@ class Engine(Runner):
 
     def _dispatch(self) -> None:
         """While a worker is free, give it one batch: the waiting calls of one network at one input
-        signature, earliest deadlines first, up to the batch limit. Which batch: the one of the earliest
-        deadline when that deadline is within `urgent` seconds; otherwise the one with the most rows, which
-        is where the engine gains most and lets streams that lag join the ones ahead. While work in flight
-        may bring more calls, a batch short of `fill` rows waits for them, unless a stream in it awaits
-        its first audio. A batch takes no more than its share of the free workers (those the other groups
-        leave it) and no fewer than `fill` rows, so on a CPU (fill 1) a worker never idles while another
-        runs rows it could have taken: a row costs about the same alone as in a batch (docs/serving.md,
-        *Batching shapes*); with one worker, as on a NeuronCore, nothing is split."""
+        signature, earliest deadlines first, up to the batch limit. Which batch: of the urgent ones
+        (`EngineStream.urgent`), the one of the earliest deadline; otherwise the one with the most rows,
+        which is where the engine gains most and lets streams that lag join the ones ahead. While work
+        in flight may bring more calls, a batch short of `fill` rows waits for them, unless a stream in it
+        awaits its first audio. A batch takes no more than its share of the free workers (those the other
+        groups leave it) and no fewer than `fill` rows, so on a CPU (fill 1) a worker never idles while
+        another runs rows it could have taken: a row costs about the same alone as in a batch
+        (docs/serving.md, *Batching shapes*); with one worker, as on a NeuronCore, nothing is split."""
         schedule, now = self.schedule, self.clock()
         groups: dict[tuple[int, tuple[TensorSpec, ...]], list[EngineStream]] = {}
         for stream in sorted(self._streams, key=lambda s: s.deadline(schedule)):
@@ -569,9 +576,10 @@ class Engine(Runner):
                 groups.setdefault(stream.waiting.key, []).append(stream)
         while groups and len(self._batches) < self.workers:
             limited = {key: group[: self._limit(group)] for key, group in groups.items()}
-            earliest = min(limited, key=lambda key: limited[key][0].deadline(schedule))
-            key = earliest
-            if limited[earliest][0].deadline(schedule) - now > schedule.urgent:
+            urgent = [key for key, group in limited.items() if any(s.urgent(now, schedule) for s in group)]
+            if urgent:
+                key = min(urgent, key=lambda key: limited[key][0].deadline(schedule))
+            else:
                 ready = [k for k in limited if self._full(limited[k])] if self._in_flight() else list(limited)
                 if not ready:
                     return  # every batch is short of `fill`: wait for rows, at most until `urgent`
