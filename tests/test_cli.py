@@ -110,8 +110,8 @@ def test_inspect(tiny_addon_dir: Path) -> None:
     assert "UNTRAINED" in out and "text_encoder: TextEncoder, role encoder" in out
     assert (
         "  cpu:" in out
-        and "Decoder 'decoder' (receptive field" in out
-        and "Vocoder 'vocoder' (receptive field" in out
+        and "Decoder 'decoder' (receptive field +/-" in out
+        and "Vocoder 'vocoder' (receptive field +/-8 frames, carried: each frame once)" in out
     )
     assert "compiled for: nothing yet" in out
 

@@ -392,10 +392,9 @@ class Decoder(StreamableBlock):
         return x, mask, self.radius
 
     def describe(self) -> str:
-        if self.carried is not None:
-            return f"{type(self).__name__} '{self.name}' (carried: each frame once, {self.radius} behind)"
         if self.table is None:
-            return f"{type(self).__name__} '{self.name}' (receptive field +/-{self.radius} frames)"
+            carried = ", carried: each frame once" if self.carried is not None else ""
+            return f"{type(self).__name__} '{self.name}' (receptive field +/-{self.radius} frames{carried})"
         return (
             f"{type(self).__name__} '{self.name}' (windows {self.table.buckets}: cores "
             f"{self.first_chunk_frames} first, doubling up to {self.chunk_frames}, +/-{self.radius} halo)"
