@@ -240,6 +240,14 @@ def test_a_carried_network_is_fed_each_frame_once_and_equals_offline(
     assert sum(fed) == length
 
 
+@pytest.mark.parametrize("delay", [-1, 2.5, "3", True])
+def test_a_carried_form_with_a_bad_delay_is_refused(delay: object) -> None:
+    carried = make_decoder().network.carried_form()
+    carried.delay = delay
+    with pytest.raises(ValueError, match="carried form with delay"):
+        Decoder("decoder", carried, 6)
+
+
 def test_decoder_radius_comes_from_the_network() -> None:
     assert make_decoder(layers=3, kernel_size=5).radius == 6
 

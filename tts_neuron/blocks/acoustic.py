@@ -293,6 +293,12 @@ class Decoder(StreamableBlock):
         module = network.network if isinstance(network, NetworkHandle) else network
         self.carried = module if table is None and isinstance(module, CarriedNetwork) else None
         """The network's carried form, where it is one: then each frame is fed once (`_carry`)."""
+        delay = getattr(self.carried, "delay", 0)
+        if not isinstance(delay, int) or isinstance(delay, bool) or delay < 0:
+            raise ValueError(
+                f"network '{name}' ({type(module).__name__}) is a carried form with delay {delay!r}: "
+                "it must be a whole number of frames, 0 or more"
+            )
         self.pads_end = table is None and getattr(module, "pads_windows", False)
         """Whether a window that could not take more context to round its length takes `end_pad` frames
         past the utterance's end instead (a network that masks its layers for a padded window asks for it:
