@@ -1,9 +1,11 @@
 """Windowed networks fed each frame once (their carried forms, as shipped) against the same windows with
 their context computed again at every call, alternating sentence by sentence in one process.
 
-    python benchmarks/carried_forms.py [ADDON ...] [--schedule engine|direct] [--rounds 3] [--threads 1]
+    python benchmarks/carried_forms.py [ADDON ...] [--piper] [--schedule engine|direct] [--rounds 3]
 
-Each sentence of benchmarks/run.py's paragraph is spoken by each addon (both shipped voices by default)
+Each sentence of benchmarks/run.py's paragraph is spoken by each addon (both shipped voices by default;
+`--piper` adds the perturbed medium Piper voice of benchmarks/piper_compare.py, imported, whose flow has a
+carried form and whose HiFi-GAN does not)
 in both forms, the order flipping each sentence, as sentence i % 3 of a call (texts of three sentences,
 as benchmarks/serve_load.py deals them); a runner times every network call and counts the frames
 each windowed network is given (its halo, and the masked frames that finish a carried utterance,
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -26,6 +29,7 @@ import numpy as np
 import torch
 from bench_measure import cpu_model
 from run import PARAGRAPH
+from window_growth import piper_fixture
 
 import tts_neuron
 import tts_neuron.blocks.context as context
@@ -133,6 +137,7 @@ def report(root: Path, results: dict[str, dict[str, list[float]]]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("addons", nargs="*", type=Path)
+    parser.add_argument("--piper", action="store_true", help="add the perturbed medium Piper voice")
     parser.add_argument("--schedule", choices=("engine", "direct"), default="engine")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
@@ -146,9 +151,10 @@ def main() -> None:
         "\n| addon | network | frames given per frame (windowed / carried) | ms per audio second "
         "(windowed / carried) | ratio |\n|---|---|---|---|---|"
     )
-    for root in addons:
-        for row in report(root, compare(root, args.schedule, args.rounds, args.threads)):
-            print(row, flush=True)
+    with tempfile.TemporaryDirectory() as folder:
+        for root in [*addons, *([piper_fixture(Path(folder))] if args.piper else [])]:
+            for row in report(root, compare(root, args.schedule, args.rounds, args.threads)):
+                print(row, flush=True)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from tts_neuron.blocks.acoustic import Decoder
 from tts_neuron.blocks.base import Chunk
 from tts_neuron.blocks.vocoder import Vocoder
 from tts_neuron.blocks.windows import Window
@@ -177,6 +178,49 @@ def test_the_vits_flow_cpu_form_equals_the_flow(
         fast_error = (fast(z, mask, speaker).double() - exact).abs().max().item()
     assert fast_error <= 10 * plain_error + 1e-5, (fast_error, plain_error)
     assert_untouched(flow, before)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    speakers=st.sampled_from([1, 3]),
+    length=st.integers(1, 90),
+    arrivals=st.lists(st.integers(1, 40), min_size=1, max_size=3),
+    sizes=st.sampled_from([(24, 128), (1, 1), (None, None), (5, 16)]),
+    seed=st.integers(0, 2**16),
+)
+def test_the_carried_vits_flow_is_fed_each_frame_once_and_equals_the_flow(
+    speakers: int, length: int, arrivals: list[int], sizes: tuple[int | None, int | None], seed: int
+) -> None:
+    """The flow's carried form in a `Decoder` (the Piper stacks' flow block), every tensor random: each
+    frame goes in once, and the streamed output is as near the flow in float64 as the flow in float32
+    is (the CPU form's bound, above), whatever the chunks and windows."""
+    torch.manual_seed(seed)
+    flow = VitsFlow(n_speakers=speakers, gin_channels=6 if speakers > 1 else 0, inter_channels=8,
+                    hidden_channels=12).eval()  # fmt: skip
+    perturbed(flow)
+    carried = flow.carried_form()
+    fed: list[int] = []
+
+    def counting(x: torch.Tensor, mask: torch.Tensor, *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        fed.append(int(mask.sum()))
+        return carried(x, mask, *rest)
+
+    speaker = torch.tensor([seed % speakers]) if speakers > 1 else None
+    conditions = ("speaker",) if speaker is not None else ()
+    block = Decoder("flow", carried, flow.receptive_radius, 1, *sizes, conditions=conditions)
+    block.network = counting
+    z = torch.randn(length, 8)
+    ends = [0]
+    while ends[-1] < length:  # chunks of the arrival sizes in turn
+        ends.append(min(length, ends[-1] + arrivals[len(ends) % len(arrivals)]))
+    chunks = [Chunk(z[a:b], a, b == length) for a, b in zip(ends, ends[1:], strict=False)]
+    features = {} if speaker is None else {"speaker": speaker}
+    with torch.inference_mode():
+        streamed = torch.cat([chunk.data for chunk in block.stream(iter(chunks), features)])
+        exact = copy.deepcopy(flow).double()(z[None].double(), torch.ones(1, length).double(), speaker)[0]
+        plain_error = (flow(z[None], torch.ones(1, length), speaker)[0].double() - exact).abs().max().item()
+    assert streamed.shape == z.shape and sum(fed) == length
+    assert (streamed.double() - exact).abs().max().item() <= 10 * plain_error + 1e-5
 
 
 @settings(max_examples=25, deadline=None)

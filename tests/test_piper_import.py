@@ -24,7 +24,7 @@ from tts_neuron.frontend import Sentence
 from tts_neuron.importers.piper import import_voice
 from tts_neuron.models import ChannelsLastConv1d
 from tts_neuron.models.protocols import compiled_form
-from tts_neuron.models.vits import EncoderCpuForm, FlowCpuForm
+from tts_neuron.models.vits import CarriedFlow, EncoderCpuForm, FlowCpuForm
 from tts_neuron.voice import Voice
 
 ort = pytest.importorskip("onnxruntime")
@@ -464,7 +464,8 @@ def test_padded_windows_and_tokens_equal_unpadded(voice: Voice) -> None:
 
 def test_dynamic_networks_on_cpu_run_their_cpu_forms(voice: Voice) -> None:
     """The generator's, the flow's and the encoder's CPU forms (tests/test_channels_last.py) are what a CPU
-    stack calls; the addon's own networks, which are compiled and checked, keep their plain convolutions."""
+    stack calls (the flow's carried form, in the stack's Decoder block); the addon's own networks, which
+    are compiled and checked, keep their plain convolutions."""
     ctx = BuildContext(voice.addon, torch.device("cpu"), "test")
     generator = ctx.network("generator").network
     assert isinstance(generator, torch.nn.Module)
@@ -472,6 +473,8 @@ def test_dynamic_networks_on_cpu_run_their_cpu_forms(voice: Voice) -> None:
     assert not any(isinstance(m, ChannelsLastConv1d) for m in voice.addon.network("generator").modules())
     flow = ctx.network("flow").network
     assert isinstance(flow, FlowCpuForm) and flow.flow is voice.addon.network("flow")
+    carried = ctx.network("flow", carried=True).network  # what the stacks' Decoder block asks for
+    assert isinstance(carried, CarriedFlow) and carried.flow is voice.addon.network("flow")
     encoder = ctx.network("encoder").network
     assert isinstance(encoder, EncoderCpuForm) and encoder.encoder is voice.addon.network("encoder")
 

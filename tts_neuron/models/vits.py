@@ -761,6 +761,10 @@ class VitsFlow(_Speakers):
         """Time-major products instead of convolutions: 0.8-0.9x the time on CPU (docs/importing.md)."""
         return FlowCpuForm(self)
 
+    def carried_form(self) -> nn.Module:
+        """Fed each frame once, time-major as the CPU form (`CarriedFlow`)."""
+        return CarriedFlow(self)
+
     def forward(
         self, z_p: torch.Tensor, frame_mask: torch.Tensor, speaker: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -800,6 +804,97 @@ class FlowCpuForm(nn.Module):
             mean = matrices.mean(z0, mask, cond) * mask  # [B, T, S]
             z = torch.cat([z0, (z1 - mean) * mask], 2)
         return z
+
+
+class CarriedFlow(nn.Module):
+    """`VitsFlow` fed each frame once (`CarriedNetwork`), time-major with `FlowCpuForm`'s matrices: a call
+    takes the next latent frames (and the speaker, for a multi-speaker voice) with the state the call
+    before left, and returns the flow's output `delay` frames behind the last frame fed. Each coupling
+    lags its input by its WaveNet's reach (4 layers of kernel 5: 8 frames) and keeps, for that: its last
+    inputs (passed through, delayed), each layer's last inputs, and each layer's sum of skips so far."""
+
+    def __init__(self, flow: VitsFlow) -> None:
+        super().__init__()
+        form = FlowCpuForm(flow)
+        self.flow, self.couplings, self.matrices = flow, form.couplings[::-1], form.matrices[::-1]
+        kernel, self.hidden = self.matrices[0].layers[0][0].shape[:2]  # run order: the flow in reverse
+        self.reach, self.layers = kernel // 2, len(self.matrices[0].layers)
+        self.lag = self.reach * self.layers  # frames a coupling's output lags its input
+        self.delay = self.lag * len(self.couplings)
+        self.conditioned = flow.n_speakers > 1
+
+    def initial_state(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """Nothing before the utterance (masked zeros), batch 1: the mask of the last `delay` frames; per
+        coupling its last inputs, each layer's last inputs, and each layer's skips after the first."""
+        couplings, r, layers, hidden = len(self.couplings), self.reach, self.layers, self.hidden
+        shapes = [
+            (1, self.delay),
+            (1, couplings, self.lag, self.flow.channels),
+            (1, couplings, layers, 2 * r, hidden),
+            (1, couplings, layers - 1, r, hidden),
+        ]
+        return tuple(torch.zeros(shape, dtype=dtype, device=device) for shape in shapes)
+
+    def forward(
+        self, z_p: torch.Tensor, frame_mask: torch.Tensor, *rest: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        # z_p: [B, n, C], frame_mask: [B, n], rest: (speaker [B],) if conditioned, then the state ->
+        # z: [B, n, C], `delay` frames behind, and the state as given
+        speaker, (mask_kept, inputs_kept, layers_kept, skips_kept) = (
+            (rest[0], rest[1:]) if self.conditioned else (None, rest)
+        )
+        n, r, lag = z_p.shape[1], self.reach, self.lag
+        masks = torch.cat([mask_kept, frame_mask], 1)  # [B, delay + n]
+        mask = masks.unsqueeze(2)  # [B, delay + n, 1]: from `delay` frames before the first fed
+        g = self.flow.speaker(speaker)  # [B, G, 1] or None
+        z = z_p * mask[:, -n:]
+        keep_inputs, keep_layers, keep_skips = [], [], []
+        for j, (coupling, matrices) in enumerate(zip(self.couplings, self.matrices, strict=True)):
+            first = self.delay - lag * j  # mask row of this coupling's first input frame
+            z = torch.flip(z, [2])  # the flip that precedes each coupling in reverse
+            cond = None if g is None else coupling.enc.cond_layer(g).transpose(1, 2)  # [B, 1, 2H * layers]
+            x = _matmul(z[..., : coupling.split], *matrices.pre) * mask[:, first : first + n]  # [B, n, H]
+            skip: torch.Tensor | None = None
+            for i, ((taps, bias), res_skip) in enumerate(
+                zip(matrices.layers, matrices.res_skip, strict=True)
+            ):
+                x = torch.cat([layers_kept[:, j, i], x], 1)  # [B, 2r + n, H]
+                keep_layers.append(x[:, -2 * r :])
+                a = torch.baddbmm(bias, x[:, :n], taps[0].expand(len(x), -1, -1))  # [B, n, 2H]
+                for k in range(1, 2 * r + 1):
+                    a.baddbmm_(x[:, k : k + n], taps[k].expand(len(x), -1, -1))
+                if cond is not None:
+                    a += cond[..., 2 * self.hidden * i : 2 * self.hidden * (i + 1)] * matrices.gate
+                gates = a.sigmoid_()
+                acts = _matmul((gates[..., : self.hidden] - 0.5).mul_(gates[..., self.hidden :]), *res_skip)
+                last = i == self.layers - 1
+                skips = acts if last else acts[..., self.hidden :]  # [B, n, H], r(i + 1) behind the input
+                if skip is not None:  # the skips so far, r frames further behind
+                    skip = torch.cat([skips_kept[:, j, i - 1], skip], 1)  # [B, r + n, H]
+                    keep_skips.append(skip[:, -r:])
+                    skips = skips + skip[:, :n]
+                skip = skips
+                if not last:
+                    out = first - r * (i + 1)  # mask row of this layer's first output frame
+                    x = (x[:, r : r + n] + acts[..., : self.hidden]) * mask[:, out : out + n]
+            assert skip is not None
+            done = mask[:, first - lag : first - lag + n]  # [B, n, 1]: the coupling's output frames
+            mean = _matmul(skip * done, *matrices.post) * done  # [B, n, S]
+            z = torch.cat([inputs_kept[:, j], z], 1)  # [B, lag + n, C]: this coupling's inputs
+            keep_inputs.append(z[:, -lag:])
+            z = torch.cat([z[:, :n, : coupling.split], (z[:, :n, coupling.split :] - mean) * done], 2)
+        couplings = len(self.couplings)
+        return (
+            z,
+            masks[:, -self.delay :],
+            torch.stack(keep_inputs, 1),  # [B, couplings, lag, C]
+            torch.stack(keep_layers, 1).unflatten(
+                1, (couplings, self.layers)
+            ),  # [B, couplings, layers, 2r, H]
+            torch.stack(keep_skips, 1).unflatten(
+                1, (couplings, self.layers - 1)
+            ),  # [B, couplings, layers - 1, r, H]
+        )
 
 
 @dataclasses.dataclass
