@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -238,6 +239,38 @@ def test_a_carried_network_is_fed_each_frame_once_and_equals_offline(
         offline = net(frames[None], torch.ones(1, length))[0]
     torch.testing.assert_close(out, offline, rtol=1e-5, atol=1e-5)
     assert sum(fed) == length
+
+
+@settings(max_examples=30, deadline=None)
+@given(length=st.integers(1, 80), arrivals=st.integers(1, 90))
+def test_an_utterance_in_one_window_runs_the_plain_form_and_longer_ones_the_carried(
+    length: int, arrivals: int
+) -> None:
+    """With its plain form beside the carried one (`whole`), a decoder runs an utterance that fits one
+    window through the plain form, which needs no masked frames to finish it, and any other through the
+    carried form; the output equals the network on the whole utterance either way."""
+    net = make_decoder().network
+    calls: list[str] = []
+
+    def counted(form: str, network: Any) -> Any:
+        def run(*inputs: torch.Tensor) -> Any:
+            calls.append(form)
+            return network(*inputs)
+
+        return run
+
+    carried = net.carried_form()
+    decoder = Decoder("decoder", carried, net.receptive_radius, 1, 16, 64, whole=counted("whole", net))
+    decoder.network = counted("carried", carried)
+    frames = torch.randn(length, 4)
+    out, _ = joined(decoder.stream(split(frames, [arrivals]), {}))
+    with torch.inference_mode():
+        offline = net(frames[None], torch.ones(1, length))[0]
+    torch.testing.assert_close(out, offline, rtol=1e-5, atol=1e-5)
+    if length <= 16:  # the first core holds it: the first window is the last, however the frames arrive
+        assert calls == ["whole"]
+    else:
+        assert "whole" not in calls and calls
 
 
 @pytest.mark.parametrize("delay", [-1, 2.5, "3", True])

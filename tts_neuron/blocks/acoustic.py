@@ -273,13 +273,16 @@ class Decoder(StreamableBlock):
         chunk_frames: int | None = None,
         conditions: Sequence[str] = (),
         table: BucketTable | None = None,
+        whole: Callable[..., torch.Tensor] | None = None,
     ) -> None:
         """`radius` is the network's receptive field in frames each side, `per_frame` its output rows per
         frame. Without chunk sizes, each window takes every frame that has its context; with them, a
         window waits for that many (the first for `first_chunk_frames`), which amortises the halo; with a
         `table` (by default a compiled network's own), the buckets set them. `conditions` are features of
         the utterance passed with every window after the frames and the mask (a speaker id): the
-        network's inputs past its first two."""
+        network's inputs past its first two. `whole` is the plain form of a carried network, for an
+        utterance that fits one window: the carried form would feed `delay` masked frames to finish it,
+        the plain one none."""
         for size in (first_chunk_frames, chunk_frames):
             if size is not None and size < 1:
                 raise ValueError(f"chunk sizes must be at least one frame, got {size}")
@@ -293,6 +296,7 @@ class Decoder(StreamableBlock):
         module = network.network if isinstance(network, NetworkHandle) else network
         self.carried = module if table is None and isinstance(module, CarriedNetwork) else None
         """The network's carried form, where it is one: then each frame is fed once (`_carry`)."""
+        self.whole = whole if self.carried is not None else None
         delay = getattr(self.carried, "delay", 0)
         if not isinstance(delay, int) or isinstance(delay, bool) or delay < 0:
             raise ValueError(
@@ -308,7 +312,9 @@ class Decoder(StreamableBlock):
     def build(cls, params: dict[str, Any], ctx: BuildContext) -> Decoder:
         name = _network_by_role(ctx, cls.role, params.pop("network", None))
         network = ctx.network(name, carried=True)
-        return construct(cls, params, ctx.path, **window_network_args(ctx, name), network=network)
+        whole = ctx.network(name) if isinstance(network.network, CarriedNetwork) else None
+        args = window_network_args(ctx, name)
+        return construct(cls, params, ctx.path, **args, network=network, whole=whole)
 
     def stream(self, upstream: Iterator[Chunk] | None, features: Features) -> Iterator[Chunk]:
         if upstream is None:
@@ -357,6 +363,12 @@ class Decoder(StreamableBlock):
         delay, state, fed, made = self.carried.delay, (), 0, 0
         held: list[torch.Tensor] = []  # frames not fed yet, [*, C] each
         for window in windows(upstream, delay, largest, first):
+            if window.start == 0 and window.final and self.whole is not None and len(window.frames):
+                x, mask, offset = self.place(window)  # the whole utterance: nothing to carry, or to finish
+                with torch.inference_mode():
+                    output = self.whole(x, mask, *extra)[0]
+                yield core_chunk(window, output, offset, self.per_frame)
+                return
             held.append(window.frames[fed - window.lo :])
             fed = window.hi
             if not window.final and window.hi - window.stop < delay:

@@ -99,5 +99,8 @@ class Vocoder(Decoder):
         first_chunk_frames: int | None = 16,
         chunk_frames: int | None = 128,
         conditions: Sequence[str] = (),
+        whole: Callable[..., torch.Tensor] | None = None,
     ) -> None:
-        super().__init__(name, network, radius, per_frame, first_chunk_frames, chunk_frames, conditions)
+        super().__init__(
+            name, network, radius, per_frame, first_chunk_frames, chunk_frames, conditions, whole=whole
+        )
