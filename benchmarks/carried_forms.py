@@ -32,7 +32,7 @@ from run import PARAGRAPH
 from window_growth import piper_fixture
 
 import tts_neuron
-import tts_neuron.blocks.context as context
+from tts_neuron.blocks.context import BuildContext
 from tts_neuron.models.protocols import WindowedNetwork
 from tts_neuron.runners import DirectRunner, NetworkHandle
 from tts_neuron.voice import Voice
@@ -62,13 +62,13 @@ class CountingRunner(DirectRunner):
 
 def load(root: Path, form: str, runner: CountingRunner, threads: int) -> Voice:
     """The voice with its windowed networks in `form`: "windowed" builds the blocks without carried forms."""
-    carried_form = context.carried_form
+    carried = BuildContext.carried
     if form == "windowed":
-        context.carried_form = lambda network: network
+        BuildContext.carried = lambda self, plain: None  # type: ignore[method-assign]
     try:
         return tts_neuron.load(root, runner=runner, threads=threads)
     finally:
-        context.carried_form = carried_form
+        BuildContext.carried = carried  # type: ignore[method-assign]
 
 
 def compare(

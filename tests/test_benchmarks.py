@@ -231,8 +231,9 @@ def test_carried_forms_are_timed_against_windows_and_agree() -> None:
     differs): a time for every windowed network, and the carried form given fewer frames."""
     from carried_forms import compare
 
-    import tts_neuron.blocks.context as context
-    from tts_neuron.models.protocols import carried_form
+    from tts_neuron.blocks.context import BuildContext
+
+    carried = BuildContext.carried
 
     addons = Path(__file__).resolve().parent.parent / "addons"
     windowed = {"fastspeech-en": ("decoder", "vocoder"), "tacotron-en": ("postnet", "vocoder")}
@@ -241,7 +242,7 @@ def test_carried_forms_are_timed_against_windows_and_agree() -> None:
         for name in networks:
             assert results["windowed"][name][0] > 0 and results["carried"][name][0] > 0
             assert 1 <= results["carried"][f"frames/{name}"][0] < results["windowed"][f"frames/{name}"][0]
-    assert context.carried_form is carried_form  # put back after the windowed voices were built
+    assert BuildContext.carried is carried  # put back after the windowed voices were built
 
 
 def test_window_shapes_runs_each_setting_in_its_own_process() -> None:

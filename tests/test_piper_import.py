@@ -473,8 +473,10 @@ def test_dynamic_networks_on_cpu_run_their_cpu_forms(voice: Voice) -> None:
     assert not any(isinstance(m, ChannelsLastConv1d) for m in voice.addon.network("generator").modules())
     flow = ctx.network("flow").network
     assert isinstance(flow, FlowCpuForm) and flow.flow is voice.addon.network("flow")
-    carried = ctx.network("flow", carried=True).network  # what the stacks' Decoder block asks for
-    assert isinstance(carried, CarriedFlow) and carried.flow is voice.addon.network("flow")
+    plain = ctx.network("flow")
+    carried = ctx.carried(plain)  # what the stacks' Decoder block asks for
+    assert carried is not None and isinstance(carried.network, CarriedFlow)
+    assert carried.network.form is plain.network  # the CPU form's matrices, not a second copy
     encoder = ctx.network("encoder").network
     assert isinstance(encoder, EncoderCpuForm) and encoder.encoder is voice.addon.network("encoder")
 

@@ -311,8 +311,9 @@ class Decoder(StreamableBlock):
     @classmethod
     def build(cls, params: dict[str, Any], ctx: BuildContext) -> Decoder:
         name = _network_by_role(ctx, cls.role, params.pop("network", None))
-        network = ctx.network(name, carried=True)
-        whole = ctx.network(name) if isinstance(network.network, CarriedNetwork) else None
+        plain = ctx.network(name)
+        carried = ctx.carried(plain)
+        network, whole = (plain, None) if carried is None else (carried, plain)
         args = window_network_args(ctx, name)
         return construct(cls, params, ctx.path, **args, network=network, whole=whole)
 
@@ -325,7 +326,8 @@ class Decoder(StreamableBlock):
             largest *= CONTINUING_GROWTH  # no bucket bounds it, and audio of the call plays before it
             queued = queued_frames(features) // 2 // DYNAMIC_MULTIPLE * DYNAMIC_MULTIPLE  # a few lengths
             first = min(largest, max(first, queued))  # fewer windows, less context
-        return self._run(upstream, conditions(self, features), first, largest)
+        run = self._run if self.carried is None else self._carry
+        return run(upstream, conditions(self, features), first, largest)
 
     def _run(
         self,
@@ -335,9 +337,6 @@ class Decoder(StreamableBlock):
         largest: int | None,
     ) -> Iterator[Chunk]:
         """Windows whose first core is `first` frames, then doubling up to `largest`."""
-        if self.carried is not None:
-            yield from self._carry(upstream, extra, first, largest)
-            return
         multiple = DYNAMIC_MULTIPLE if self.table is None else 1  # a bucket is a shape already
         for window in windows(upstream, self.radius, largest, first, multiple):
             if not len(window.frames):

@@ -16,7 +16,7 @@ from tts_neuron.backends import load_executor
 from tts_neuron.blocks.base import Block, SequenceBlock, StreamableBlock
 from tts_neuron.errors import StackError
 from tts_neuron.models import network_class
-from tts_neuron.models.protocols import carried_form, cpu_form, length_axes
+from tts_neuron.models.protocols import HasCarriedForm, cpu_form, length_axes
 from tts_neuron.registry import resolve_block
 from tts_neuron.runners import DirectRunner, NetworkHandle, Runner
 
@@ -48,16 +48,20 @@ class BuildContext:
     runner: Runner = field(default_factory=DirectRunner)
     """Runs the calls of the networks blocks get from `network` and `compiled`."""
 
-    def network(self, name: str, carried: bool = False) -> NetworkHandle:
-        """A handle on a network with dynamic shapes, on this context's device (its `cpu_form` on a CPU;
-        with `carried`, its `carried_form` where it has one: a windowed block that can feed it)."""
+    def network(self, name: str) -> NetworkHandle:
+        """A handle on a network with dynamic shapes, on this context's device (its `cpu_form` on a CPU)."""
         self._check(name)
         network = self.addon.network(name)
-        if carried:
-            network = carried_form(network)
         if self.device.type == "cpu":
             network = cpu_form(network)
         return self.runner.handle(name, network.to(self.device), length_axes(network))
+
+    def carried(self, plain: NetworkHandle) -> NetworkHandle | None:
+        """A handle on the carried form of the network behind `plain` (a handle from `network`), where it
+        has one; the form shares what the plain one holds (a CPU form's matrices)."""
+        if not isinstance(plain.network, HasCarriedForm):
+            return None
+        return self.runner.handle(plain.name, plain.network.carried_form().to(self.device))
 
     def compiled(self, name: str) -> NetworkHandle:
         """A handle on a network's fixed-shape executor for this context's target (artifacts checked and

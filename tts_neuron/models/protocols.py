@@ -66,7 +66,8 @@ class CarriedNetwork(Protocol):
 
 @runtime_checkable
 class HasCarriedForm(Protocol):
-    """A windowed network that also streams in a carried form (`CarriedNetwork`) on dynamic shapes."""
+    """A windowed network (or its CPU form) that also streams in a carried form (`CarriedNetwork`) on
+    dynamic shapes."""
 
     def carried_form(self) -> nn.Module: ...
 
@@ -105,11 +106,6 @@ def compiled_form(network: nn.Module) -> nn.Module:
     return network.compiled_form() if isinstance(network, HasCompiledForm) else network
 
 
-def carried_form(network: nn.Module) -> nn.Module:
-    """The form a windowed network streams in on dynamic shapes: its `carried_form()` where it has one."""
-    return network.carried_form() if isinstance(network, HasCarriedForm) else network
-
-
 def cpu_form(network: nn.Module) -> nn.Module:
     """The form a network runs in on a CPU with dynamic shapes: its `cpu_form()` where it has one."""
     return network.cpu_form() if isinstance(network, HasCpuForm) else network
@@ -126,7 +122,6 @@ __all__ = [
     "LengthAxes",
     "LengthPaddedNetwork",
     "WindowedNetwork",
-    "carried_form",
     "compiled_form",
     "cpu_form",
     "length_axes",

@@ -763,7 +763,7 @@ class VitsFlow(_Speakers):
 
     def carried_form(self) -> nn.Module:
         """Fed each frame once, time-major as the CPU form (`CarriedFlow`)."""
-        return CarriedFlow(self)
+        return FlowCpuForm(self).carried_form()
 
     def forward(
         self, z_p: torch.Tensor, frame_mask: torch.Tensor, speaker: torch.Tensor | None = None
@@ -790,6 +790,10 @@ class FlowCpuForm(nn.Module):
         self.couplings = [c for c in flow.flow.flows if isinstance(c, CouplingLayer)]
         self.matrices = [_CouplingMatrices.of(c) for c in self.couplings]
 
+    def carried_form(self) -> CarriedFlow:
+        """Fed each frame once, with these matrices (shared, not copied again)."""
+        return CarriedFlow(self)
+
     def forward(
         self, z_p: torch.Tensor, frame_mask: torch.Tensor, speaker: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -807,21 +811,21 @@ class FlowCpuForm(nn.Module):
 
 
 class CarriedFlow(nn.Module):
-    """`VitsFlow` fed each frame once (`CarriedNetwork`), time-major with `FlowCpuForm`'s matrices: a call
+    """`VitsFlow` fed each frame once (`CarriedNetwork`), time-major with a `FlowCpuForm`'s matrices: a call
     takes the next latent frames (and the speaker, for a multi-speaker voice) with the state the call
     before left, and returns the flow's output `delay` frames behind the last frame fed. Each coupling
     lags its input by its WaveNet's reach (4 layers of kernel 5: 8 frames) and keeps, for that: its last
     inputs (passed through, delayed), each layer's last inputs, and each layer's sum of skips so far."""
 
-    def __init__(self, flow: VitsFlow) -> None:
+    def __init__(self, form: FlowCpuForm) -> None:
         super().__init__()
-        form = FlowCpuForm(flow)
-        self.flow, self.couplings, self.matrices = flow, form.couplings[::-1], form.matrices[::-1]
+        self.form = form  # its matrices, shared
+        self.flow, self.couplings, self.matrices = form.flow, form.couplings[::-1], form.matrices[::-1]
         kernel, self.hidden = self.matrices[0].layers[0][0].shape[:2]  # run order: the flow in reverse
         self.reach, self.layers = kernel // 2, len(self.matrices[0].layers)
         self.lag = self.reach * self.layers  # frames a coupling's output lags its input
         self.delay = self.lag * len(self.couplings)
-        self.conditioned = flow.n_speakers > 1
+        self.conditioned = form.flow.n_speakers > 1
 
     def initial_state(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
         """Nothing before the utterance (masked zeros), batch 1: the mask of the last `delay` frames; per
