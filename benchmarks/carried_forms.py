@@ -4,9 +4,8 @@ their context computed again at every call, alternating sentence by sentence in 
     python benchmarks/carried_forms.py [ADDON ...] [--piper] [--schedule engine|direct] [--rounds 3]
 
 Each sentence of benchmarks/run.py's paragraph is spoken by each addon (both shipped voices by default;
-`--piper` adds the perturbed medium Piper voice of benchmarks/piper_compare.py, imported, whose flow has a
-carried form and whose HiFi-GAN does not)
-in both forms, the order flipping each sentence, as sentence i % 3 of a call (texts of three sentences,
+`--piper` adds the perturbed medium Piper voice of benchmarks/piper_compare.py, imported, whose flow and
+HiFi-GAN have carried forms) in both forms, the order flipping each sentence, as sentence i % 3 of a call (texts of three sentences,
 as benchmarks/serve_load.py deals them); a runner times every network call and counts the frames
 each windowed network is given (its halo, and the masked frames that finish a carried utterance,
 included). `--schedule engine` keeps small first windows in every sentence, as the server's engine does

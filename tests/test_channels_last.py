@@ -134,6 +134,58 @@ def test_the_generator_cpu_form_pads_a_whole_utterance_window_and_streams_the_sa
         assert padded == [-length % multiple]  # one window, the whole utterance, padded
 
 
+@settings(max_examples=25, deadline=None)
+@given(
+    kind=st.sampled_from(["1", "2"]),
+    speakers=st.sampled_from([1, 3]),
+    length=st.integers(1, 60),
+    arrivals=st.lists(st.integers(1, 40), min_size=1, max_size=3),
+    sizes=st.sampled_from([(8, 128), (1, 1), (None, None), (5, 16)]),
+    seed=st.integers(0, 2**16),
+)
+def test_the_carried_vits_generator_is_fed_each_frame_once_and_equals_the_generator(
+    kind: str, speakers: int, length: int, arrivals: list[int], sizes: tuple[int | None, int | None],
+    seed: int,
+) -> None:  # fmt: skip
+    """HiFi-GAN's carried form in a `Vocoder` (the Piper stacks' generator block), both residual kinds,
+    transposed convolutions whose kernels span two and three input frames, every tensor random: each
+    frame goes in once, and the streamed audio is as near the generator in float64 as the generator in
+    float32 is, whatever the chunks and windows."""
+    torch.manual_seed(seed)
+    generator = VitsGenerator(
+        n_speakers=speakers, gin_channels=6 if speakers > 1 else 0, inter_channels=8, resblock=kind,
+        resblock_kernel_sizes=[3, 5], resblock_dilation_sizes=[[1, 3], [2, 1]], upsample_rates=[4, 2, 2],
+        upsample_initial_channel=16, upsample_kernel_sizes=[8, 4, 6],
+    ).eval()  # fmt: skip
+    before = perturbed(generator)
+    carried = cpu_form(generator).carried_form()
+    fed: list[int] = []
+
+    def counting(x: torch.Tensor, mask: torch.Tensor, *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        fed.append(int(mask.sum()))
+        return carried(x, mask, *rest)
+
+    speaker = torch.tensor([seed % speakers]) if speakers > 1 else None
+    conditions = ("speaker",) if speaker is not None else ()
+    radius, hop = generator.receptive_radius, generator.hop
+    block = Vocoder("vocoder", carried, radius, hop, *sizes, conditions=conditions)
+    block.network = counting
+    z = torch.randn(length, 8)
+    ends = [0]
+    while ends[-1] < length:  # chunks of the arrival sizes in turn
+        ends.append(min(length, ends[-1] + arrivals[len(ends) % len(arrivals)]))
+    chunks = [Chunk(z[a:b], a, b == length) for a, b in zip(ends, ends[1:], strict=False)]
+    features = {} if speaker is None else {"speaker": speaker}
+    with torch.inference_mode():
+        streamed = torch.cat([chunk.data for chunk in block.stream(iter(chunks), features)])
+        exact = copy.deepcopy(generator).double()(z[None].double(), torch.ones(1, length).double(), speaker)
+        plain = generator(z[None], torch.ones(1, length), speaker)[0]
+    plain_error = (plain.double() - exact[0]).abs().max().item()
+    assert streamed.shape == plain.shape and sum(fed) == length
+    assert (streamed.double() - exact[0]).abs().max().item() <= 10 * plain_error + 1e-5
+    assert_untouched(generator, before)
+
+
 def perturbed(network: nn.Module) -> dict[str, torch.Tensor]:
     """Every parameter random (a fresh flow is the identity; zeros hide wrong mappings); the state after."""
     with torch.no_grad():

@@ -24,7 +24,7 @@ from tts_neuron.frontend import Sentence
 from tts_neuron.importers.piper import import_voice
 from tts_neuron.models import ChannelsLastConv1d
 from tts_neuron.models.protocols import compiled_form
-from tts_neuron.models.vits import CarriedFlow, EncoderCpuForm, FlowCpuForm
+from tts_neuron.models.vits import CarriedFlow, CarriedGenerator, EncoderCpuForm, FlowCpuForm
 from tts_neuron.voice import Voice
 
 ort = pytest.importorskip("onnxruntime")
@@ -464,13 +464,17 @@ def test_padded_windows_and_tokens_equal_unpadded(voice: Voice) -> None:
 
 def test_dynamic_networks_on_cpu_run_their_cpu_forms(voice: Voice) -> None:
     """The generator's, the flow's and the encoder's CPU forms (tests/test_channels_last.py) are what a CPU
-    stack calls (the flow's carried form, in the stack's Decoder block); the addon's own networks, which
-    are compiled and checked, keep their plain convolutions."""
+    stack calls (the generator's and the flow's carried forms, in the stack's Vocoder and Decoder blocks);
+    the addon's own networks, which are compiled and checked, keep their plain convolutions."""
     ctx = BuildContext(voice.addon, torch.device("cpu"), "test")
-    generator = ctx.network("generator").network
+    plain = ctx.network("generator")
+    generator = plain.network
     assert isinstance(generator, torch.nn.Module)
     assert any(isinstance(m, ChannelsLastConv1d) for m in generator.modules())
     assert not any(isinstance(m, ChannelsLastConv1d) for m in voice.addon.network("generator").modules())
+    carried = ctx.carried(plain)
+    assert carried is not None and isinstance(carried.network, CarriedGenerator)
+    assert carried.network.generator is generator  # the CPU form itself: its convolutions, not copies
     flow = ctx.network("flow").network
     assert isinstance(flow, FlowCpuForm) and flow.flow is voice.addon.network("flow")
     plain = ctx.network("flow")

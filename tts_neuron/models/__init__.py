@@ -127,18 +127,20 @@ class ChannelsLastConv1d(nn.Module):
         """The original's weight, for code that reads it (its dtype, its device)."""
         return self.conv.weight
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, padding: int | None = None) -> torch.Tensor:
+        """`padding` replaces the convolution's own (0: a carried form's calls, whose context is given)."""
         # x: [B, C, T] in any layout -> [B, C', T'] channels-last ([B, T', C'] in memory)
         c = self.conv
-        stride, dilation, padding = (1, c.stride[0]), (1, c.dilation[0]), (0, int(c.padding[0]))
+        stride, dilation = (1, c.stride[0]), (1, c.dilation[0])
+        pads = (0, int(c.padding[0]) if padding is None else padding)
         if isinstance(c, nn.ConvTranspose1d):
             out = nn.functional.conv_transpose2d(
-                x.unsqueeze(2), self.weight_2d, c.bias, stride, padding, (0, c.output_padding[0]),
+                x.unsqueeze(2), self.weight_2d, c.bias, stride, pads, (0, c.output_padding[0]),
                 c.groups, dilation,
             )  # fmt: skip
         else:
             out = nn.functional.conv2d(
-                x.unsqueeze(2), self.weight_2d, c.bias, stride, padding, dilation, c.groups
+                x.unsqueeze(2), self.weight_2d, c.bias, stride, pads, dilation, c.groups
             )
         return out.squeeze(2)
 
@@ -146,7 +148,9 @@ class ChannelsLastConv1d(nn.Module):
 def channels_last(network: nn.Module) -> nn.Module:
     """`network` with every Conv1d and ConvTranspose1d run by a `ChannelsLastConv1d`: a new module tree
     where it differs (containers copied, parameters shared), so the original, which the compiler and
-    `check` read, is left as it was."""
+    `check` read, is left as it was. A network run channels-last already is returned as it is."""
+    if isinstance(network, ChannelsLastConv1d):
+        return network
     if type(network) is nn.Conv1d or type(network) is nn.ConvTranspose1d:
         return ChannelsLastConv1d(network)
     children = {name: channels_last(child) for name, child in network._modules.items() if child is not None}

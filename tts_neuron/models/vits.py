@@ -21,13 +21,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from tts_neuron.models import ChannelNorm, channels_last
+from tts_neuron.models import ChannelNorm, ChannelsLastConv1d, channels_last
 
 LRELU_SLOPE = 0.1
 SPLINE_BINS = 10
@@ -1023,6 +1024,10 @@ class VitsGenerator(_Speakers):
         twin.pads_windows = True
         return channels_last(twin)
 
+    def carried_form(self) -> CarriedGenerator:
+        """Fed each frame once (`CarriedGenerator`), channels-last as the CPU form (shared with it)."""
+        return CarriedGenerator(self)
+
     def forward(
         self, z: torch.Tensor, frame_mask: torch.Tensor, speaker: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -1033,6 +1038,150 @@ class VitsGenerator(_Speakers):
 
     def example_inputs(self, bucket: int) -> tuple[torch.Tensor, ...]:
         return (torch.zeros(1, bucket, self.channels), torch.ones(1, bucket), *self.speaker_example())
+
+
+class CarriedGenerator(nn.Module):
+    """`VitsGenerator` fed each frame once (`CarriedNetwork`), time-major, with channels-last convolutions
+    (the CPU form's, shared). Every layer runs at its own rate and lags its input by its right reach:
+    each convolution keeps its last inputs (its dilated kernel's reach), each transposed one its last
+    input frame, each residual a delay line as long as its block's lag, and each residual block shorter
+    than the widest of its stage a delay line that lines it up. One more delay line rounds the output's
+    lag up to whole frames (`delay`). Every layer's input is masked at its own lag where a call's frames
+    or those it keeps are masked (an utterance's first and last calls), as zero padding would. The
+    state's layout is what the forward asks for, found by running it once over one frame."""
+
+    def __init__(self, generator: VitsGenerator) -> None:
+        super().__init__()
+        twin = channels_last(generator)  # the CPU form's convolutions where it is one
+        assert isinstance(twin, VitsGenerator)
+        self.generator = twin
+        self.hop, self.conditioned = generator.hop, generator.n_speakers > 1
+        layout = _CarriedCall(torch.ones(1, 1), 0, None)
+        with torch.no_grad():
+            weight = generator.dec.conv_pre.weight
+            z = weight.new_zeros(1, 1, generator.channels)
+            _, self.delay = self._run(z, layout, *generator.speaker_example())
+        self.lines = layout.lines
+
+    def initial_state(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """Nothing before the utterance, batch 1: the mask of the last `delay` frames, then each delay
+        line's kept samples (zeros)."""
+        shapes = [(1, self.delay), *((1, width, channels) for width, channels in self.lines)]
+        return tuple(torch.zeros(shape, dtype=dtype, device=device) for shape in shapes)
+
+    def forward(
+        self, z: torch.Tensor, frame_mask: torch.Tensor, *rest: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        # z: [B, n, C], frame_mask: [B, n], rest: (speaker [B],) if conditioned, then the state ->
+        # audio [B, n * hop], `delay` frames behind, and the state as given
+        speaker, (mask_kept, *kept) = (rest[0:1], rest[1:]) if self.conditioned else ((), rest)
+        masks = torch.cat([mask_kept, frame_mask.to(z.dtype)], 1)  # [B, delay + n]
+        call = _CarriedCall(masks, self.delay, kept)
+        audio, _ = self._run(z, call, *speaker)
+        return audio, masks[:, -self.delay :], *call.kept
+
+    def _run(
+        self, z: torch.Tensor, call: _CarriedCall, speaker: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, int]:
+        # z: [B, n, C] -> audio [B, n * hop] and its lag in frames
+        dec = self.generator.dec
+        x, lag = call.conv(dec.conv_pre, call.masked(z, 1, 0), 0)  # [B, n, ch]
+        g = self.generator.speaker(speaker)  # [B, G, 1] or None
+        if g is not None:
+            x = x + dec.cond(g).transpose(1, 2)  # [B, 1, ch]
+        x, rate = call.masked(x, 1, lag), 1
+        for i, up in enumerate(dec.ups):
+            x, lag = call.upsampled(up, x, lag)  # [B, n * rate * u, ch / 2^(i + 1)]
+            rate *= dec.rates[i]
+            x = call.masked(x, rate, lag)
+            blocks = [
+                _carried_resblock(call, block, x, rate, lag)
+                for block in dec.resblocks[i * dec.n_kernels : (i + 1) * dec.n_kernels]
+            ]
+            lag = max(block_lag for _, block_lag in blocks)  # the widest block's: the others wait for it
+            delayed = (call.delayed(y, lag - block_lag) for y, block_lag in blocks)
+            x = sum(delayed, torch.zeros_like(x)) / len(blocks)
+        audio, lag = call.conv(dec.conv_post, F.leaky_relu(x), lag)  # the slope 0.01 as `Generator`'s
+        delay = -(-lag // self.hop)
+        return call.delayed(torch.tanh(audio), delay * self.hop - lag)[..., 0], delay
+
+
+def _carried_resblock(
+    call: _CarriedCall, block: nn.Module, x: torch.Tensor, rate: int, lag: int
+) -> tuple[torch.Tensor, int]:
+    """A residual block in a carried call: x [B, S, C] masked, its first sample `lag` samples behind the
+    call's first frame at `rate` samples a frame -> the block's output and its lag."""
+    assert isinstance(block, ResBlock)
+    kind_1 = block.kind == "1"
+    pairs = zip(block.convs1, block.convs2, strict=True) if kind_1 else ((c, None) for c in block.convs)
+    for c1, c2 in pairs:
+        y, y_lag = call.conv(c1, x, lag, LRELU_SLOPE)
+        if c2 is not None:
+            y = call.masked(F.leaky_relu(y, LRELU_SLOPE), rate, y_lag)
+            y, y_lag = call.conv(c2, y, y_lag)
+        x, lag = call.masked(call.delayed(x, y_lag - lag) + y, rate, y_lag), y_lag
+    return x, lag
+
+
+class _CarriedCall:
+    """One call of a carried network whose layers run at several rates: its delay lines, each read from
+    the state and kept for the next call in the order the network meets them, and its frames' masks.
+    Without a state (`kept` None) each line starts from zeros and records its width and channels."""
+
+    def __init__(self, masks: torch.Tensor, history: int, kept: Sequence[torch.Tensor] | None) -> None:
+        # masks: [B, history + n]: the frames' mask from `history` frames before the first fed
+        self.masks, self.history, self.frames = masks, history, masks.shape[1] - history
+        self.unmasked = bool(masks.all())
+        self.state = None if kept is None else iter(kept)
+        self.kept: list[torch.Tensor] = []
+        self.lines: list[tuple[int, int]] = []
+
+    def extended(self, x: torch.Tensor, width: int) -> torch.Tensor:
+        """x [B, S, C] after the `width` samples its line kept from the call before: [B, width + S, C]."""
+        if not width:
+            return x
+        kept = x.new_zeros(len(x), width, x.shape[2]) if self.state is None else next(self.state)
+        full = torch.cat([kept, x], 1)
+        self.kept.append(full[:, -width:].clone())  # a copy: a view would keep all of `full`
+        self.lines.append((width, x.shape[2]))
+        return full
+
+    def delayed(self, x: torch.Tensor, width: int) -> torch.Tensor:
+        """x [B, S, C] `width` samples later: the same length, the line's kept samples first."""
+        return self.extended(x, width)[:, : x.shape[1]]
+
+    def masked(self, x: torch.Tensor, rate: int, lag: int) -> torch.Tensor:
+        """x [B, n * rate, C], its first sample `lag` samples before the first frame fed's, zero where its
+        frame is masked (nothing to do in a call whose frames and kept frames are all unmasked)."""
+        if self.unmasked:
+            return x
+        samples = self.masks.unsqueeze(2).expand(-1, -1, rate).flatten(1)  # [B, (history + n) * rate]
+        first = self.history * rate - lag
+        return x * samples[:, first : first + self.frames * rate, None]
+
+    def conv(
+        self, layer: nn.Module, x: torch.Tensor, lag: int, slope: float | None = None
+    ) -> tuple[torch.Tensor, int]:
+        """A convolution of odd kernel (after a leaky ReLU of `slope`) fed x [B, S, C] once: the same length,
+        lagging x by half its reach."""
+        assert isinstance(layer, ChannelsLastConv1d)
+        conv = layer.conv
+        reach = conv.dilation[0] * (conv.kernel_size[0] - 1)
+        x = self.extended(x, reach)
+        if slope is not None:
+            x = F.leaky_relu(x, slope)
+        return layer(x.transpose(1, 2), padding=0).transpose(1, 2), lag + reach // 2
+
+    def upsampled(self, layer: nn.Module, x: torch.Tensor, lag: int) -> tuple[torch.Tensor, int]:
+        """A transposed convolution of stride u (after the leaky ReLU) fed x [B, S, C] once, keeping the
+        input samples whose outputs overlap the next call's -> [B, S * u, C'] and its lag at the new rate."""
+        assert isinstance(layer, ChannelsLastConv1d)
+        conv = layer.conv
+        stride, kernel = conv.stride[0], conv.kernel_size[0]
+        before = -(-kernel // stride) - 1  # input samples kept: each reaches `kernel` outputs
+        full = F.leaky_relu(self.extended(x, before), LRELU_SLOPE)
+        y = layer(full.transpose(1, 2), padding=0).transpose(1, 2)  # [B, (before + S - 1) u + kernel, C']
+        return y[:, before * stride : (before + x.shape[1]) * stride], lag * stride + int(conv.padding[0])
 
 
 def network_configs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
