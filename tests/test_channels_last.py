@@ -100,19 +100,30 @@ def test_the_vits_generator_runs_channels_last_on_cpu_and_gives_the_same_audio()
 
 
 @settings(max_examples=30, deadline=None)
-@given(length=st.integers(1, 40), multiple=st.integers(2, 24), first=st.sampled_from([4, 64]))
+@given(
+    length=st.integers(1, 40),
+    multiple=st.integers(2, 24),
+    first=st.sampled_from([4, 64]),
+    carried=st.booleans(),
+)
 def test_the_generator_cpu_form_pads_a_whole_utterance_window_and_streams_the_same_audio(
-    length: int, multiple: int, first: int
+    length: int, multiple: int, first: int, carried: bool
 ) -> None:
     """A last window that starts with the utterance cannot take context to round its length; the CPU form
     masks every layer, so the Vocoder pads it past the end instead, and streamed audio equals the network
-    on the whole utterance."""
+    on the whole utterance. So does a Vocoder of the carried form, which runs such a window through the
+    CPU form (`whole`)."""
     torch.manual_seed(length)
     generator = VitsGenerator(
         inter_channels=8, resblock_kernel_sizes=[3, 5], resblock_dilation_sizes=[[1, 2], [2, 6]],
         upsample_rates=[4, 4], upsample_initial_channel=16, upsample_kernel_sizes=[8, 8],
     )  # fmt: skip
-    vocoder = Vocoder("vocoder", cpu_form(generator), generator.receptive_radius, generator.hop, first, 64)
+    fast, radius, hop = cpu_form(generator), generator.receptive_radius, generator.hop
+    vocoder = (
+        Vocoder("vocoder", fast.carried_form(), radius, hop, first, 64, whole=fast)
+        if carried
+        else Vocoder("vocoder", fast, radius, hop, first, 64)
+    )
     assert vocoder.pads_end and not Vocoder("plain", generator, 1, generator.hop).pads_end
     z = torch.randn(length, 8)
     padded = []
@@ -158,32 +169,42 @@ def test_the_carried_vits_generator_is_fed_each_frame_once_and_equals_the_genera
         upsample_initial_channel=16, upsample_kernel_sizes=[8, 4, 6],
     ).eval()  # fmt: skip
     before = perturbed(generator)
-    carried = cpu_form(generator).carried_form()
-    fed: list[int] = []
-
-    def counting(x: torch.Tensor, mask: torch.Tensor, *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        fed.append(int(mask.sum()))
-        return carried(x, mask, *rest)
-
     speaker = torch.tensor([seed % speakers]) if speakers > 1 else None
     conditions = ("speaker",) if speaker is not None else ()
-    radius, hop = generator.receptive_radius, generator.hop
-    block = Vocoder("vocoder", carried, radius, hop, *sizes, conditions=conditions)
-    block.network = counting
+    carried = cpu_form(generator).carried_form()
+    block = Vocoder(
+        "vocoder", carried, generator.receptive_radius, generator.hop, *sizes, conditions=conditions
+    )
     z = torch.randn(length, 8)
-    ends = [0]
-    while ends[-1] < length:  # chunks of the arrival sizes in turn
-        ends.append(min(length, ends[-1] + arrivals[len(ends) % len(arrivals)]))
-    chunks = [Chunk(z[a:b], a, b == length) for a, b in zip(ends, ends[1:], strict=False)]
-    features = {} if speaker is None else {"speaker": speaker}
+    streamed, fed = streamed_counting(block, z, arrivals, speaker)
     with torch.inference_mode():
-        streamed = torch.cat([chunk.data for chunk in block.stream(iter(chunks), features)])
         exact = copy.deepcopy(generator).double()(z[None].double(), torch.ones(1, length).double(), speaker)
         plain = generator(z[None], torch.ones(1, length), speaker)[0]
     plain_error = (plain.double() - exact[0]).abs().max().item()
     assert streamed.shape == plain.shape and sum(fed) == length
     assert (streamed.double() - exact[0]).abs().max().item() <= 10 * plain_error + 1e-5
     assert_untouched(generator, before)
+
+
+def streamed_counting(
+    block: Decoder, z: torch.Tensor, arrivals: list[int], speaker: torch.Tensor | None
+) -> tuple[torch.Tensor, list[int]]:
+    """z [T, C] streamed through `block` in chunks of the arrival sizes in turn: its output, and the
+    unmasked frames of each call of its network (a carried form is fed each frame once)."""
+    network, fed = block.network, []
+
+    def counting(x: torch.Tensor, mask: torch.Tensor, *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        fed.append(int(mask.sum()))
+        return network(x, mask, *rest)
+
+    block.network = counting
+    ends = [0]
+    while ends[-1] < len(z):
+        ends.append(min(len(z), ends[-1] + arrivals[len(ends) % len(arrivals)]))
+    chunks = [Chunk(z[a:b], a, b == len(z)) for a, b in zip(ends, ends[1:], strict=False)]
+    features = {} if speaker is None else {"speaker": speaker}
+    with torch.inference_mode():
+        return torch.cat([chunk.data for chunk in block.stream(iter(chunks), features)]), fed
 
 
 def perturbed(network: nn.Module) -> dict[str, torch.Tensor]:
@@ -250,25 +271,12 @@ def test_the_carried_vits_flow_is_fed_each_frame_once_and_equals_the_flow(
     flow = VitsFlow(n_speakers=speakers, gin_channels=6 if speakers > 1 else 0, inter_channels=8,
                     hidden_channels=12).eval()  # fmt: skip
     perturbed(flow)
-    carried = flow.carried_form()
-    fed: list[int] = []
-
-    def counting(x: torch.Tensor, mask: torch.Tensor, *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        fed.append(int(mask.sum()))
-        return carried(x, mask, *rest)
-
     speaker = torch.tensor([seed % speakers]) if speakers > 1 else None
     conditions = ("speaker",) if speaker is not None else ()
-    block = Decoder("flow", carried, flow.receptive_radius, 1, *sizes, conditions=conditions)
-    block.network = counting
+    block = Decoder("flow", flow.carried_form(), flow.receptive_radius, 1, *sizes, conditions=conditions)
     z = torch.randn(length, 8)
-    ends = [0]
-    while ends[-1] < length:  # chunks of the arrival sizes in turn
-        ends.append(min(length, ends[-1] + arrivals[len(ends) % len(arrivals)]))
-    chunks = [Chunk(z[a:b], a, b == length) for a, b in zip(ends, ends[1:], strict=False)]
-    features = {} if speaker is None else {"speaker": speaker}
+    streamed, fed = streamed_counting(block, z, arrivals, speaker)
     with torch.inference_mode():
-        streamed = torch.cat([chunk.data for chunk in block.stream(iter(chunks), features)])
         exact = copy.deepcopy(flow).double()(z[None].double(), torch.ones(1, length).double(), speaker)[0]
         plain_error = (flow(z[None], torch.ones(1, length), speaker)[0].double() - exact).abs().max().item()
     assert streamed.shape == z.shape and sum(fed) == length

@@ -303,10 +303,11 @@ class Decoder(StreamableBlock):
                 f"network '{name}' ({type(module).__name__}) is a carried form with delay {delay!r}: "
                 "it must be a whole number of frames, 0 or more"
             )
-        self.pads_end = table is None and getattr(module, "pads_windows", False)
+        placed = module if self.whole is None else getattr(self.whole, "network", self.whole)
+        self.pads_end = table is None and getattr(placed, "pads_windows", False)
         """Whether a window that could not take more context to round its length takes `end_pad` frames
         past the utterance's end instead (a network that masks its layers for a padded window asks for it:
-        `pads_windows`)."""
+        `pads_windows`); for a carried network, whether its plain form does, for a whole utterance."""
 
     @classmethod
     def build(cls, params: dict[str, Any], ctx: BuildContext) -> Decoder:
@@ -357,11 +358,12 @@ class Decoder(StreamableBlock):
         """The same windows, each feeding the carried network only the frames it has not seen; its output
         lags them by `delay` frames, the halo the windows wait for. The last call feeds masked zeros past
         the utterance's end, up to a multiple of DYNAMIC_MULTIPLE frames, to finish it; a window whose
-        halo the end cuts short is held for it (its core could not be finished before)."""
+        halo the end cuts short is held for it (its core could not be finished before). An utterance in
+        one window runs through the plain form, padded past its end as `_run` pads it (`pads_end`)."""
         assert self.carried is not None
         delay, state, fed, made = self.carried.delay, (), 0, 0
         held: list[torch.Tensor] = []  # frames not fed yet, [*, C] each
-        for window in windows(upstream, delay, largest, first):
+        for window in windows(upstream, delay, largest, first, DYNAMIC_MULTIPLE):  # `whole`'s: end_pad
             if window.start == 0 and window.final and self.whole is not None and len(window.frames):
                 x, mask, offset = self.place(window)  # the whole utterance: nothing to carry, or to finish
                 with torch.inference_mode():

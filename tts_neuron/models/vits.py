@@ -1110,17 +1110,32 @@ def _carried_resblock(
     call: _CarriedCall, block: nn.Module, x: torch.Tensor, rate: int, lag: int
 ) -> tuple[torch.Tensor, int]:
     """A residual block in a carried call: x [B, S, C] masked, its first sample `lag` samples behind the
-    call's first frame at `rate` samples a frame -> the block's output and its lag."""
+    call's first frame at `rate` samples a frame -> the block's output and its lag. Each residual is a
+    view of its first convolution's input, which holds the samples it lags by."""
     assert isinstance(block, ResBlock)
     kind_1 = block.kind == "1"
     pairs = zip(block.convs1, block.convs2, strict=True) if kind_1 else ((c, None) for c in block.convs)
     for c1, c2 in pairs:
-        y, y_lag = call.conv(c1, x, lag, LRELU_SLOPE)
+        reach = _reach(c1)
+        xs = call.extended(x, reach)  # [B, reach + S, C]
+        y, y_lag = _unpadded(c1, F.leaky_relu(xs, LRELU_SLOPE)), lag + reach // 2
         if c2 is not None:
             y = call.masked(F.leaky_relu(y, LRELU_SLOPE), rate, y_lag)
             y, y_lag = call.conv(c2, y, y_lag)
-        x, lag = call.masked(call.delayed(x, y_lag - lag) + y, rate, y_lag), y_lag
+        first = reach - (y_lag - lag)  # the residual's sample under y's first
+        x, lag = call.masked(xs[:, first : first + x.shape[1]] + y, rate, y_lag), y_lag
     return x, lag
+
+
+def _reach(layer: nn.Module) -> int:
+    """The inputs a convolution fed once keeps: its dilated kernel's reach."""
+    assert isinstance(layer, ChannelsLastConv1d)
+    return layer.conv.dilation[0] * (layer.conv.kernel_size[0] - 1)
+
+
+def _unpadded(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A ChannelsLastConv1d over x [B, T, C] without its zero padding -> [B, T', C'], time-major."""
+    return layer(x.transpose(1, 2), padding=0).transpose(1, 2)
 
 
 class _CarriedCall:
@@ -1159,18 +1174,10 @@ class _CarriedCall:
         first = self.history * rate - lag
         return x * samples[:, first : first + self.frames * rate, None]
 
-    def conv(
-        self, layer: nn.Module, x: torch.Tensor, lag: int, slope: float | None = None
-    ) -> tuple[torch.Tensor, int]:
-        """A convolution of odd kernel (after a leaky ReLU of `slope`) fed x [B, S, C] once: the same length,
-        lagging x by half its reach."""
-        assert isinstance(layer, ChannelsLastConv1d)
-        conv = layer.conv
-        reach = conv.dilation[0] * (conv.kernel_size[0] - 1)
-        x = self.extended(x, reach)
-        if slope is not None:
-            x = F.leaky_relu(x, slope)
-        return layer(x.transpose(1, 2), padding=0).transpose(1, 2), lag + reach // 2
+    def conv(self, layer: nn.Module, x: torch.Tensor, lag: int) -> tuple[torch.Tensor, int]:
+        """A convolution of odd kernel fed x [B, S, C] once: the same length, lagging x by half its reach."""
+        reach = _reach(layer)
+        return _unpadded(layer, self.extended(x, reach)), lag + reach // 2
 
     def upsampled(self, layer: nn.Module, x: torch.Tensor, lag: int) -> tuple[torch.Tensor, int]:
         """A transposed convolution of stride u (after the leaky ReLU) fed x [B, S, C] once, keeping the
@@ -1180,7 +1187,7 @@ class _CarriedCall:
         stride, kernel = conv.stride[0], conv.kernel_size[0]
         before = -(-kernel // stride) - 1  # input samples kept: each reaches `kernel` outputs
         full = F.leaky_relu(self.extended(x, before), LRELU_SLOPE)
-        y = layer(full.transpose(1, 2), padding=0).transpose(1, 2)  # [B, (before + S - 1) u + kernel, C']
+        y = _unpadded(layer, full)  # [B, (before + S - 1) u + kernel, C']
         return y[:, before * stride : (before + x.shape[1]) * stride], lag * stride + int(conv.padding[0])
 
 
