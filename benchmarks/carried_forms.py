@@ -5,13 +5,13 @@ their context computed again at every call, alternating sentence by sentence in 
 
 Each sentence of benchmarks/run.py's paragraph is spoken by each addon (both shipped voices by default;
 `--piper` adds the perturbed medium Piper voice of benchmarks/piper_compare.py, imported, whose flow and
-HiFi-GAN have carried forms) in both forms, the order flipping each sentence, as sentence i % 3 of a call (texts of three sentences,
-as benchmarks/serve_load.py deals them); a runner times every network call and counts the frames
-each windowed network is given (its halo, and the masked frames that finish a carried utterance,
-included). `--schedule engine` keeps small first windows in every sentence, as the server's engine does
-(`Runner.paces`); `direct` starts later sentences at full windows, as `tts_neuron.load` does. Both forms
-must give the same audio within 1e-4. Prints per network the frames given per frame of audio and the
-milliseconds per second of audio (medians of the rounds), and the carried form's ratio
+HiFi-GAN have carried forms) in both forms, the order flipping each sentence, as sentence i % 3 of a call
+(texts of three sentences, as benchmarks/serve_load.py deals them); a runner times every network call and
+counts the frames each windowed network is given (its halo, and the masked frames that finish a carried
+utterance, included). `--schedule engine` keeps small first windows in every sentence, as the server's
+engine does (`Runner.paces`); `direct` starts later sentences at full windows, as `tts_neuron.load` does.
+Both forms must give the same audio within 1e-4. Prints per network the frames given per frame of audio
+and the milliseconds per second of audio (medians of the rounds), and the carried form's ratio
 (docs/architecture.md, "How a chunk flows").
 """
 
