@@ -186,6 +186,41 @@ def test_the_carried_vits_generator_is_fed_each_frame_once_and_equals_the_genera
     assert_untouched(generator, before)
 
 
+@pytest.mark.parametrize("kind", ["1", "2"])
+def test_carried_generator_calls_of_streams_at_different_points_batch_as_alone(kind: str) -> None:
+    """One batched call of the carried HiFi-GAN whose rows are an utterance's first call, a middle one,
+    a last one (frames past the end masked) and a whole short utterance gives each row what its call
+    alone gives, audio and state: the masks of one row never reach another's (the engine batches such
+    calls across streams)."""
+    torch.manual_seed(int(kind))
+    generator = VitsGenerator(
+        inter_channels=8, resblock=kind, resblock_kernel_sizes=[3, 5],
+        resblock_dilation_sizes=[[1, 3], [2, 1]], upsample_rates=[4, 2, 2], upsample_initial_channel=16,
+        upsample_kernel_sizes=[8, 4, 6],
+    ).eval()  # fmt: skip
+    perturbed(generator)
+    carried = cpu_form(generator).carried_form()
+    n = 16
+    with torch.inference_mode():
+        start = carried.initial_state(torch.float32, torch.device("cpu"))
+        _, *later = carried(torch.randn(1, 24, 8), torch.ones(1, 24), *start)
+        rows = [  # (frames, mask, state)
+            (torch.randn(1, n, 8), torch.ones(1, n), start),
+            (torch.randn(1, n, 8), torch.ones(1, n), tuple(later)),
+            (torch.randn(1, n, 8), (torch.arange(n) < 5).float()[None], tuple(later)),
+            (torch.randn(1, n, 8), (torch.arange(n) < 3).float()[None], start),
+        ]
+        alone = [carried(x * mask[..., None], mask, *state) for x, mask, state in rows]
+        batched = carried(
+            torch.cat([x * mask[..., None] for x, mask, _ in rows]),
+            torch.cat([mask for _, mask, _ in rows]),
+            *(torch.cat(parts) for parts in zip(*(state for _, _, state in rows), strict=True)),
+        )
+    for i, outputs in enumerate(alone):
+        for one, many in zip(outputs, batched, strict=True):
+            torch.testing.assert_close(many[i : i + 1], one, atol=1e-5, rtol=1e-5)
+
+
 def streamed_counting(
     block: Decoder, z: torch.Tensor, arrivals: list[int], speaker: torch.Tensor | None
 ) -> tuple[torch.Tensor, list[int]]:

@@ -1085,7 +1085,7 @@ class CarriedGenerator(nn.Module):
     ) -> tuple[torch.Tensor, int]:
         # z: [B, n, C] -> audio [B, n * hop] and its lag in frames
         dec = self.generator.dec
-        x, lag = call.conv(dec.conv_pre, call.masked(z, 1, 0), 0)  # [B, n, ch]
+        x, lag = call.conv(dec.conv_pre, call.masked(z.clone(), 1, 0), 0)  # [B, n, ch]
         g = self.generator.speaker(speaker)  # [B, G, 1] or None
         if g is not None:
             x = x + dec.cond(g).transpose(1, 2)  # [B, 1, ch]
@@ -1146,7 +1146,14 @@ class _CarriedCall:
     def __init__(self, masks: torch.Tensor, history: int, kept: Sequence[torch.Tensor] | None) -> None:
         # masks: [B, history + n]: the frames' mask from `history` frames before the first fed
         self.masks, self.history, self.frames = masks, history, masks.shape[1] - history
-        self.unmasked = bool(masks.all())
+        unmasked = masks.all(0).nonzero()[:, 0]  # frames unmasked in every row
+        self.unmasked = (0, 0) if not len(unmasked) else (int(unmasked[0]), int(unmasked[-1]) + 1)
+        """Frames [a, b) unmasked in every row, where they are all the frames between (an utterance's
+        first and last calls mask frames before and after them); (0, 0) where they are not."""
+        if self.unmasked[1] - self.unmasked[0] != len(unmasked):
+            self.unmasked = (0, 0)
+        self.whole = len(unmasked) == masks.shape[1]
+        """Every frame unmasked: nothing to mask."""
         self.state = None if kept is None else iter(kept)
         self.kept: list[torch.Tensor] = []
         self.lines: list[tuple[int, int]] = []
@@ -1167,12 +1174,18 @@ class _CarriedCall:
 
     def masked(self, x: torch.Tensor, rate: int, lag: int) -> torch.Tensor:
         """x [B, n * rate, C], its first sample `lag` samples before the first frame fed's, zero where its
-        frame is masked (nothing to do in a call whose frames and kept frames are all unmasked)."""
-        if self.unmasked:
+        frame is masked, in place: only the samples outside the frames unmasked in every row are
+        multiplied (none in a call whose frames and kept frames are all unmasked)."""
+        if self.whole:
             return x
-        samples = self.masks.unsqueeze(2).expand(-1, -1, rate).flatten(1)  # [B, (history + n) * rate]
-        first = self.history * rate - lag
-        return x * samples[:, first : first + self.frames * rate, None]
+        first, length = self.history * rate - lag, x.shape[1]  # x's first sample in the masks' samples
+        a, b = (min(max(edge * rate - first, 0), length) for edge in self.unmasked)
+        if a == 0 and b == length:
+            return x
+        samples = self.masks.unsqueeze(2).expand(-1, -1, rate).flatten(1)[:, first : first + length, None]
+        x[:, :a] *= samples[:, :a]  # [B, S, 1]: the masks' samples under x's
+        x[:, b:] *= samples[:, b:]
+        return x
 
     def conv(self, layer: nn.Module, x: torch.Tensor, lag: int) -> tuple[torch.Tensor, int]:
         """A convolution of odd kernel fed x [B, S, C] once: the same length, lagging x by half its reach."""
