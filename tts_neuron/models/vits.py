@@ -1094,13 +1094,17 @@ class CarriedGenerator(nn.Module):
             x, lag = call.upsampled(up, x, lag)  # [B, n * rate * u, ch / 2^(i + 1)]
             rate *= dec.rates[i]
             x = call.masked(x, rate, lag)
-            blocks = [
-                _carried_resblock(call, block, x, rate, lag)
-                for block in dec.resblocks[i * dec.n_kernels : (i + 1) * dec.n_kernels]
-            ]
-            lag = max(block_lag for _, block_lag in blocks)  # the widest block's: the others wait for it
-            delayed = (call.delayed(y, lag - block_lag) for y, block_lag in blocks)
-            x = sum(delayed, torch.zeros_like(x)) / len(blocks)
+            total: torch.Tensor | None = None  # the blocks' sum so far, at the widest block's lag so far
+            for block in dec.resblocks[i * dec.n_kernels : (i + 1) * dec.n_kernels]:
+                y, block_lag = _carried_resblock(call, block, x, rate, lag)
+                if total is None:
+                    total, total_lag = y, block_lag
+                elif block_lag > total_lag:  # the sum waits for this block
+                    total, total_lag = call.delayed(total, block_lag - total_lag).add_(y), block_lag
+                else:  # this block waits for the sum
+                    total.add_(call.delayed(y, total_lag - block_lag))
+            assert total is not None
+            x, lag = total.div_(dec.n_kernels), total_lag
         audio, lag = call.conv(dec.conv_post, F.leaky_relu(x), lag)  # the slope 0.01 as `Generator`'s
         delay = -(-lag // self.hop)
         return call.delayed(torch.tanh(audio), delay * self.hop - lag)[..., 0], delay
@@ -1120,10 +1124,10 @@ def _carried_resblock(
         xs = call.extended(x, reach)  # [B, reach + S, C]
         y, y_lag = _unpadded(c1, F.leaky_relu(xs, LRELU_SLOPE)), lag + reach // 2
         if c2 is not None:
-            y = call.masked(F.leaky_relu(y, LRELU_SLOPE), rate, y_lag)
+            y = call.masked(F.leaky_relu_(y, LRELU_SLOPE), rate, y_lag)
             y, y_lag = call.conv(c2, y, y_lag)
         first = reach - (y_lag - lag)  # the residual's sample under y's first
-        x, lag = call.masked(xs[:, first : first + x.shape[1]] + y, rate, y_lag), y_lag
+        x, lag = call.masked(y.add_(xs[:, first : first + x.shape[1]]), rate, y_lag), y_lag
     return x, lag
 
 
