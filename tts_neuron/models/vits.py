@@ -1043,12 +1043,12 @@ class VitsGenerator(_Speakers):
 class CarriedGenerator(nn.Module):
     """`VitsGenerator` fed each frame once (`CarriedNetwork`), time-major, with channels-last convolutions
     (the CPU form's, shared). Every layer runs at its own rate and lags its input by its right reach:
-    each convolution keeps its last inputs (its dilated kernel's reach), each transposed one its last
-    input frame, each residual a delay line as long as its block's lag, and each residual block shorter
-    than the widest of its stage a delay line that lines it up. One more delay line rounds the output's
-    lag up to whole frames (`delay`). Every layer's input is masked at its own lag where a call's frames
-    or those it keeps are masked (an utterance's first and last calls), as zero padding would. The
-    state's layout is what the forward asks for, found by running it once over one frame."""
+    each convolution keeps its last inputs (its dilated kernel's reach; a residual is a view of them),
+    each transposed one its last input frame, and the sum of a stage's residual blocks a delay line that
+    lines it up with the widest. One more delay line rounds the output's lag up to whole frames
+    (`delay`). Every layer's input is masked at its own lag where a call's frames or those it keeps are
+    masked (an utterance's first and last calls), as zero padding would. The state's layout is what the
+    forward asks for, found by running it once over one frame."""
 
     def __init__(self, generator: VitsGenerator) -> None:
         super().__init__()
