@@ -1107,7 +1107,9 @@ class CarriedGenerator(nn.Module):
             x, lag = total.div_(dec.n_kernels), total_lag
         audio, lag = call.conv(dec.conv_post, F.leaky_relu(x), lag)  # the slope 0.01 as `Generator`'s
         delay = -(-lag // self.hop)
-        return call.delayed(torch.tanh(audio), delay * self.hop - lag)[..., 0], delay
+        audio = call.masked(torch.tanh(audio), self.hop, lag)  # silence outside the utterance
+        audio = call.delayed(audio, delay * self.hop - lag)[..., 0]  # [B, S]
+        return F.pad(audio, (z.shape[1] * self.hop - audio.shape[1], 0)), delay  # a fresh call's, padded
 
 
 def _carried_resblock(
@@ -1122,12 +1124,13 @@ def _carried_resblock(
     for c1, c2 in pairs:
         reach = _reach(c1)
         xs = call.extended(x, reach)  # [B, reach + S, C]
-        y, y_lag = _unpadded(c1, F.leaky_relu(xs, LRELU_SLOPE)), lag + reach // 2
+        y = call.trimmed(_unpadded(c1, F.leaky_relu(xs, LRELU_SLOPE)), reach // 2)
+        y_lag = lag + reach // 2
         if c2 is not None:
             y = call.masked(F.leaky_relu_(y, LRELU_SLOPE), rate, y_lag)
             y, y_lag = call.conv(c2, y, y_lag)
-        first = reach - (y_lag - lag)  # the residual's sample under y's first
-        x, lag = call.masked(y.add_(xs[:, first : first + x.shape[1]]), rate, y_lag), y_lag
+        first = reach - (y_lag - lag) + x.shape[1] - y.shape[1]  # the residual's sample under y's first
+        x, lag = call.masked(y.add_(xs[:, first : first + y.shape[1]]), rate, y_lag), y_lag
     return x, lag
 
 
@@ -1158,6 +1161,10 @@ class _CarriedCall:
             self.unmasked = (0, 0)
         self.whole = len(unmasked) == masks.shape[1]
         """Every frame unmasked: nothing to mask."""
+        self.fresh = 0 < history < self.frames and not bool(masks[:, :history].any())
+        """Every row's first call (nothing kept from before the utterance), longer than the history: each
+        layer computes only its samples from the utterance's start on (`trimmed`), since those before
+        would be masked to zeros. Its output is shorter; `CarriedGenerator` pads it back."""
         self.state = None if kept is None else iter(kept)
         self.kept: list[torch.Tensor] = []
         self.lines: list[tuple[int, int]] = []
@@ -1174,7 +1181,12 @@ class _CarriedCall:
 
     def delayed(self, x: torch.Tensor, width: int) -> torch.Tensor:
         """x [B, S, C] `width` samples later: the same length, the line's kept samples first."""
-        return self.extended(x, width)[:, : x.shape[1]]
+        return self.trimmed(self.extended(x, width)[:, : x.shape[1]], width)
+
+    def trimmed(self, y: torch.Tensor, shift: int) -> torch.Tensor:
+        """A layer's output y [B, S, C] whose first `shift` samples fall before its input's first (a lag):
+        in a fresh call, where every tensor starts at the utterance's start, without them."""
+        return y[:, shift:] if self.fresh else y
 
     def masked(self, x: torch.Tensor, rate: int, lag: int) -> torch.Tensor:
         """x [B, n * rate, C], its first sample `lag` samples before the first frame fed's, zero where its
@@ -1182,7 +1194,8 @@ class _CarriedCall:
         multiplied (none in a call whose frames and kept frames are all unmasked)."""
         if self.whole:
             return x
-        first, length = self.history * rate - lag, x.shape[1]  # x's first sample in the masks' samples
+        length = x.shape[1]
+        first = (self.history + self.frames) * rate - lag - length  # x's first sample in the masks' samples
         a, b = (min(max(edge * rate - first, 0), length) for edge in self.unmasked)
         if a == 0 and b == length:
             return x
@@ -1194,7 +1207,7 @@ class _CarriedCall:
     def conv(self, layer: nn.Module, x: torch.Tensor, lag: int) -> tuple[torch.Tensor, int]:
         """A convolution of odd kernel fed x [B, S, C] once: the same length, lagging x by half its reach."""
         reach = _reach(layer)
-        return _unpadded(layer, self.extended(x, reach)), lag + reach // 2
+        return self.trimmed(_unpadded(layer, self.extended(x, reach)), reach // 2), lag + reach // 2
 
     def upsampled(self, layer: nn.Module, x: torch.Tensor, lag: int) -> tuple[torch.Tensor, int]:
         """A transposed convolution of stride u (after the leaky ReLU) fed x [B, S, C] once, keeping the
@@ -1205,7 +1218,8 @@ class _CarriedCall:
         before = -(-kernel // stride) - 1  # input samples kept: each reaches `kernel` outputs
         full = F.leaky_relu(self.extended(x, before), LRELU_SLOPE)
         y = _unpadded(layer, full)  # [B, (before + S - 1) u + kernel, C']
-        return y[:, before * stride : (before + x.shape[1]) * stride], lag * stride + int(conv.padding[0])
+        pad = int(conv.padding[0])
+        return self.trimmed(y[:, before * stride : (before + x.shape[1]) * stride], pad), lag * stride + pad
 
 
 def network_configs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
