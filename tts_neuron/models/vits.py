@@ -1047,8 +1047,10 @@ class CarriedGenerator(nn.Module):
     each transposed one its last input frame, and the sum of a stage's residual blocks a delay line that
     lines it up with the widest. One more delay line rounds the output's lag up to whole frames
     (`delay`). Every layer's input is masked at its own lag where a call's frames or those it keeps are
-    masked (an utterance's first and last calls), as zero padding would. The state's layout is what the
-    forward asks for, found by running it once over one frame."""
+    masked (an utterance's first and last calls), as zero padding would; an utterance's first call
+    computes each layer from the utterance's start only (`_CarriedCall.fresh`), and its output outside the
+    utterance is silence. The state's layout is what the forward asks for, found by running it once over
+    one frame."""
 
     def __init__(self, generator: VitsGenerator) -> None:
         super().__init__()
