@@ -4,6 +4,7 @@ leave the original network as it was) and the VITS flow's and text encoder's tim
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -186,34 +187,58 @@ def test_the_carried_vits_generator_is_fed_each_frame_once_and_equals_the_genera
     assert_untouched(generator, before)
 
 
-@pytest.mark.parametrize("kind", ["1", "2"])
-def test_carried_generator_calls_of_streams_at_different_points_batch_as_alone(kind: str) -> None:
-    """One batched call of the carried HiFi-GAN whose rows are an utterance's first call, a middle one,
-    a last one (frames past the end masked) and a whole short utterance gives each row what its call
-    alone gives, audio and state: the masks of one row never reach another's (the engine batches such
-    calls across streams)."""
-    torch.manual_seed(int(kind))
+def carried_generator(kind: str) -> nn.Module:
     generator = VitsGenerator(
         inter_channels=8, resblock=kind, resblock_kernel_sizes=[3, 5],
         resblock_dilation_sizes=[[1, 3], [2, 1]], upsample_rates=[4, 2, 2], upsample_initial_channel=16,
         upsample_kernel_sizes=[8, 4, 6],
     ).eval()  # fmt: skip
     perturbed(generator)
-    carried = cpu_form(generator).carried_form()
-    n = 16
+    return cpu_form(generator).carried_form()
+
+
+def carried_flow(speakers: int) -> nn.Module:
+    flow = VitsFlow(n_speakers=speakers, gin_channels=6 if speakers > 1 else 0, inter_channels=8,
+                    hidden_channels=12).eval()  # fmt: skip
+    perturbed(flow)
+    return flow.carried_form()
+
+
+@pytest.mark.parametrize(
+    ("make", "conditions"),
+    [
+        (lambda: carried_generator("1"), ()),
+        (lambda: carried_generator("2"), ()),
+        (lambda: carried_flow(1), ()),
+        (lambda: carried_flow(3), (torch.tensor([2]),)),
+    ],
+    ids=["generator-1", "generator-2", "flow", "flow-3-speakers"],
+)
+def test_carried_calls_of_streams_at_different_points_batch_as_alone(
+    make: Callable[[], nn.Module], conditions: tuple[torch.Tensor, ...]
+) -> None:
+    """One batched call of the carried HiFi-GAN or flow whose rows are an utterance's first call, a middle
+    one, a last one (frames past the end masked) and a whole short utterance gives each row what its call
+    alone gives, audio and state: the masks of one row never reach another's, and a first call alone
+    (which computes from the utterance's start only) equals the same row among others (the engine
+    batches such calls across streams)."""
+    torch.manual_seed(0)
+    carried = make()
+    n = carried.delay + 16
     with torch.inference_mode():
         start = carried.initial_state(torch.float32, torch.device("cpu"))
-        _, *later = carried(torch.randn(1, 24, 8), torch.ones(1, 24), *start)
+        _, *later = carried(torch.randn(1, n, 8), torch.ones(1, n), *conditions, *start)
         rows = [  # (frames, mask, state)
             (torch.randn(1, n, 8), torch.ones(1, n), start),
             (torch.randn(1, n, 8), torch.ones(1, n), tuple(later)),
             (torch.randn(1, n, 8), (torch.arange(n) < 5).float()[None], tuple(later)),
             (torch.randn(1, n, 8), (torch.arange(n) < 3).float()[None], start),
         ]
-        alone = [carried(x * mask[..., None], mask, *state) for x, mask, state in rows]
+        alone = [carried(x * mask[..., None], mask, *conditions, *state) for x, mask, state in rows]
         batched = carried(
             torch.cat([x * mask[..., None] for x, mask, _ in rows]),
             torch.cat([mask for _, mask, _ in rows]),
+            *(condition.expand(len(rows)) for condition in conditions),
             *(torch.cat(parts) for parts in zip(*(state for _, _, state in rows), strict=True)),
         )
     for i, outputs in enumerate(alone):

@@ -848,46 +848,60 @@ class CarriedFlow(nn.Module):
         speaker, (mask_kept, inputs_kept, layers_kept, skips_kept) = (
             (rest[0], rest[1:]) if self.conditioned else (None, rest)
         )
-        n, r, lag = z_p.shape[1], self.reach, self.lag
+        n, r, lag, delay = z_p.shape[1], self.reach, self.lag, self.delay
         masks = torch.cat([mask_kept, frame_mask], 1)  # [B, delay + n]
         mask = masks.unsqueeze(2)  # [B, delay + n, 1]: from `delay` frames before the first fed
+        fresh = n > delay and not bool(mask_kept.any())
+        """Every row's first call: each layer computes only from the utterance's start (what its lag puts
+        before it would be masked), so each coupling's frames are `lag` fewer; the output is padded back."""
+        skipped = r if fresh else 0  # a layer's outputs before the start, not computed
         g = self.flow.speaker(speaker)  # [B, G, 1] or None
         z = z_p * mask[:, -n:]
         keep_inputs, keep_layers, keep_skips = [], [], []
         for j, (coupling, matrices) in enumerate(zip(self.couplings, self.matrices, strict=True)):
-            first = self.delay - lag * j  # mask row of this coupling's first input frame
+            end = delay + n - lag * j  # the mask row after this coupling's last input frame
+            length = z.shape[1]  # its input frames: n, or n - lag * j in a fresh call
             z = torch.flip(z, [2])  # the flip that precedes each coupling in reverse
             cond = None if g is None else coupling.enc.cond_layer(g).transpose(1, 2)  # [B, 1, 2H * layers]
-            x = _matmul(z[..., : coupling.split], *matrices.pre) * mask[:, first : first + n]  # [B, n, H]
+            x = _matmul(z[..., : coupling.split], *matrices.pre) * mask[:, end - length : end]  # [B, m, H]
             skip: torch.Tensor | None = None
             for i, ((taps, bias), res_skip) in enumerate(
                 zip(matrices.layers, matrices.res_skip, strict=True)
             ):
-                x = torch.cat([layers_kept[:, j, i], x], 1)  # [B, 2r + n, H]
+                x = torch.cat([layers_kept[:, j, i], x], 1)  # [B, 2r + m, H]
                 keep_layers.append(x[:, -2 * r :])
-                a = torch.baddbmm(bias, x[:, :n], taps[0].expand(len(x), -1, -1))  # [B, n, 2H]
+                m = x.shape[1] - 2 * r - skipped  # outputs, r frames behind the inputs
+                a = torch.baddbmm(
+                    bias, x[:, skipped : skipped + m], taps[0].expand(len(x), -1, -1)
+                )  # [B, m, 2H]
                 for k in range(1, 2 * r + 1):
-                    a.baddbmm_(x[:, k : k + n], taps[k].expand(len(x), -1, -1))
+                    a.baddbmm_(x[:, skipped + k : skipped + k + m], taps[k].expand(len(x), -1, -1))
                 if cond is not None:
                     a += cond[..., 2 * self.hidden * i : 2 * self.hidden * (i + 1)] * matrices.gate
                 gates = a.sigmoid_()
                 acts = _matmul((gates[..., : self.hidden] - 0.5).mul_(gates[..., self.hidden :]), *res_skip)
                 last = i == self.layers - 1
-                skips = acts if last else acts[..., self.hidden :]  # [B, n, H], r(i + 1) behind the input
+                skips = acts if last else acts[..., self.hidden :]  # [B, m, H], r(i + 1) behind the input
                 if skip is not None:  # the skips so far, r frames further behind
-                    skip = torch.cat([skips_kept[:, j, i - 1], skip], 1)  # [B, r + n, H]
+                    before = skip.shape[1]
+                    skip = torch.cat([skips_kept[:, j, i - 1], skip], 1)  # [B, r + before, H]
                     keep_skips.append(skip[:, -r:])
-                    skips = skips + skip[:, :n]
+                    skips = skips + skip[:, before - m : before]
                 skip = skips
                 if not last:
-                    out = first - r * (i + 1)  # mask row of this layer's first output frame
-                    x = (x[:, r : r + n] + acts[..., : self.hidden]) * mask[:, out : out + n]
+                    out = end - r * (i + 1)  # the mask row after this layer's last output frame
+                    x = (x[:, skipped + r : skipped + r + m] + acts[..., : self.hidden]) * mask[
+                        :, out - m : out
+                    ]
             assert skip is not None
-            done = mask[:, first - lag : first - lag + n]  # [B, n, 1]: the coupling's output frames
-            mean = _matmul(skip * done, *matrices.post) * done  # [B, n, S]
-            z = torch.cat([inputs_kept[:, j], z], 1)  # [B, lag + n, C]: this coupling's inputs
+            m = skip.shape[1]  # the coupling's output frames, `lag` behind its input
+            done = mask[:, end - lag - m : end - lag]  # [B, m, 1]
+            mean = _matmul(skip * done, *matrices.post) * done  # [B, m, S]
+            z = torch.cat([inputs_kept[:, j], z], 1)  # [B, lag + length, C]: this coupling's inputs
             keep_inputs.append(z[:, -lag:])
-            z = torch.cat([z[:, :n, : coupling.split], (z[:, :n, coupling.split :] - mean) * done], 2)
+            z = z[:, length - m : length]  # its inputs `lag` frames later, under its outputs
+            z = torch.cat([z[..., : coupling.split], (z[..., coupling.split :] - mean) * done], 2)
+        z = F.pad(z, (0, 0, n - z.shape[1], 0))  # a fresh call's output, padded back to n frames
         couplings = len(self.couplings)
         return (
             z,
