@@ -816,7 +816,9 @@ class CarriedFlow(nn.Module):
     takes the next latent frames (and the speaker, for a multi-speaker voice) with the state the call
     before left, and returns the flow's output `delay` frames behind the last frame fed. Each coupling
     lags its input by its WaveNet's reach (4 layers of kernel 5: 8 frames) and keeps, for that: its last
-    inputs (passed through, delayed), each layer's last inputs, and each layer's sum of skips so far."""
+    inputs (passed through, delayed), each layer's last inputs, and each layer's sum of skips so far. An
+    utterance's first call computes each layer from the utterance's start only, as `CarriedGenerator`'s
+    does."""
 
     def __init__(self, form: FlowCpuForm) -> None:
         super().__init__()
