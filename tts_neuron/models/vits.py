@@ -853,9 +853,9 @@ class CarriedFlow(nn.Module):
         n, r, lag, delay = z_p.shape[1], self.reach, self.lag, self.delay
         masks = torch.cat([mask_kept, frame_mask], 1)  # [B, delay + n]
         mask = masks.unsqueeze(2)  # [B, delay + n, 1]: from `delay` frames before the first fed
+        # Every row's first call: each layer computes only from the utterance's start (what its lag puts
+        # before it would be masked), so each coupling's frames are `lag` fewer; the output is padded back.
         fresh = n > delay and not bool(mask_kept.any())
-        """Every row's first call: each layer computes only from the utterance's start (what its lag puts
-        before it would be masked), so each coupling's frames are `lag` fewer; the output is padded back."""
         skipped = r if fresh else 0  # a layer's outputs before the start, not computed
         g = self.flow.speaker(speaker)  # [B, G, 1] or None
         z = z_p * mask[:, -n:]
