@@ -872,12 +872,11 @@ class CarriedFlow(nn.Module):
             ):
                 x = torch.cat([layers_kept[:, j, i], x], 1)  # [B, 2r + m, H]
                 keep_layers.append(x[:, -2 * r :])
-                m = x.shape[1] - 2 * r - skipped  # outputs, r frames behind the inputs
-                a = torch.baddbmm(
-                    bias, x[:, skipped : skipped + m], taps[0].expand(len(x), -1, -1)
-                )  # [B, m, 2H]
+                taken = x[:, skipped:]  # the inputs of the outputs computed
+                m = taken.shape[1] - 2 * r  # outputs, r frames behind the inputs
+                a = torch.baddbmm(bias, taken[:, :m], taps[0].expand(len(x), -1, -1))  # [B, m, 2H]
                 for k in range(1, 2 * r + 1):
-                    a.baddbmm_(x[:, skipped + k : skipped + k + m], taps[k].expand(len(x), -1, -1))
+                    a.baddbmm_(taken[:, k : k + m], taps[k].expand(len(x), -1, -1))
                 if cond is not None:
                     a += cond[..., 2 * self.hidden * i : 2 * self.hidden * (i + 1)] * matrices.gate
                 gates = a.sigmoid_()
@@ -892,9 +891,7 @@ class CarriedFlow(nn.Module):
                 skip = skips
                 if not last:
                     out = end - r * (i + 1)  # the mask row after this layer's last output frame
-                    x = (x[:, skipped + r : skipped + r + m] + acts[..., : self.hidden]) * mask[
-                        :, out - m : out
-                    ]
+                    x = (taken[:, r : r + m] + acts[..., : self.hidden]) * mask[:, out - m : out]
             assert skip is not None
             m = skip.shape[1]  # the coupling's output frames, `lag` behind its input
             done = mask[:, end - lag - m : end - lag]  # [B, m, 1]
