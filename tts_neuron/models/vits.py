@@ -1130,9 +1130,9 @@ class CarriedGenerator(nn.Module):
 def _carried_resblock(
     call: _CarriedCall, block: nn.Module, x: torch.Tensor, rate: int, lag: int
 ) -> tuple[torch.Tensor, int]:
-    """A residual block in a carried call: x [B, S, C] masked, its first sample `lag` samples behind the
-    call's first frame at `rate` samples a frame -> the block's output and its lag. Each residual is a
-    view of its first convolution's input, which holds the samples it lags by."""
+    """A residual block in a carried call: x [B, S, C] masked, `lag` samples behind the frames fed at
+    `rate` samples a frame -> the block's output and its lag. Each residual is a view of its first
+    convolution's input, which holds the samples it lags by."""
     assert isinstance(block, ResBlock)
     kind_1 = block.kind == "1"
     pairs = zip(block.convs1, block.convs2, strict=True) if kind_1 else ((c, None) for c in block.convs)
@@ -1204,9 +1204,9 @@ class _CarriedCall:
         return y[:, shift:] if self.fresh else y
 
     def masked(self, x: torch.Tensor, rate: int, lag: int) -> torch.Tensor:
-        """x [B, n * rate, C], its first sample `lag` samples before the first frame fed's, zero where its
-        frame is masked, in place: only the samples outside the frames unmasked in every row are
-        multiplied (none in a call whose frames and kept frames are all unmasked)."""
+        """x [B, S, C], `lag` samples behind the frames fed (its last sample `lag` before their end; S is
+        n * rate, less in a fresh call), zero where its frame is masked, in place: only the samples
+        outside the frames unmasked in every row are multiplied (none where every frame is unmasked)."""
         if self.whole:
             return x
         length = x.shape[1]
