@@ -293,7 +293,7 @@ class Decoder(StreamableBlock):
         self.name, self.network, self.radius, self.per_frame = name, network, radius, per_frame
         self.first_chunk_frames, self.chunk_frames = first_chunk_frames, chunk_frames
         self.conditions, self.table = tuple(conditions), table
-        module = network.network if isinstance(network, NetworkHandle) else network
+        module, plain = (n.network if isinstance(n, NetworkHandle) else n for n in (network, whole))
         self.carried = module if table is None and isinstance(module, CarriedNetwork) else None
         """The network's carried form, where it is one: then each frame is fed once (`_carry`)."""
         self.whole = whole if self.carried is not None else None
@@ -303,7 +303,7 @@ class Decoder(StreamableBlock):
                 f"network '{name}' ({type(module).__name__}) is a carried form with delay {delay!r}: "
                 "it must be a whole number of frames, 0 or more"
             )
-        placed = module if self.whole is None else getattr(self.whole, "network", self.whole)
+        placed = module if self.whole is None else plain
         self.pads_end = table is None and getattr(placed, "pads_windows", False)
         """Whether a window that could not take more context to round its length takes `end_pad` frames
         past the utterance's end instead (a network that masks its layers for a padded window asks for it:

@@ -853,10 +853,9 @@ class CarriedFlow(nn.Module):
         n, r, lag, delay = z_p.shape[1], self.reach, self.lag, self.delay
         masks = torch.cat([mask_kept, frame_mask], 1)  # [B, delay + n]
         mask = masks.unsqueeze(2)  # [B, delay + n, 1]: from `delay` frames before the first fed
-        # Every row's first call: each layer computes only from the utterance's start (what its lag puts
-        # before it would be masked), so each coupling's frames are `lag` fewer; the output is padded back.
-        fresh = n > delay and not bool(mask_kept.any())
-        skipped = r if fresh else 0  # a layer's outputs before the start, not computed
+        # In a fresh call each layer computes only from the utterance's start, so each coupling's frames
+        # are `lag` fewer; the output is padded back.
+        skipped = r if _fresh(mask_kept, n) else 0  # a layer's outputs before the start, not computed
         g = self.flow.speaker(speaker)  # [B, G, 1] or None
         z = z_p * mask[:, -n:]
         keep_inputs, keep_layers, keep_skips = [], [], []
@@ -1073,9 +1072,10 @@ class CarriedGenerator(nn.Module):
         self.hop, self.conditioned = generator.hop, generator.n_speakers > 1
         layout = _CarriedCall(torch.ones(1, 1), 0, None)
         with torch.no_grad():
-            weight = generator.dec.conv_pre.weight
+            weight = generator.dec.conv_pre.weight  # its device and dtype (a GPU's, on one)
             z = weight.new_zeros(1, 1, generator.channels)
-            _, self.delay = self._run(z, layout, *generator.speaker_example())
+            speaker = (s.to(weight.device) for s in generator.speaker_example())
+            _, self.delay = self._run(z, layout, *speaker)
         self.lines = layout.lines
 
     def initial_state(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
@@ -1160,6 +1160,14 @@ def _unpadded(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return layer(x.transpose(1, 2), padding=0).transpose(1, 2)
 
 
+def _fresh(mask_kept: torch.Tensor, frames: int) -> bool:
+    """Whether a carried call is every row's first (nothing kept from before the utterance: its kept
+    frames' mask [B, delay] all zero) and longer than `delay`: then what each layer's lag puts before the
+    utterance's start would be masked to zeros, and need not be computed. Never without a delay (the
+    generator's first run, which finds its state's layout)."""
+    return 0 < mask_kept.shape[1] < frames and not bool(mask_kept.any())
+
+
 class _CarriedCall:
     """One call of a carried network whose layers run at several rates: its delay lines, each read from
     the state and kept for the next call in the order the network meets them, and its frames' masks.
@@ -1176,10 +1184,9 @@ class _CarriedCall:
             self.unmasked = (0, 0)
         self.whole = len(unmasked) == masks.shape[1]
         """Every frame unmasked: nothing to mask."""
-        self.fresh = 0 < history < self.frames and not bool(masks[:, :history].any())
-        """Every row's first call (nothing kept from before the utterance), longer than the history: each
-        layer computes only its samples from the utterance's start on (`trimmed`), since those before
-        would be masked to zeros. Its output is shorter; `CarriedGenerator` pads it back."""
+        self.fresh = _fresh(masks[:, :history], self.frames)
+        """Each layer computes only its samples from the utterance's start on (`trimmed`); the output is
+        shorter, and `CarriedGenerator` pads it back."""
         self.state = None if kept is None else iter(kept)
         self.kept: list[torch.Tensor] = []
         self.lines: list[tuple[int, int]] = []
