@@ -164,12 +164,8 @@ def test_the_carried_vits_generator_is_fed_each_frame_once_and_equals_the_genera
     frame goes in once, and the streamed audio is as near the generator in float64 as the generator in
     float32 is, whatever the chunks and windows."""
     torch.manual_seed(seed)
-    generator = VitsGenerator(
-        n_speakers=speakers, gin_channels=6 if speakers > 1 else 0, inter_channels=8, resblock=kind,
-        resblock_kernel_sizes=[3, 5], resblock_dilation_sizes=[[1, 3], [2, 1]], upsample_rates=[4, 2, 2],
-        upsample_initial_channel=16, upsample_kernel_sizes=[8, 4, 6],
-    ).eval()  # fmt: skip
-    before = perturbed(generator)
+    generator = small_generator(kind, speakers)
+    before = copy.deepcopy(generator.state_dict())
     speaker = torch.tensor([seed % speakers]) if speakers > 1 else None
     conditions = ("speaker",) if speaker is not None else ()
     carried = cpu_form(generator).carried_form()
@@ -187,30 +183,32 @@ def test_the_carried_vits_generator_is_fed_each_frame_once_and_equals_the_genera
     assert_untouched(generator, before)
 
 
-def carried_generator(kind: str) -> nn.Module:
+def small_generator(kind: str, speakers: int = 1) -> VitsGenerator:
+    """A perturbed HiFi-GAN of either residual kind whose transposed kernels span two and three frames."""
     generator = VitsGenerator(
-        inter_channels=8, resblock=kind, resblock_kernel_sizes=[3, 5],
-        resblock_dilation_sizes=[[1, 3], [2, 1]], upsample_rates=[4, 2, 2], upsample_initial_channel=16,
-        upsample_kernel_sizes=[8, 4, 6],
+        n_speakers=speakers, gin_channels=6 if speakers > 1 else 0, inter_channels=8, resblock=kind,
+        resblock_kernel_sizes=[3, 5], resblock_dilation_sizes=[[1, 3], [2, 1]], upsample_rates=[4, 2, 2],
+        upsample_initial_channel=16, upsample_kernel_sizes=[8, 4, 6],
     ).eval()  # fmt: skip
     perturbed(generator)
-    return cpu_form(generator).carried_form()
+    return generator
 
 
-def carried_flow(speakers: int) -> nn.Module:
+def small_flow(speakers: int) -> VitsFlow:
+    """A perturbed flow of 8 channels (12 hidden)."""
     flow = VitsFlow(n_speakers=speakers, gin_channels=6 if speakers > 1 else 0, inter_channels=8,
                     hidden_channels=12).eval()  # fmt: skip
     perturbed(flow)
-    return flow.carried_form()
+    return flow
 
 
 @pytest.mark.parametrize(
     ("make", "conditions"),
     [
-        (lambda: carried_generator("1"), ()),
-        (lambda: carried_generator("2"), ()),
-        (lambda: carried_flow(1), ()),
-        (lambda: carried_flow(3), (torch.tensor([2]),)),
+        (lambda: cpu_form(small_generator("1")).carried_form(), ()),
+        (lambda: cpu_form(small_generator("2")).carried_form(), ()),
+        (lambda: small_flow(1).carried_form(), ()),
+        (lambda: small_flow(3).carried_form(), (torch.tensor([2]),)),
     ],
     ids=["generator-1", "generator-2", "flow", "flow-3-speakers"],
 )
@@ -328,9 +326,7 @@ def test_the_carried_vits_flow_is_fed_each_frame_once_and_equals_the_flow(
     frame goes in once, and the streamed output is as near the flow in float64 as the flow in float32
     is (the CPU form's bound, above), whatever the chunks and windows."""
     torch.manual_seed(seed)
-    flow = VitsFlow(n_speakers=speakers, gin_channels=6 if speakers > 1 else 0, inter_channels=8,
-                    hidden_channels=12).eval()  # fmt: skip
-    perturbed(flow)
+    flow = small_flow(speakers)
     speaker = torch.tensor([seed % speakers]) if speakers > 1 else None
     conditions = ("speaker",) if speaker is not None else ()
     block = Decoder("flow", flow.carried_form(), flow.receptive_radius, 1, *sizes, conditions=conditions)
